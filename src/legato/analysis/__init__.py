@@ -1,0 +1,1 @@
+"""Non-parametric measurements on stamps (fluxes, radii, moments)."""

@@ -1,0 +1,1 @@
+"""Reading galaxy catalogues (van der Wel GALFIT format)."""

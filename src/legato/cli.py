@@ -1,0 +1,139 @@
+"""The ``legato`` command line.
+
+Heavy libraries (GalSim, TensorFlow, MLflow) are imported inside the commands,
+so ``legato --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from legato.errors import LegatoError
+
+app = typer.Typer(
+    name="legato",
+    help="Galaxy structure (single-Sérsic mag, re, n, q) from HST/CANDELS-like stamps with deep learning.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+ParamsOption = Annotated[Path, typer.Option("--params", help="Parameter file (YAML).")]
+
+
+def one_line_errors(command):
+    """Report a :class:`LegatoError` as one line on stderr and exit with status 1."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except LegatoError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(code=1) from None
+        except KeyboardInterrupt:
+            typer.echo("interrupted: nothing was written", err=True)
+            raise typer.Exit(code=130) from None
+
+    return wrapper
+
+
+def write_json(path: Path, payload: dict) -> None:
+    """Write a JSON report atomically (temporary file, then rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+    tmp.replace(path)
+
+
+@app.command()
+@one_line_errors
+def simulate(
+    params: ParamsOption = Path("params.yaml"),
+    out: Annotated[Path, typer.Option(help="Output folder (one sub-folder per split).")] = Path("datasets/simulated"),
+    workers: Annotated[Optional[int], typer.Option(help="Worker processes (default: all cores).")] = None,
+    mag_min: Annotated[Optional[float], typer.Option(help="Brightest AB magnitude drawn.")] = None,
+    mag_max: Annotated[Optional[float], typer.Option(help="Faintest AB magnitude drawn (23 = paper subset).")] = None,
+    train: Annotated[Optional[int], typer.Option(help="Training galaxies.")] = None,
+    val: Annotated[Optional[int], typer.Option(help="Validation galaxies.")] = None,
+    test: Annotated[Optional[int], typer.Option(help="Test galaxies.")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Random seed.")] = None,
+    band: Annotated[Optional[str], typer.Option(help="Filter (sets the zeropoint).")] = None,
+    stamp_size: Annotated[Optional[int], typer.Option(help="Stamp side in pixels.")] = None,
+    report: Annotated[Optional[Path], typer.Option(help="Write a JSON summary (timing) here.")] = None,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+):
+    """Simulate CANDELS F160W-like single-Sérsic stamps (train / val / test splits)."""
+    from legato.config import load_params, simulation_config
+    from legato.errors import ConfigError
+
+    loaded = load_params(params)
+    sizes = dict(loaded.get("simulate", {}).get("sizes") or {})
+    for split, value in (("train", train), ("val", val), ("test", test)):
+        if value is not None:
+            if value < 0:
+                raise ConfigError(f"--{split} must be >= 0, got {value}")
+            sizes[split] = value
+    overrides = {"mag_min": mag_min, "mag_max": mag_max, "seed": seed, "band": band, "stamp_size": stamp_size}
+    overrides["sizes"] = sizes or None
+    config = simulation_config(loaded, overrides)
+    if workers is not None and workers < 1:
+        raise ConfigError(f"--workers must be >= 1, got {workers}")
+
+    from legato.simulation.simulate import simulate as run_simulation
+
+    summary = run_simulation(config, out, workers=workers, progress=progress)
+    typer.echo(
+        f"wrote {summary['total_stamps']} stamps to {out} in {summary['wall_seconds']} s "
+        f"({summary['stamps_per_second']} stamps/s, {summary['workers']} workers)"
+    )
+    if report is not None:
+        write_json(report, summary)
+
+
+@app.command("calibrate-noise")
+@one_line_errors
+def calibrate_noise(
+    params: ParamsOption = Path("params.yaml"),
+    sample: Annotated[int, typer.Option(help="Galaxies rendered for the fit.")] = 600,
+    report: Annotated[Path, typer.Option(help="Where to write the calibration.")] = Path(
+        "reports/noise_calibration.json"
+    ),
+):
+    """Fit the sky noise and exposure time to the catalogue's S/N-versus-magnitude relation."""
+    from legato.config import load_params, simulation_config
+    from legato.errors import ConfigError
+    from legato.simulation.calibration import calibrate_noise as fit
+
+    if sample < 50:
+        raise ConfigError(f"--sample must be at least 50, got {sample}")
+    result = fit(simulation_config(load_params(params)), sample_size=sample)
+    write_json(report, result)
+    typer.echo(
+        f"sky_sigma = {result['sky_sigma']} e-/s/pixel, exposure_time = {result['exposure_time']} s; "
+        f"simulated/catalogue median S/N per bin: {result['ratio']} (written to {report})"
+    )
+
+
+@app.command("make-psf")
+@one_line_errors
+def make_psf(
+    out: Annotated[Path, typer.Option(help="PSF FITS file to write.")] = Path("data/psf/wfc3ir_f160w_psf.fits"),
+    size: Annotated[int, typer.Option(help="Image side in pixels (odd).")] = 51,
+):
+    """Write the model WFC3/IR F160W PSF image (sampled at 0.06", no output-pixel response)."""
+    from legato.simulation.psf import write_psf_image
+
+    path = write_psf_image(out, size=size)
+    typer.echo(f"wrote {path}")
+
+
+def main() -> None:  # pragma: no cover - console entry
+    """Console entry point."""
+    sys.exit(app())

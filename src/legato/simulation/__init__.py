@@ -1,0 +1,1 @@
+"""CANDELS F160W-like single-Sérsic galaxy simulation with GalSim."""

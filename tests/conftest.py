@@ -1,0 +1,63 @@
+"""Shared fixtures: the repository's versioned inputs and small seeded configurations."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+CATALOG = REPO / "data/vanderwel2014_3dhst/cosmos_3dhst.v4.1_f160w.galfit"
+PSF = REPO / "data/psf/wfc3ir_f160w_psf.fits"
+
+
+@pytest.fixture(autouse=True)
+def _quiet_tools(monkeypatch):
+    monkeypatch.setenv("DVC_NO_ANALYTICS", "1")
+    monkeypatch.setenv("GX_ANALYTICS_ENABLED", "false")
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return REPO
+
+
+@pytest.fixture(scope="session")
+def raw_data() -> dict[str, Path]:
+    """The DVC-tracked raw inputs (``make data`` / ``dvc pull data.dvc`` fetches them)."""
+    missing = [str(p.relative_to(REPO)) for p in (CATALOG, PSF) if not p.is_file()]
+    if missing:
+        pytest.fail(f"raw data missing ({', '.join(missing)}): run `dvc pull data.dvc` (or `make data`) first")
+    return {"catalog": CATALOG, "psf": PSF}
+
+
+@pytest.fixture(scope="session")
+def params(repo_root):
+    from legato.config import load_params
+
+    return load_params(repo_root / "params.yaml")
+
+
+@pytest.fixture(scope="session")
+def sim_config(params, raw_data):
+    """The default simulation configuration with absolute data paths and tiny splits."""
+    from legato.config import simulation_config
+
+    config = simulation_config(params)
+    return replace(
+        config, catalog=str(raw_data["catalog"]), psf=str(raw_data["psf"]), sizes={"train": 24, "val": 8, "test": 8}
+    )
+
+
+@pytest.fixture(scope="session")
+def galsim_psf(raw_data):
+    from legato.simulation.psf import read_psf_image
+
+    return read_psf_image(raw_data["psf"]).galsim_profile()
+
+
+@pytest.fixture(scope="session")
+def cpu_workers() -> int:
+    return min(2, os.cpu_count() or 1)
