@@ -97,6 +97,87 @@ def simulate(
         write_json(report, summary)
 
 
+@app.command()
+@one_line_errors
+def train(
+    arch: Annotated[str, typer.Option(help="Architecture: arch1 or arch2.")] = "arch1",
+    params: ParamsOption = Path("params.yaml"),
+    data: Annotated[Path, typer.Option(help="Simulated set folder (train/ and val/ inside).")] = Path("datasets/simulated"),
+    out: Annotated[Optional[Path], typer.Option(help="Estimator folder (default models/<arch>).")] = None,
+    epochs: Annotated[Optional[int], typer.Option(help="Maximum epochs.")] = None,
+    max_train: Annotated[Optional[int], typer.Option(help="Use only this many training stamps.")] = None,
+    mode: Annotated[Optional[str], typer.Option(help="multi_output or per_parameter.")] = None,
+    tracking_uri: Annotated[Optional[str], typer.Option(help="MLflow tracking URI (default sqlite:///mlflow.db).")] = None,
+    report: Annotated[Optional[Path], typer.Option(help="Write the run summary (JSON) here.")] = None,
+):
+    """Train a DeepLeGATo network on simulated stamps and log it to MLflow."""
+    from legato.config import load_params
+    from legato.training.config import TrainConfig
+
+    loaded = load_params(params)
+    config = TrainConfig.from_params(loaded, arch, {"epochs": epochs, "max_train": max_train, "mode": mode})
+    tracking_uri = tracking_uri or (loaded.get("mlflow") or {}).get("tracking_uri")
+    experiment = (loaded.get("mlflow") or {}).get("experiment", "legato")
+
+    from legato.training.train import train as run_training
+
+    summary = run_training(config, data, out or Path("models") / arch, tracking_uri=tracking_uri, experiment=experiment)
+    typer.echo(
+        f"{arch}: run {summary['run_id']}, validation R2 mag {summary['val_r2_mag']:.4f} re {summary['val_r2_re']:.4f} "
+        f"n {summary['val_r2_n']:.4f} ellipticity {summary['val_r2_ellipticity']:.4f}"
+    )
+    if report is not None:
+        write_json(report, summary)
+
+
+def parse_mapping(values: list[str], option: str) -> dict[str, Path]:
+    """``name=path`` command-line values as a dict."""
+    from legato.errors import ConfigError
+
+    mapping = {}
+    for value in values:
+        name, sep, path = value.partition("=")
+        if not sep or not name or not path:
+            raise ConfigError(f"{option} expects name=path, got {value!r}")
+        mapping[name] = Path(path)
+    return mapping
+
+
+@app.command()
+@one_line_errors
+def evaluate(
+    params: ParamsOption = Path("params.yaml"),
+    test: Annotated[Path, typer.Option(help="Test stamp set.")] = Path("datasets/simulated/test"),
+    model: Annotated[Optional[list[str]], typer.Option(help="name=estimator folder (repeatable; default: params).")] = None,
+    catalog: Annotated[Optional[list[str]], typer.Option(help="name=catalogue of estimates (repeatable; default: params).")] = None,
+    reports: Annotated[Path, typer.Option(help="Reports folder.")] = Path("reports"),
+    tracking_uri: Annotated[Optional[str], typer.Option(help="MLflow tracking URI.")] = None,
+):
+    """Score the estimators on the simulated test set: Table 1, per-bin bias/scatter/outliers, Figure 3."""
+    from legato.config import load_params, section
+    from legato.errors import ConfigError
+
+    loaded = load_params(params)
+    settings = section(loaded, "evaluate")
+    estimators = parse_mapping(model, "--model") if model else {k: Path(v) for k, v in (settings.get("estimators") or {}).items()}
+    catalogues = parse_mapping(catalog, "--catalog") if catalog else {k: Path(v) for k, v in (settings.get("catalogues") or {}).items()}
+    for name, path in {**estimators, **catalogues}.items():
+        if not path.exists():
+            raise ConfigError(f"method {name!r}: {path} does not exist")
+    if not estimators and not catalogues:
+        raise ConfigError("nothing to evaluate: give --model or --catalog")
+    mlflow_settings = loaded.get("mlflow") or {}
+
+    from legato.evaluation.evaluate import evaluate as run_evaluation
+    from legato.tracking import start_tracking
+
+    start_tracking(tracking_uri or mlflow_settings.get("tracking_uri"), mlflow_settings.get("experiment", "legato"))
+    table1 = run_evaluation(test, estimators, catalogues, settings["subsets"], settings["mag_bins"], reports_dir=reports)
+    for method in [*estimators, *catalogues]:
+        row = table1[method]
+        typer.echo(f"{method:>10} (H <= 23)  R2 " + "  ".join(f"{p} {v:.4f}" for p, v in row.items()))
+
+
 @app.command("calibrate-noise")
 @one_line_errors
 def calibrate_noise(

@@ -1,0 +1,150 @@
+"""Evaluation on the held-out simulated test set: Table 1, per-bin statistics, Figure 3, MLflow."""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+from astropy.table import Table
+
+from legato.evaluation.metrics import PAPER_TABLE1, PARAMETERS, binned_statistics, r2_table
+from legato.evaluation.plots import figure3
+from legato.io.stamps import read_stamp_set
+
+PAPER_SUBSET = "paper_h23"
+
+
+def subset_mask(truth, mag_max: float) -> np.ndarray:
+    """Rows whose true magnitude is at most ``mag_max``."""
+    return np.asarray(truth["mag"], dtype=float) <= mag_max
+
+
+def predictions_table(ids, values: dict) -> Table:
+    """A catalogue of estimates with units (same columns for every method)."""
+    table = Table({"id": np.asarray(ids)})
+    units = {"mag": "mag", "re_arcsec": "arcsec"}
+    for name in ("mag", "re_arcsec", "n", "q", "ellipticity"):
+        table[name] = np.asarray(values[name], dtype=float)
+        if name in units:
+            table[name].unit = units[name]
+    return table
+
+
+def predict_with_estimators(stamps, ids, estimators: dict[str, Path]) -> tuple[dict[str, Table], dict[str, float]]:
+    """Run each estimator folder on the stamps; return catalogues and stamps/s per method."""
+    from legato.models.estimator import LoadedEstimator
+
+    catalogues, speed = {}, {}
+    for method, folder in estimators.items():
+        estimator = LoadedEstimator(folder)
+        estimator.predict(stamps[:64])  # warm-up (graph building) outside the timing
+        start = time.perf_counter()
+        values = estimator.predict(stamps)
+        speed[method] = len(stamps) / (time.perf_counter() - start)
+        catalogues[method] = predictions_table(ids, values)
+    return catalogues, speed
+
+
+def evaluate(
+    test_dir: str | Path,
+    estimators: dict[str, Path],
+    catalogues: dict[str, Path] | None,
+    subsets: dict[str, float],
+    mag_bins,
+    reports_dir: str | Path = "reports",
+    predictions_dir: str | Path = "datasets/predictions",
+) -> dict:
+    """Score every method on the test set and write the reports.
+
+    Parameters
+    ----------
+    test_dir : str or Path
+        Simulated test stamp set.
+    estimators : dict of str to Path
+        Network estimator folders by method name (e.g. ``arch1``).
+    catalogues : dict of str to Path, optional
+        Already computed catalogues (e.g. the classical fitter's) by method name,
+        with an ``id`` column matching the test set.
+    subsets : dict of str to float
+        Subset name to faintest magnitude (Table 1 is given for each).
+    mag_bins : sequence of float
+        Magnitude bin edges of the per-bin statistics and Figure 3.
+    reports_dir, predictions_dir : str or Path
+        Where reports and prediction catalogues go.
+
+    Returns
+    -------
+    dict
+        The Table 1 content.
+    """
+    reports_dir, predictions_dir = Path(reports_dir), Path(predictions_dir)
+    stamps, truth, _ = read_stamp_set(test_dir)
+    methods, speed = predict_with_estimators(stamps, truth["id"], estimators)
+    for method, path in (catalogues or {}).items():
+        table = Table.read(path)
+        order = {int(i): k for k, i in enumerate(table["id"])}
+        methods[method] = table[[order[int(i)] for i in truth["id"]]]
+
+    table1: dict = {}
+    binned: dict = {}
+    for subset, mag_max in subsets.items():
+        mask = subset_mask(truth, mag_max)
+        scores = {m: r2_table(truth[mask], est[mask]) for m, est in methods.items()}
+        if subset == PAPER_SUBSET:
+            table1.update(scores)
+        else:
+            table1[subset] = scores
+        table1.setdefault("n_test", {})[subset] = int(mask.sum())
+    table1["paper_reference"] = PAPER_TABLE1
+    for method, est in methods.items():
+        binned[method] = binned_statistics(truth, est, mag_bins)
+
+    predictions_dir.mkdir(parents=True, exist_ok=True)
+    for method, est in methods.items():
+        est.write(predictions_dir / f"{method}_test.fits", overwrite=True)
+    reports_dir.mkdir(parents=True, exist_ok=True)
+    (reports_dir / "table1.json").write_text(json.dumps(table1, indent=2) + "\n")
+    evaluation = {"binned": binned, "cnn_stamps_per_second": {m: round(v, 1) for m, v in speed.items()}, "mag_bins": list(mag_bins)}
+    (reports_dir / "evaluation.json").write_text(json.dumps(evaluation, indent=2) + "\n")
+    write_plot_tables(binned, mag_bins, reports_dir / "plots")
+    figure = figure3(truth, methods, mag_bins, reports_dir / "figures" / "figure3.png", title="input - output, simulated test set")
+    log_to_mlflow(estimators, catalogues or {}, table1, subsets, figure)
+    return table1
+
+
+def write_plot_tables(binned: dict, mag_bins, folder: Path) -> None:
+    """CSV tables (one per parameter) of the per-bin scatter, for ``dvc plots``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    centres = [0.5 * (lo + hi) for lo, hi in zip(mag_bins[:-1], mag_bins[1:])]
+    for p in PARAMETERS:
+        with open(folder / f"scatter_{p}.csv", "w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["mag", *[f"{m}" for m in binned]])
+            for k, centre in enumerate(centres):
+                writer.writerow([centre, *[binned[m][p][k]["scatter"] for m in binned]])
+
+
+def _run_id(folder: Path) -> str | None:
+    path = Path(folder) / "run.json"
+    return json.loads(path.read_text()).get("run_id") if path.is_file() else None
+
+
+def log_to_mlflow(estimators: dict, catalogues: dict, table1: dict, subsets: dict, figure: Path) -> None:
+    """Add the test metrics and Figure 3 to each method's MLflow run (same metric names for every method)."""
+    import mlflow
+
+    for method, folder in {**estimators, **catalogues}.items():
+        folder = Path(folder)
+        run_id = _run_id(folder if folder.is_dir() else folder.parent)
+        if run_id is None:
+            continue
+        metrics = {}
+        for subset in subsets:
+            scores = table1[method] if subset == PAPER_SUBSET else table1[subset][method]
+            metrics.update({f"test_r2_{p}_{subset}": v for p, v in scores.items() if np.isfinite(v)})
+        with mlflow.start_run(run_id=run_id):
+            mlflow.log_metrics(metrics)
+            mlflow.log_artifact(str(figure), artifact_path="evaluation")

@@ -1,0 +1,107 @@
+"""The MLflow model: raw stamps in, physical Sérsic parameters out.
+
+A :class:`SersicEstimator` wraps one or more Keras networks (one multi-output
+network, or one network per parameter) with their target scalers. Clients send
+raw stamps ``(N, H, W)`` in electrons/s and get a table with ``mag`` (AB),
+``re_arcsec`` (semi-major, arcsec), ``n``, ``q`` and ``ellipticity``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from legato.errors import DataError
+from legato.models.targets import OUTPUT_COLUMNS, TargetScaler, physical_columns
+
+MANIFEST = "estimator.json"
+MAX_BATCH = 4096
+
+
+def validate_stamps(stamps, stamp_size: int, max_batch: int = MAX_BATCH) -> np.ndarray:
+    """Check a batch of raw stamps and return it as float32 ``(N, H, W)``.
+
+    Raises
+    ------
+    DataError
+        On a wrong shape, a non-numeric dtype, NaN/inf pixels, an empty or oversized batch.
+    """
+    array = np.asarray(stamps)
+    if array.dtype.kind not in "fiu":
+        raise DataError(f"stamps must be numeric, got dtype {array.dtype}")
+    if array.ndim == 2:
+        array = array[None]
+    if array.ndim != 3 or array.shape[1:] != (stamp_size, stamp_size):
+        raise DataError(f"stamps must have shape (N, {stamp_size}, {stamp_size}), got {array.shape}")
+    if array.shape[0] == 0:
+        raise DataError("empty batch: send at least one stamp")
+    if array.shape[0] > max_batch:
+        raise DataError(f"batch of {array.shape[0]} stamps exceeds the limit of {max_batch}")
+    bad = ~np.isfinite(array).all(axis=(1, 2))
+    if bad.any():
+        raise DataError(f"stamps {np.flatnonzero(bad)[:10].tolist()} contain NaN or inf pixels")
+    return array.astype(np.float32, copy=False)
+
+
+class LoadedEstimator:
+    """Networks and scalers loaded from an estimator folder, predicting in physical units."""
+
+    def __init__(self, folder: str | Path):
+        import keras
+
+        import legato.models.layers  # noqa: F401  (registers the custom layers)
+
+        folder = Path(folder)
+        manifest_path = folder / MANIFEST
+        if not manifest_path.is_file():
+            raise DataError(f"no estimator in {folder} (missing {MANIFEST})")
+        self.manifest = json.loads(manifest_path.read_text())
+        self.stamp_size = int(self.manifest["stamp_size"])
+        self.members = [
+            (keras.saving.load_model(folder / m["model"], compile=False), TargetScaler.from_json(folder / m["scaler"]))
+            for m in self.manifest["members"]
+        ]
+
+    def predict(self, stamps, batch_size: int = 256) -> dict[str, np.ndarray]:
+        """Physical parameters of each stamp (columns ``mag, re_arcsec, n, q, ellipticity``)."""
+        x = validate_stamps(stamps, self.stamp_size, max_batch=np.iinfo(np.int64).max)
+        values = {}
+        for model, scaler in self.members:
+            outputs = model.predict(x, batch_size=batch_size, verbose=0)
+            values.update(scaler.inverse(outputs))
+        return physical_columns(values)
+
+
+def write_manifest(folder: str | Path, members: list[dict], stamp_size: int, **info) -> Path:
+    """Write the estimator manifest listing its networks (``model``) and scalers (``scaler``)."""
+    path = Path(folder) / MANIFEST
+    path.write_text(json.dumps({"stamp_size": stamp_size, "members": members, "outputs": OUTPUT_COLUMNS, **info}, indent=2))
+    return path
+
+
+try:  # MLflow is heavy: the pyfunc class is only defined where MLflow is importable
+    import mlflow.pyfunc
+
+    class SersicEstimator(mlflow.pyfunc.PythonModel):
+        """MLflow pyfunc model: raw stamps ``(N, H, W)`` -> DataFrame of Sérsic parameters."""
+
+        def load_context(self, context):
+            self.estimator = LoadedEstimator(context.artifacts["estimator"])
+
+        def predict(self, context, model_input, params=None):
+            import pandas as pd
+            from mlflow.exceptions import MlflowException
+            from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+
+            if isinstance(model_input, pd.DataFrame):
+                model_input = np.stack([np.asarray(v, dtype=np.float32) for v in model_input.iloc[:, 0]])
+            try:
+                stamps = validate_stamps(model_input, self.estimator.stamp_size)
+            except DataError as exc:
+                raise MlflowException(str(exc), error_code=INVALID_PARAMETER_VALUE) from None
+            return pd.DataFrame(self.estimator.predict(stamps))
+
+except ImportError:  # pragma: no cover
+    SersicEstimator = None

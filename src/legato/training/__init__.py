@@ -1,0 +1,1 @@
+"""Training DeepLeGATo networks on simulated stamp sets, tracked in MLflow."""

@@ -1,0 +1,38 @@
+"""Stamp sets as arrays and ``tf.data`` pipelines for training."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from legato.io.stamps import read_stamp_set
+
+
+def load_split(set_dir, limit: int | None = None):
+    """Stamps ``(N, H, W)`` float32 and their label table, optionally the first ``limit`` only."""
+    stamps, labels, header = read_stamp_set(set_dir)
+    if limit is not None:
+        stamps, labels = stamps[:limit], labels[:limit]
+    return stamps, labels, header
+
+
+def make_dataset(stamps: np.ndarray, targets: np.ndarray, batch_size: int, shuffle: bool, augment: bool, seed: int):
+    """A batched ``tf.data.Dataset`` of (stamp, target), with optional flips and 90-degree rotations.
+
+    The targets (mag, re, n, ellipticity) are invariant under flips and
+    rotations of the stamp, so these augmentations are exact.
+    """
+    import tensorflow as tf
+
+    dataset = tf.data.Dataset.from_tensor_slices((stamps, targets))
+    if shuffle:
+        dataset = dataset.shuffle(min(len(stamps), 20_000), seed=seed, reshuffle_each_iteration=True)
+    if augment:
+        def flip_rotate(x, y):
+            x = x[..., None]
+            x = tf.image.random_flip_left_right(x)
+            x = tf.image.random_flip_up_down(x)
+            k = tf.random.uniform((), 0, 4, dtype=tf.int32)
+            return tf.image.rot90(x, k)[..., 0], y
+
+        dataset = dataset.map(flip_rotate, num_parallel_calls=tf.data.AUTOTUNE)
+    return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
