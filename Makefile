@@ -1,6 +1,7 @@
 # legato: the two Quick-start commands.
 #   make run   - set up .venv, fetch data/ from the in-repo DVC remote, run the pipeline (dvc repro)
 #   make test  - set up .venv, fetch data/, run the test suite
+#   make paper - the pipeline at the paper's training length (15 epochs), as a DVC experiment
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -10,7 +11,7 @@ export DVC_NO_ANALYTICS := 1
 export GX_ANALYTICS_ENABLED := false
 export MPLBACKEND := Agg
 
-.PHONY: run test data install clean
+.PHONY: run test data install clean paper
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +27,9 @@ data: $(INSTALLED)
 run: data
 	$(BIN)/dvc repro
 	$(BIN)/dvc status
+
+paper: data
+	$(BIN)/dvc exp run --name paper-scale -S train.epochs=15 -S train.patience=4
 
 test: data
 	$(BIN)/python -m pytest

@@ -13,10 +13,20 @@ CATALOG = REPO / "data/vanderwel2014_3dhst/cosmos_3dhst.v4.1_f160w.galfit"
 PSF = REPO / "data/psf/wfc3ir_f160w_psf.fits"
 
 
-@pytest.fixture(autouse=True)
-def _quiet_tools(monkeypatch):
-    monkeypatch.setenv("DVC_NO_ANALYTICS", "1")
-    monkeypatch.setenv("GX_ANALYTICS_ENABLED", "false")
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_tools(tmp_path_factory):
+    """No analytics, and MLflow pointed at a per-session SQLite store, never the project's.
+
+    Session-scoped, so module- and session-scoped fixtures that train models see it too.
+    """
+    store = tmp_path_factory.getbasetemp() / "mlflow.db"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DVC_NO_ANALYTICS", "1")
+        patch.setenv("GX_ANALYTICS_ENABLED", "false")
+        patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{store}")
+        patch.setenv("TF_CPP_MIN_LOG_LEVEL", "2")
+        patch.chdir(tmp_path_factory.mktemp("cwd"))
+        yield
 
 
 @pytest.fixture(scope="session")
@@ -61,3 +71,13 @@ def galsim_psf(raw_data):
 @pytest.fixture(scope="session")
 def cpu_workers() -> int:
     return min(2, os.cpu_count() or 1)
+
+
+@pytest.fixture(scope="session")
+def tiny_sim(sim_config, tmp_path_factory, cpu_workers):
+    """A tiny simulated set (train 96 / val 32 / test 48), shared by the training and evaluation tests."""
+    from legato.simulation.simulate import simulate
+
+    folder = tmp_path_factory.mktemp("tiny") / "simulated"
+    simulate(replace(sim_config, sizes={"train": 96, "val": 32, "test": 48}, seed=3), folder, workers=cpu_workers, progress=False)
+    return folder

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -52,12 +53,17 @@ def test_fresh_copy_pulls_data_and_reproduces_pipeline(repo_copy):
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["simulate"]["sizes"] = {"train": 30, "val": 10, "test": 10}
     params["simulate"]["chunk_size"] = 20
+    params["train"].update(epochs=1, batch_size=16)
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
     run([*dvc, "repro"], repo, env)
     files = sorted(p.name for p in (repo / "datasets/simulated/train").iterdir())
     assert files == ["stamps_00000.fits", "stamps_00001.fits"]
     assert (repo / "reports/simulate.json").is_file()
+    assert (repo / "models/arch1/estimator.json").is_file() and (repo / "models/arch2/estimator.json").is_file()
+    table1 = json.loads((repo / "reports/table1.json").read_text())
+    assert set(table1["arch1"]) == {"mag", "re", "n", "ellipticity"} and "full_h245" in table1
+    assert (repo / "reports/figures/figure3.png").is_file()
     status = run([*dvc, "status"], repo, env)
     assert "up to date" in status
 
@@ -66,5 +72,7 @@ def test_fresh_copy_pulls_data_and_reproduces_pipeline(repo_copy):
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     status = run([*dvc, "status"], repo, env)
     assert "simulate" in status and "changed deps" in status
-    assert "Running stage 'simulate'" in run([*dvc, "repro"], repo, env)
-    assert "up to date" in run([*dvc, "status"], repo, env)
+    assert "Running stage 'simulate'" in run([*dvc, "repro", "simulate"], repo, env)
+    # new simulated data make the trainings downstream stale
+    status = run([*dvc, "status"], repo, env)
+    assert "train_arch1" in status and "train_arch2" in status and "simulate:" not in status

@@ -116,16 +116,13 @@ def train(
 
     loaded = load_params(params)
     config = TrainConfig.from_params(loaded, arch, {"epochs": epochs, "max_train": max_train, "mode": mode})
-    tracking_uri = tracking_uri or (loaded.get("mlflow") or {}).get("tracking_uri")
-    experiment = (loaded.get("mlflow") or {}).get("experiment", "legato")
-
+    from legato.tracking import tracking_settings
     from legato.training.train import train as run_training
 
+    tracking_uri, experiment = tracking_settings(loaded, tracking_uri)
     summary = run_training(config, data, out or Path("models") / arch, tracking_uri=tracking_uri, experiment=experiment)
-    typer.echo(
-        f"{arch}: run {summary['run_id']}, validation R2 mag {summary['val_r2_mag']:.4f} re {summary['val_r2_re']:.4f} "
-        f"n {summary['val_r2_n']:.4f} ellipticity {summary['val_r2_ellipticity']:.4f}"
-    )
+    scores = "  ".join(f"{key[7:]} {value:.4f}" for key, value in summary.items() if key.startswith("val_r2_"))
+    typer.echo(f"{arch}: run {summary['run_id']}, validation R2 {scores}")
     if report is not None:
         write_json(report, summary)
 
@@ -166,12 +163,10 @@ def evaluate(
             raise ConfigError(f"method {name!r}: {path} does not exist")
     if not estimators and not catalogues:
         raise ConfigError("nothing to evaluate: give --model or --catalog")
-    mlflow_settings = loaded.get("mlflow") or {}
-
     from legato.evaluation.evaluate import evaluate as run_evaluation
-    from legato.tracking import start_tracking
+    from legato.tracking import start_tracking, tracking_settings
 
-    start_tracking(tracking_uri or mlflow_settings.get("tracking_uri"), mlflow_settings.get("experiment", "legato"))
+    start_tracking(*tracking_settings(loaded, tracking_uri))
     table1 = run_evaluation(test, estimators, catalogues, settings["subsets"], settings["mag_bins"], reports_dir=reports)
     for method in [*estimators, *catalogues]:
         row = table1[method]

@@ -33,6 +33,13 @@ def resolve_tracking_uri(uri: str | None = None) -> str:
     return uri
 
 
+def tracking_settings(params: dict, cli_uri: str | None = None) -> tuple[str | None, str]:
+    """Tracking URI and experiment name: command line, then ``MLFLOW_TRACKING_URI``, then params.yaml."""
+    settings = params.get("mlflow") or {}
+    uri = cli_uri or os.environ.get("MLFLOW_TRACKING_URI") or settings.get("tracking_uri")
+    return uri, settings.get("experiment", DEFAULT_EXPERIMENT)
+
+
 def start_tracking(tracking_uri: str | None = None, experiment: str = DEFAULT_EXPERIMENT, artifact_root: str | Path = DEFAULT_ARTIFACT_ROOT):
     """Point MLflow at the store and return the experiment id (created with a local artifact root if new).
 

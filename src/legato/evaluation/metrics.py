@@ -48,9 +48,15 @@ def robust_sigma(values) -> float:
     return float(1.4826 * np.median(np.abs(values - np.median(values))))
 
 
+def estimated_parameters(estimates) -> list[str]:
+    """The parameters (of ``PARAMETERS``) that a table or mapping of estimates holds."""
+    names = getattr(estimates, "colnames", estimates)
+    return [p for p in PARAMETERS if COLUMN[p] in names]
+
+
 def r2_table(truth, estimates) -> dict[str, float]:
-    """R² of each parameter (Table 1 row) for table-like ``truth`` and ``estimates``."""
-    return {p: r2_score(truth[COLUMN[p]], estimates[COLUMN[p]]) for p in PARAMETERS}
+    """R² of each estimated parameter (Table 1 row) for table-like ``truth`` and ``estimates``."""
+    return {p: r2_score(truth[COLUMN[p]], estimates[COLUMN[p]]) for p in estimated_parameters(estimates)}
 
 
 def binned_statistics(truth, estimates, edges) -> dict[str, list[dict]]:
@@ -70,7 +76,7 @@ def binned_statistics(truth, estimates, edges) -> dict[str, list[dict]]:
     """
     mag = np.asarray(truth["mag"], dtype=float)
     result = {}
-    for p in PARAMETERS:
+    for p in estimated_parameters(estimates):
         err = errors(p, truth[COLUMN[p]], estimates[COLUMN[p]])
         rows = []
         for lo, hi in zip(edges[:-1], edges[1:]):

@@ -68,7 +68,12 @@ def fit_member(config: TrainConfig, targets: tuple, train_x, train_labels, val_x
     val_ds = make_dataset(val_x, scaler.transform(val_labels), 256, False, False, config.seed)
     stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience, restore_best_weights=True)
     history = model.fit(
-        train_ds, validation_data=val_ds, epochs=config.epochs, callbacks=[stop, _epoch_logger(prefix)], verbose=2
+        train_ds,
+        validation_data=val_ds,
+        epochs=config.epochs,
+        callbacks=[stop, _epoch_logger(prefix)],
+        shuffle=False,  # the dataset shuffles itself
+        verbose=2,
     )
     return model, scaler, len(history.history["loss"])
 
@@ -143,7 +148,7 @@ def train(
         predict_rate = len(val_x) / (time.perf_counter() - start)
         r2 = r2_table(val_labels, predictions)
         bias = {p: rows[0]["bias"] for p, rows in binned_statistics(val_labels, predictions, [-np.inf, np.inf]).items()}
-        metrics = {f"val_r2_{p}": v for p, v in r2.items()}
+        metrics = {f"val_r2_{p}": v for p, v in r2.items() if np.isfinite(v)}
         metrics.update({f"val_bias_{p}": v for p, v in bias.items()})
         metrics.update({"train_seconds": train_seconds, "train_stamps_per_second": sum(epochs_run.values()) * len(train_x) / train_seconds, "predict_stamps_per_second": predict_rate})
         mlflow.log_metrics(metrics)
