@@ -1,0 +1,1 @@
+"""Classical single-Sérsic + PSF profile fitting with Imfit (the GALFIT role)."""
