@@ -48,3 +48,42 @@ def test_bad_stamps_are_flagged_not_raised(psf_array):
     assert fit_stamp(nan_stamp, sigma, psf_array, SETTINGS)["flags"] == FLAG_BAD_INPUT
     blank = fit_stamp(np.zeros((64, 64)), sigma, psf_array, SETTINGS)
     assert blank["flags"] == FLAG_BAD_INPUT and np.isnan(blank["mag"])
+
+
+def test_stamp_set_fit_is_chunked_resumable_and_flags_corrupt_stamps(tiny_sim, raw_data, tmp_path):
+    from astropy.table import Table
+
+    from legato.classical.run import fit_stamp_set
+    from legato.io.stamps import read_stamp_set
+
+    stamps, labels, _ = read_stamp_set(tiny_sim / "test")
+    out = tmp_path / "fits.fits"
+    # a previous, interrupted run left the first block behind: it is reused, not refitted
+    first = fit_stamp_set(tiny_sim / "test", out, raw_data["psf"], SETTINGS, workers=1, block_size=4, max_stamps=4, progress=False)
+    assert first["fitted"] == 4 and not out.with_name(out.name + ".parts").exists()
+    parts = out.with_name(out.name + ".parts")
+    parts.mkdir()
+    Table.read(out).write(parts / "part_00000.fits")
+    summary = fit_stamp_set(tiny_sim / "test", out, raw_data["psf"], SETTINGS, workers=2, block_size=4, max_stamps=8, progress=False)
+    assert summary["resumed_blocks"] == 1
+    catalogue = Table.read(out)
+    assert list(catalogue["id"]) == list(labels["id"][:8])
+    assert catalogue["re_arcsec"].unit == "arcsec" and catalogue["mag"].unit == "mag"
+    bright = (catalogue["flags"] == 0) & (np.asarray(labels["mag"][:8]) < 23)
+    assert np.all(np.abs(catalogue["mag"][bright] - labels["mag"][:8][bright]) < 0.3)
+
+
+def test_corrupt_stamp_in_a_set_is_a_flagged_row(tmp_path, raw_data, tiny_sim):
+    from astropy.table import Table
+
+    from legato.classical.run import fit_stamp_set
+    from legato.io.stamps import StampSetMeta, read_stamp_set, write_stamp_set
+
+    stamps, labels, _ = read_stamp_set(tiny_sim / "test")
+    stamps = stamps[:3].copy()
+    stamps[1, 5:9, 5:9] = np.nan
+    meta = StampSetMeta(pixel_scale=0.06, zeropoint=25.9463, band="F160W", psf_id="x", domain="test", extra={"SKYSIG": 0.008725})
+    write_stamp_set(tmp_path / "set", stamps, labels[:3], meta)
+    fit_stamp_set(tmp_path / "set", tmp_path / "out.fits", raw_data["psf"], SETTINGS, workers=1, progress=False)
+    flags = list(Table.read(tmp_path / "out.fits")["flags"])
+    assert flags[1] == FLAG_BAD_INPUT and len(flags) == 3

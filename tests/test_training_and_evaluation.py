@@ -35,6 +35,12 @@ def test_training_logs_a_complete_mlflow_run(trained):
     for p in ("mag", "re", "n", "ellipticity"):
         assert np.isfinite(run.data.metrics[f"val_r2_{p}"])
     assert (out / "arch1" / "estimator.json").is_file() and not (out / "arch1.partial").exists()
+    # the saved network is the inference-mode recalibrated one: no dropout left to shift its output
+    from legato.models.estimator import LoadedEstimator
+
+    network = LoadedEstimator(out / "arch1").members[0][0]
+    assert network.get_layer("block1_dropout").rate == 0.0
+    assert len(mlflow.tracking.MlflowClient().get_metric_history(run.info.run_id, "recalibration_loss")) == 1
 
 
 def test_logged_model_takes_raw_stamps_and_returns_physical_parameters(trained, tiny_sim):

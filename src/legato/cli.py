@@ -173,6 +173,37 @@ def evaluate(
         typer.echo(f"{method:>10} (H <= 23)  R2 " + "  ".join(f"{p} {v:.4f}" for p, v in row.items()))
 
 
+@app.command("fit-classical")
+@one_line_errors
+def fit_classical(
+    stamps: Annotated[Path, typer.Option(help="Stamp set to fit.")] = Path("datasets/simulated/test"),
+    out: Annotated[Path, typer.Option(help="Output catalogue (FITS).")] = Path("models/classical/test_fits.fits"),
+    psf: Annotated[Path, typer.Option(help="PSF image (sampled without the output-pixel response).")] = Path(
+        "data/psf/wfc3ir_f160w_psf.fits"
+    ),
+    workers: Annotated[Optional[int], typer.Option(help="Worker processes (default: all cores).")] = None,
+    max_stamps: Annotated[Optional[int], typer.Option(help="Fit only the first N stamps.")] = None,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+):
+    """Fit a single Sérsic + PSF to every stamp with Imfit (the classical, GALFIT-like baseline)."""
+    from legato.classical.fitter import FitSettings
+    from legato.classical.run import fit_stamp_set
+    from legato.conventions import PIXEL_SCALE_ARCSEC, ZEROPOINT_AB
+    from legato.errors import ConfigError
+
+    if workers is not None and workers < 1:
+        raise ConfigError(f"--workers must be >= 1, got {workers}")
+    if max_stamps is not None and max_stamps < 1:
+        raise ConfigError(f"--max-stamps must be >= 1, got {max_stamps}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    settings = FitSettings(pixel_scale=PIXEL_SCALE_ARCSEC, zeropoint=ZEROPOINT_AB["F160W"])
+    summary = fit_stamp_set(stamps, out, psf, settings, workers=workers, max_stamps=max_stamps, progress=progress)
+    typer.echo(
+        f"fitted {summary['fitted']} stamps into {out} ({summary['fits_per_second']} fits/s, "
+        f"{summary['workers']} workers); flagged: {summary['flagged']}"
+    )
+
+
 @app.command("calibrate-noise")
 @one_line_errors
 def calibrate_noise(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from legato.evaluation.metrics import robust_sigma
 from legato.conventions import galsim_beta_to_galfit_pa_deg
 
 
@@ -84,3 +85,11 @@ def elliptical_half_light_radius(
     growth = np.cumsum(image.ravel()[order])
     half = 0.5 * (image.sum() if total_flux is None else total_flux)
     return float(np.interp(half, growth, radius[order]))
+
+
+def border_sigma(image: np.ndarray, width: int = 4) -> float:
+    """Robust sky noise (electrons/s) from the pixels within ``width`` of the stamp border (NMAD)."""
+    image = np.asarray(image, dtype=float)
+    border = np.ones(image.shape, dtype=bool)
+    border[width:-width, width:-width] = False
+    return robust_sigma(image[border])

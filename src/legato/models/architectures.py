@@ -16,6 +16,7 @@ from legato.conventions import DEFAULT_STAMP_SIZE
 # Widths chosen for a 2-core CPU: ~200-250 training and 400-800 predicted stamps/s at 64x64
 # (32/64/128/128 filters train 4x slower for no gain at this data size).
 FURTHER_UNIT_FILTERS = (32, 64, 64)
+HEAD_LAYERS = ("dense1", "dense2", "estimate")
 
 
 def build_network(

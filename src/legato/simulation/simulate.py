@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import shutil
 import time
@@ -229,7 +230,11 @@ def simulate(
                 snr[split][rows] = batch_snr
                 bar.update(len(rows))
         else:
-            with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker, initargs=(config,)) as pool:
+            # spawn, not fork: a process that already runs TensorFlow or Imfit threads cannot fork safely
+            context = multiprocessing.get_context("spawn")
+            with ProcessPoolExecutor(
+                max_workers=workers, mp_context=context, initializer=_init_worker, initargs=(config,)
+            ) as pool:
                 for split_index, rows, batch, batch_snr in pool.map(_render_task, tasks):
                     split = SPLITS[split_index]
                     stamps[split][rows] = batch

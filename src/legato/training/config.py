@@ -35,6 +35,10 @@ class TrainConfig:
         Network regularisation and input scaling (see ``build_network``).
     augment : bool
         Random flips and 90-degree rotations.
+    recalibration_stamps : int
+        Training stamps for the inference-mode head recalibration after training (0: none).
+    recalibration_learning_rate : float
+        Adam learning rate of that recalibration.
     seed : int
         Seed of weights, shuffling, augmentation and noise.
     targets : tuple of str
@@ -52,6 +56,8 @@ class TrainConfig:
     input_noise: float = 0.01
     input_scale: float = 0.01
     augment: bool = True
+    recalibration_stamps: int = 20_000
+    recalibration_learning_rate: float = 1e-4
     seed: int = 42
     targets: tuple = field(default=TARGETS)
 
@@ -64,6 +70,8 @@ class TrainConfig:
             raise ConfigError("epochs, batch_size and patience must be positive")
         if not 0 < self.learning_rate < 1:
             raise ConfigError(f"learning_rate must be in (0, 1), got {self.learning_rate}")
+        if self.recalibration_stamps < 0:
+            raise ConfigError(f"recalibration_stamps must be >= 0, got {self.recalibration_stamps}")
         if not 0 <= self.dropout < 1:
             raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
         unknown = set(self.targets) - set(TARGETS)

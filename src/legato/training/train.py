@@ -46,20 +46,54 @@ def _epoch_logger(prefix: str):
     return MlflowEpochLogger()
 
 
+def build_member(config: TrainConfig, n_outputs: int, stamp_size: int, dropout: float):
+    """The configured architecture for ``n_outputs`` targets."""
+    from legato.models.architectures import ARCHITECTURES
+
+    return ARCHITECTURES[config.arch](
+        n_outputs=n_outputs,
+        stamp_size=stamp_size,
+        dropout=dropout,
+        input_noise=config.input_noise,
+        input_scale=config.input_scale,
+    )
+
+
+def recalibrate_head(model, config: TrainConfig, scaler: TargetScaler, train_x, train_labels, prefix: str):
+    """Re-fit the fully connected head on inference-mode features (dropout off, convolutions frozen).
+
+    Dropout between the convolutional blocks shifts the features the head sees
+    between training and inference, and the regression output with them
+    (measured: up to +0.5 mag for bright galaxies). One pass over
+    ``config.recalibration_stamps`` training stamps with dropout removed and
+    only the head (``HEAD_LAYERS``) trainable removes that shift.
+
+    Returns
+    -------
+    keras.Model
+        The same architecture without dropout, carrying the trained weights.
+    """
+    import keras
+
+    from legato.models.architectures import HEAD_LAYERS
+
+    calibrated = build_member(config, model.output_shape[-1], train_x.shape[1], dropout=0.0)
+    calibrated.set_weights(model.get_weights())
+    for layer in calibrated.layers:
+        layer.trainable = layer.name in HEAD_LAYERS
+    calibrated.compile(optimizer=keras.optimizers.Adam(config.recalibration_learning_rate), loss="mse", jit_compile=False)
+    count = min(config.recalibration_stamps, len(train_x))
+    dataset = make_dataset(train_x[:count], scaler.transform(train_labels[:count]), config.batch_size, True, config.augment, config.seed)
+    calibrated.fit(dataset, epochs=1, callbacks=[_epoch_logger(f"{prefix}recalibration_")], shuffle=False, verbose=2)
+    return calibrated
+
+
 def fit_member(config: TrainConfig, targets: tuple, train_x, train_labels, val_x, val_labels, prefix: str):
     """Build, compile and fit one network for ``targets``; return (model, scaler, epochs run)."""
     import keras
 
-    from legato.models.architectures import ARCHITECTURES
-
     scaler = TargetScaler.fit(train_labels, targets)
-    model = ARCHITECTURES[config.arch](
-        n_outputs=len(targets),
-        stamp_size=train_x.shape[1],
-        dropout=config.dropout,
-        input_noise=config.input_noise,
-        input_scale=config.input_scale,
-    )
+    model = build_member(config, len(targets), train_x.shape[1], config.dropout)
     steps = int(np.ceil(len(train_x) / config.batch_size)) * config.epochs
     schedule = keras.optimizers.schedules.CosineDecay(config.learning_rate, decay_steps=steps)
     # XLA (Keras' "auto" on TensorFlow) halves CPU training speed for this network
@@ -75,6 +109,8 @@ def fit_member(config: TrainConfig, targets: tuple, train_x, train_labels, val_x
         shuffle=False,  # the dataset shuffles itself
         verbose=2,
     )
+    if config.recalibration_stamps and config.dropout > 0:
+        model = recalibrate_head(model, config, scaler, train_x, train_labels, prefix)
     return model, scaler, len(history.history["loss"])
 
 
