@@ -13,8 +13,6 @@ Units at the boundaries
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 BAND = "F160W"
@@ -90,5 +88,3 @@ def ellipticity(q):
     """Ellipticity ``1 - q`` of an axis ratio."""
     return 1.0 - np.asarray(q)
 
-
-ARCSEC_PER_RADIAN = 180.0 / math.pi * 3600.0

@@ -210,7 +210,7 @@ def simulate(
 
     out_dir = Path(out_dir)
     workers = workers or os.cpu_count() or 1
-    read_psf_image(config.psf, expected_pixel_scale=config.pixel_scale)  # fail fast, in the main process
+    psf_id = read_psf_image(config.psf, expected_pixel_scale=config.pixel_scale).psf_id  # fail fast, in the main process
     start = time.perf_counter()
     labels = draw_split_parameters(config)
     tasks = _tasks(labels)
@@ -245,7 +245,6 @@ def simulate(
     staging = out_dir.with_name(out_dir.name + ".partial")
     if staging.exists():
         shutil.rmtree(staging)
-    psf_id = read_psf_image(config.psf).psf_id
     for split, table in labels.items():
         table["snr"] = snr[split]
         meta = StampSetMeta(

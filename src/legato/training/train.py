@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from dataclasses import asdict
@@ -211,8 +212,6 @@ def train(
             "n_train": len(train_x),
             **{k: round(float(v), 5) for k, v in metrics.items()},
         }
-    import json
-
     (staging / "run.json").write_text(json.dumps(summary, indent=2))
     if out_dir.exists():
         shutil.rmtree(out_dir)
