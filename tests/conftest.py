@@ -81,3 +81,17 @@ def tiny_sim(sim_config, tmp_path_factory, cpu_workers):
     folder = tmp_path_factory.mktemp("tiny") / "simulated"
     simulate(replace(sim_config, sizes={"train": 96, "val": 32, "test": 48}, seed=3), folder, workers=cpu_workers, progress=False)
     return folder
+
+
+@pytest.fixture(scope="session")
+def trained(tiny_sim, tmp_path_factory):
+    """Arch1 and Arch2 trained for two epochs on the tiny set, logged to the session's MLflow store."""
+    from legato.training.config import TrainConfig
+    from legato.training.train import train
+
+    out = tmp_path_factory.mktemp("models")
+    summaries = {}
+    for arch in ("arch1", "arch2"):
+        config = TrainConfig(arch=arch, epochs=2, batch_size=32, seed=1)
+        summaries[arch] = train(config, tiny_sim, out / arch)
+    return out, summaries

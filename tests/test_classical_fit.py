@@ -5,18 +5,20 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from legato.classical.fitter import FLAG_BAD_INPUT, FitSettings, fit_stamp, noise_map
+from legato.classical.fitter import FLAG_BAD_INPUT, FLAG_POOR_FIT, FitSettings, fit_stamp, fitting_psf, noise_map
 from legato.conventions import PIXEL_SCALE_ARCSEC, ZEROPOINT_AB
+from legato.errors import ConfigError
 from legato.simulation.render import render_sersic_stamp
 
 SETTINGS = FitSettings(pixel_scale=PIXEL_SCALE_ARCSEC, zeropoint=ZEROPOINT_AB["F160W"])
+NO_RESTART = FitSettings(pixel_scale=PIXEL_SCALE_ARCSEC, zeropoint=ZEROPOINT_AB["F160W"], retry_chi2=1e9)
 
 
 @pytest.fixture(scope="module")
 def psf_array(raw_data):
     from legato.simulation.psf import read_psf_image
 
-    return read_psf_image(raw_data["psf"]).array
+    return fitting_psf(read_psf_image(raw_data["psf"]).array, SETTINGS.psf_size)
 
 
 @pytest.mark.parametrize(
@@ -31,14 +33,43 @@ def test_high_snr_fit_recovers_the_simulated_parameters(truth, galsim_psf, psf_a
     image = render_sersic_stamp(**truth, psf=galsim_psf, size=64, pixel_scale=PIXEL_SCALE_ARCSEC, zeropoint=SETTINGS.zeropoint)
     sigma = noise_map(image, 1e-4, None)
     noisy = image + np.random.default_rng(0).normal(0.0, 1e-4, image.shape)
-    result = fit_stamp(noisy, sigma, psf_array, SETTINGS)
-    assert result["flags"] == 0
+    result = fit_stamp(noisy, sigma, psf_array, NO_RESTART)
+    assert result["flags"] & ~FLAG_POOR_FIT == 0  # at S/N ~ 1e4 tiny rendering differences raise chi2
     assert result["mag"] == pytest.approx(truth["mag"], abs=0.01)
     assert result["re_arcsec"] == pytest.approx(truth["re_arcsec"], rel=0.01)
     assert result["n"] == pytest.approx(truth["n"], rel=0.02)
     assert result["q"] == pytest.approx(truth["q"], abs=0.01)
     assert result["pa_deg"] == pytest.approx(truth["pa_deg"], abs=1.0)
     assert result["x_pix"] == pytest.approx(32 + truth["x_offset_pix"], abs=0.05)
+
+
+def test_compact_de_vaucouleurs_profile_keeps_a_small_known_n_bias(galsim_psf, psf_array):
+    """n = 4 with a minor-axis radius near one pixel: Imfit's centre subsampling and GalSim's exact
+    rendering differ by a few per cent in n at S/N ~ 1e4 (negligible against survey noise)."""
+    truth = dict(mag=20.5, re_arcsec=0.25, n=4.0, q=0.3, pa_deg=10.0, x_offset_pix=0.1, y_offset_pix=0.1)
+    image = render_sersic_stamp(**truth, psf=galsim_psf, size=64, pixel_scale=PIXEL_SCALE_ARCSEC, zeropoint=SETTINGS.zeropoint)
+    result = fit_stamp(image, noise_map(image, 1e-4, None), psf_array, NO_RESTART)
+    assert result["mag"] == pytest.approx(truth["mag"], abs=0.01)
+    assert result["re_arcsec"] == pytest.approx(truth["re_arcsec"], rel=0.02)
+    assert result["q"] == pytest.approx(truth["q"], abs=0.015)
+    assert result["n"] == pytest.approx(truth["n"], rel=0.06)
+
+
+def test_restarts_keep_the_best_start_and_sky_modes_are_validated(psf_array, galsim_psf):
+    truth = dict(mag=22.0, re_arcsec=0.4, n=1.5, q=0.7, pa_deg=0.0, x_offset_pix=0.0, y_offset_pix=0.0)
+    image = render_sersic_stamp(**truth, psf=galsim_psf, size=64, pixel_scale=PIXEL_SCALE_ARCSEC, zeropoint=SETTINGS.zeropoint)
+    sigma = noise_map(image, 0.008725, None)
+    noisy = image + np.random.default_rng(1).normal(0.0, 0.008725, image.shape)
+    once = fit_stamp(noisy, sigma, psf_array, SETTINGS)
+    forced = fit_stamp(noisy, sigma, psf_array, FitSettings(pixel_scale=0.06, zeropoint=SETTINGS.zeropoint, retry_chi2=1e-3))
+    assert once["n_starts"] == 1 and forced["n_starts"] == 4
+    assert forced["flags"] & FLAG_POOR_FIT and forced["reduced_chi2"] <= once["reduced_chi2"] + 1e-6
+    free = fit_stamp(noisy + 0.01, sigma, psf_array, FitSettings(pixel_scale=0.06, zeropoint=SETTINGS.zeropoint, sky="free"))
+    assert free["sky"] == pytest.approx(0.01, abs=0.002) and free["mag"] == pytest.approx(truth["mag"], abs=0.1)
+    border = fit_stamp(noisy + 0.01, sigma, psf_array, FitSettings(pixel_scale=0.06, zeropoint=SETTINGS.zeropoint, sky="border"))
+    assert border["sky"] == pytest.approx(0.01, abs=0.003)
+    with pytest.raises(ConfigError, match="sky must be one of"):
+        FitSettings(pixel_scale=0.06, zeropoint=25.0, sky="median")
 
 
 def test_bad_stamps_are_flagged_not_raised(psf_array):
@@ -53,7 +84,7 @@ def test_bad_stamps_are_flagged_not_raised(psf_array):
 def test_stamp_set_fit_is_chunked_resumable_and_flags_corrupt_stamps(tiny_sim, raw_data, tmp_path):
     from astropy.table import Table
 
-    from legato.classical.run import fit_stamp_set
+    from legato.classical.run import fit_stamp_set, run_fingerprint
     from legato.io.stamps import read_stamp_set
 
     stamps, labels, _ = read_stamp_set(tiny_sim / "test")
@@ -64,6 +95,11 @@ def test_stamp_set_fit_is_chunked_resumable_and_flags_corrupt_stamps(tiny_sim, r
     parts = out.with_name(out.name + ".parts")
     parts.mkdir()
     Table.read(out).write(parts / "part_00000.fits")
+    (parts / "fingerprint.txt").write_text("a fit of other data")
+    assert fit_stamp_set(tiny_sim / "test", out, raw_data["psf"], SETTINGS, workers=1, block_size=4, max_stamps=4, progress=False)["resumed_blocks"] == 0
+    parts.mkdir()
+    Table.read(out).write(parts / "part_00000.fits")
+    (parts / "fingerprint.txt").write_text(run_fingerprint(tiny_sim / "test", raw_data["psf"], SETTINGS, 4))
     summary = fit_stamp_set(tiny_sim / "test", out, raw_data["psf"], SETTINGS, workers=2, block_size=4, max_stamps=8, progress=False)
     assert summary["resumed_blocks"] == 1
     catalogue = Table.read(out)

@@ -51,9 +51,10 @@ def test_fresh_copy_pulls_data_and_reproduces_pipeline(repo_copy):
     assert (repo / "data/candels_uds_galfit_blocks/H.gf1.fits").is_file()
 
     params = yaml.safe_load((repo / "params.yaml").read_text())
-    params["simulate"]["sizes"] = {"train": 30, "val": 10, "test": 10}
+    params["simulate"]["sizes"] = {"train": 30, "val": 10, "test": 16}
     params["simulate"]["chunk_size"] = 20
     params["train"].update(epochs=1, batch_size=16)
+    params["classical"].update(max_stamps=12, block_size=6)
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
     run([*dvc, "repro"], repo, env)
@@ -64,6 +65,15 @@ def test_fresh_copy_pulls_data_and_reproduces_pipeline(repo_copy):
     table1 = json.loads((repo / "reports/table1.json").read_text())
     assert set(table1["arch1"]) == {"mag", "re", "n", "ellipticity"} and "full_h245" in table1
     assert (repo / "reports/figures/figure3.png").is_file()
+    # the classical fitter is the third column, covering the stamps it fitted
+    assert set(table1["classical"]) == {"mag", "re", "n", "ellipticity"}
+    assert table1["n_scored"]["full_h245"]["classical"] <= 12 < table1["n_scored"]["full_h245"]["arch1"] == 16
+    classical = json.loads((repo / "reports/fit_classical.json").read_text())
+    assert classical["fitted"] == 12 and classical["run_name"] == "classical-imfit"
+    # registration ends the pipeline with a champion that the server can load
+    registry = json.loads((repo / "reports/registry.json").read_text())
+    assert registry["model"] == "legato-sersic" and set(registry["versions"]) == {"arch1", "arch2"}
+    assert registry["holder"] in registry["versions"].values()
     status = run([*dvc, "status"], repo, env)
     assert "up to date" in status
 

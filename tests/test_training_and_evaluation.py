@@ -10,18 +10,6 @@ import pytest
 from legato.training.config import TrainConfig
 
 
-@pytest.fixture(scope="module")
-def trained(tiny_sim, tmp_path_factory):
-    from legato.training.train import train
-
-    out = tmp_path_factory.mktemp("models")
-    summaries = {}
-    for arch in ("arch1", "arch2"):
-        config = TrainConfig(arch=arch, epochs=2, batch_size=32, seed=1)
-        summaries[arch] = train(config, tiny_sim, out / arch)
-    return out, summaries
-
-
 def test_training_logs_a_complete_mlflow_run(trained):
     import mlflow
 

@@ -176,32 +176,234 @@ def evaluate(
 @app.command("fit-classical")
 @one_line_errors
 def fit_classical(
+    params: ParamsOption = Path("params.yaml"),
     stamps: Annotated[Path, typer.Option(help="Stamp set to fit.")] = Path("datasets/simulated/test"),
-    out: Annotated[Path, typer.Option(help="Output catalogue (FITS).")] = Path("models/classical/test_fits.fits"),
-    psf: Annotated[Path, typer.Option(help="PSF image (sampled without the output-pixel response).")] = Path(
-        "data/psf/wfc3ir_f160w_psf.fits"
-    ),
-    workers: Annotated[Optional[int], typer.Option(help="Worker processes (default: all cores).")] = None,
-    max_stamps: Annotated[Optional[int], typer.Option(help="Fit only the first N stamps.")] = None,
+    out: Annotated[Path, typer.Option(help="Output catalogue (FITS); run.json goes next to it.")] = Path("datasets/classical/test.fits"),
+    psf: Annotated[Optional[Path], typer.Option(help="PSF image, sampled without the output-pixel response (default: params).")] = None,
+    workers: Annotated[Optional[int], typer.Option(help="Worker processes (default: params, else all cores).")] = None,
+    max_stamps: Annotated[Optional[int], typer.Option(help="Fit only the first N stamps (default: params).")] = None,
+    sky: Annotated[Optional[str], typer.Option(help="zero, border or free (default: params).")] = None,
+    tracking_uri: Annotated[Optional[str], typer.Option(help="MLflow tracking URI.")] = None,
+    track: Annotated[bool, typer.Option(help="Log the fit as the MLflow run classical-imfit.")] = True,
+    report: Annotated[Optional[Path], typer.Option(help="Write the run summary (JSON) here.")] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ):
     """Fit a single Sérsic + PSF to every stamp with Imfit (the classical, GALFIT-like baseline)."""
     from legato.classical.fitter import FitSettings
-    from legato.classical.run import fit_stamp_set
+    from legato.config import load_params, section
     from legato.conventions import PIXEL_SCALE_ARCSEC, ZEROPOINT_AB
     from legato.errors import ConfigError
 
-    if workers is not None and workers < 1:
-        raise ConfigError(f"--workers must be >= 1, got {workers}")
-    if max_stamps is not None and max_stamps < 1:
-        raise ConfigError(f"--max-stamps must be >= 1, got {max_stamps}")
+    loaded = load_params(params)
+    options = dict(section(loaded, "classical")) if "classical" in loaded else {}
+    options.update({k: v for k, v in {"workers": workers, "max_stamps": max_stamps, "sky": sky}.items() if v is not None})
+    for name in ("workers", "max_stamps", "block_size"):
+        if options.get(name) is not None and int(options[name]) < 1:
+            raise ConfigError(f"{name} must be >= 1, got {options[name]}")
+    psf = psf or Path(options.get("psf", "data/psf/wfc3ir_f160w_psf.fits"))
+    if not stamps.is_dir():
+        raise ConfigError(f"stamp set {stamps} does not exist")
+    settings = FitSettings.from_params(options, pixel_scale=PIXEL_SCALE_ARCSEC, zeropoint=ZEROPOINT_AB["F160W"])
+    from legato.classical.run import fit_stamp_set
+
     out.parent.mkdir(parents=True, exist_ok=True)
-    settings = FitSettings(pixel_scale=PIXEL_SCALE_ARCSEC, zeropoint=ZEROPOINT_AB["F160W"])
-    summary = fit_stamp_set(stamps, out, psf, settings, workers=workers, max_stamps=max_stamps, progress=progress)
+    summary = fit_stamp_set(
+        stamps, out, psf, settings, workers=options.get("workers"), block_size=int(options.get("block_size", 50)),
+        max_stamps=options.get("max_stamps"), progress=progress,
+    )
+    if track:
+        from legato.classical.tracking import log_classical_run
+        from legato.tracking import start_tracking, tracking_settings
+
+        start_tracking(*tracking_settings(loaded, tracking_uri))
+        summary = log_classical_run(summary, settings, stamps, out, psf)
     typer.echo(
         f"fitted {summary['fitted']} stamps into {out} ({summary['fits_per_second']} fits/s, "
         f"{summary['workers']} workers); flagged: {summary['flagged']}"
     )
+    if report is not None:
+        write_json(report, summary)
+
+
+ModelOption = Annotated[Optional[str], typer.Option("--model", help="Registered model name (default: params registry.name).")]
+AliasOption = Annotated[str, typer.Option(help="Alias to move.")]
+
+
+def _registry(params: Path, tracking_uri: str | None, must_exist: bool = True):
+    """Loaded params, registry settings and a registry client."""
+    from legato.config import load_params
+    from legato.registry.store import registry_client
+    from legato.tracking import tracking_settings
+
+    loaded = load_params(params)
+    settings = dict(loaded.get("registry") or {})
+    uri, _ = tracking_settings(loaded, tracking_uri)
+    return loaded, settings, registry_client(uri, must_exist=must_exist)
+
+
+@app.command()
+@one_line_errors
+def register(
+    params: ParamsOption = Path("params.yaml"),
+    model: ModelOption = None,
+    tracking_uri: Annotated[Optional[str], typer.Option(help="MLflow tracking URI.")] = None,
+    promote_best: Annotated[bool, typer.Option("--promote-best/--no-promote", help="Offer the best version to the alias through the gates.")] = True,
+    report: Annotated[Optional[Path], typer.Option(help="Write the registry state (JSON) here.")] = None,
+):
+    """Register the trained estimators (params registry.estimators) as versions of one model, tagged."""
+    from legato.errors import ConfigError
+    from legato.registry.promotion import promote
+    from legato.registry.store import DEFAULT_ALIAS, DEFAULT_MODEL_NAME, version_by_alias
+    from legato.registry.versions import register_estimator, version_metrics
+
+    loaded, settings, client = _registry(params, tracking_uri, must_exist=False)
+    name = model or settings.get("name", DEFAULT_MODEL_NAME)
+    estimators = settings.get("estimators") or {}
+    if not estimators:
+        raise ConfigError("params.yaml registry.estimators lists no estimator folder")
+    subset, tolerance = settings.get("gate_subset", "paper_h23"), float(settings.get("tolerance", 0.0))
+    versions = {}
+    for label, folder in estimators.items():
+        if not Path(folder).is_dir():
+            raise ConfigError(f"estimator {label!r}: {folder} does not exist")
+        version, created = register_estimator(client, name, folder)
+        versions[label] = version
+        typer.echo(f"{name} version {version.version}: {label} ({'registered' if created else 'already registered'})")
+    state = {"model": name, "versions": {k: v.version for k, v in versions.items()}}
+    if promote_best:
+        alias = settings.get("alias", DEFAULT_ALIAS)
+        score = {k: sum(version_metrics(client, v, subset).values()) for k, v in versions.items()}
+        best = max(score, key=score.get)
+        outcome = promote(client, name, versions[best].version, alias, subset, tolerance)
+        holder = version_by_alias(client, name, alias, required=False)
+        typer.echo(
+            f"{alias}: version {holder.version if holder else 'none'}"
+            + (f" (promoted {best})" if outcome["promoted"] else f" (kept; {best} not promoted: {'; '.join(outcome['failures'])})")
+        )
+        state.update({"alias": alias, "holder": holder.version if holder else None, "offered": best, "promoted": outcome["promoted"]})
+    if report is not None:
+        write_json(report, state)
+
+
+@app.command("promote")
+@one_line_errors
+def promote_command(
+    params: ParamsOption = Path("params.yaml"),
+    model: ModelOption = None,
+    version: Annotated[Optional[str], typer.Option(help="Candidate version (default: the newest).")] = None,
+    alias: AliasOption = "champion",
+    tolerance: Annotated[Optional[float], typer.Option(help="Allowed R2 shortfall per parameter (default: params).")] = None,
+    subset: Annotated[Optional[str], typer.Option(help="Test subset whose metrics gate (default: params).")] = None,
+    force: Annotated[bool, typer.Option(help="Promote even if a gate fails (needs --reason).")] = False,
+    reason: Annotated[Optional[str], typer.Option(help="Why (recorded on the version).")] = None,
+    tracking_uri: Annotated[Optional[str], typer.Option(help="MLflow tracking URI.")] = None,
+):
+    """Move an alias (default champion) to a version that passes the gates; the previous holder stays reachable."""
+    from legato.registry.promotion import promote
+    from legato.registry.store import DEFAULT_MODEL_NAME, get_model
+
+    _, settings, client = _registry(params, tracking_uri)
+    name = model or settings.get("name", DEFAULT_MODEL_NAME)
+    get_model(client, name)
+    if version is None:
+        version = str(max(int(v.version) for v in client.search_model_versions(f"name='{name}'")))
+    outcome = promote(
+        client, name, version, alias, subset or settings.get("gate_subset", "paper_h23"),
+        float(settings.get("tolerance", 0.0)) if tolerance is None else tolerance, force=force, reason=reason,
+    )
+    if not outcome["promoted"]:
+        typer.echo(f"error: version {version} not promoted to {alias!r}: {'; '.join(outcome['failures'])}", err=True)
+        raise typer.Exit(code=1)
+    forced = " (forced)" if outcome["forced"] else ""
+    typer.echo(f"{name}@{alias} -> version {outcome['version']}{forced} (was {outcome['previous'] or 'unset'}); by {outcome['by']}: {outcome['reason']}")
+
+
+@app.command()
+@one_line_errors
+def rollback(
+    params: ParamsOption = Path("params.yaml"),
+    model: ModelOption = None,
+    alias: AliasOption = "champion",
+    reason: Annotated[Optional[str], typer.Option(help="Why (recorded on the version).")] = None,
+    tracking_uri: Annotated[Optional[str], typer.Option(help="MLflow tracking URI.")] = None,
+):
+    """Give an alias back to the version that held it before the last promotion."""
+    from legato.registry.promotion import rollback as run_rollback
+    from legato.registry.store import DEFAULT_MODEL_NAME
+
+    _, settings, client = _registry(params, tracking_uri)
+    name = model or settings.get("name", DEFAULT_MODEL_NAME)
+    outcome = run_rollback(client, name, alias, reason)
+    typer.echo(f"{name}@{alias} -> version {outcome['version']} (was {outcome['previous']}); by {outcome['by']}")
+
+
+@app.command("models")
+@one_line_errors
+def list_models(
+    params: ParamsOption = Path("params.yaml"),
+    model: ModelOption = None,
+    tracking_uri: Annotated[Optional[str], typer.Option(help="MLflow tracking URI.")] = None,
+):
+    """List the registered versions with their aliases, provenance and test R2."""
+    from legato.evaluation.metrics import PARAMETERS
+    from legato.registry.store import DEFAULT_MODEL_NAME, all_versions, get_model
+    from legato.registry.versions import version_metrics
+
+    _, settings, client = _registry(params, tracking_uri)
+    name = model or settings.get("name", DEFAULT_MODEL_NAME)
+    get_model(client, name)
+    subset = settings.get("gate_subset", "paper_h23")
+    header = ["version", "aliases", "architecture", "domain", "validation", *[f"R2 {p}" for p in PARAMETERS], "created (UTC)"]
+    rows = []
+    for v in all_versions(client, name):
+        tags = v.tags or {}
+        metrics = version_metrics(client, v, subset)
+        from datetime import datetime, timezone
+
+        created = datetime.fromtimestamp(v.creation_timestamp / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M")
+        rows.append([v.version, ",".join(sorted(v.aliases or [])) or "-", tags.get("architecture", "?"),
+                     tags.get("training_domain", "?"), tags.get("validation", "?"),
+                     *[f"{metrics[p]:.4f}" if p in metrics else "-" for p in PARAMETERS], created])
+    widths = [max(len(str(r[k])) for r in [header, *rows]) for k in range(len(header))]
+    typer.echo(f"{name} (test R2 on {subset})")
+    for row in [header, *rows]:
+        typer.echo("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)))
+
+
+@app.command()
+@one_line_errors
+def serve(
+    params: ParamsOption = Path("params.yaml"),
+    model: ModelOption = None,
+    alias: AliasOption = "champion",
+    host: Annotated[str, typer.Option(help="Interface to bind (loopback by default).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 5001,
+    workers: Annotated[int, typer.Option(help="Server worker processes.")] = 1,
+    tracking_uri: Annotated[Optional[str], typer.Option(help="MLflow tracking URI.")] = None,
+):
+    """Serve models:/<model>@<alias> with `mlflow models serve --env-manager local` (runs in the foreground)."""
+    import os
+
+    from legato.registry.store import DEFAULT_MODEL_NAME, version_by_alias
+    from legato.serving.server import mlflow_environment
+
+    _, settings, client = _registry(params, tracking_uri)
+    name = model or settings.get("name", DEFAULT_MODEL_NAME)
+    version = version_by_alias(client, name, alias)
+    uri = f"models:/{name}@{alias}"
+    typer.echo(f"serving {uri} (version {version.version}) on http://{host}:{port}/invocations", err=True)
+    command = [sys.executable, "-m", "mlflow", "models", "serve", "-m", uri, "--env-manager", "local", "-h", host, "-p", str(port), "-w", str(workers)]
+    from legato.tracking import resolve_tracking_uri
+
+    os.execvpe(command[0], command, mlflow_environment(resolve_tracking_uri(tracking_settings_uri(params, tracking_uri))))
+
+
+def tracking_settings_uri(params: Path, cli_uri: str | None) -> str | None:
+    """The tracking URI the commands use (command line, environment, params)."""
+    from legato.config import load_params
+    from legato.tracking import tracking_settings
+
+    return tracking_settings(load_params(params), cli_uri)[0]
 
 
 @app.command("calibrate-noise")

@@ -87,9 +87,21 @@ def elliptical_half_light_radius(
     return float(np.interp(half, growth, radius[order]))
 
 
-def border_sigma(image: np.ndarray, width: int = 4) -> float:
-    """Robust sky noise (electrons/s) from the pixels within ``width`` of the stamp border (NMAD)."""
+def border_pixels(image: np.ndarray, width: int = 4) -> np.ndarray:
+    """The pixels within ``width`` of the stamp border (the sky region of a centred stamp)."""
     image = np.asarray(image, dtype=float)
     border = np.ones(image.shape, dtype=bool)
     border[width:-width, width:-width] = False
-    return robust_sigma(image[border])
+    return image[border]
+
+
+def border_sigma(image: np.ndarray, width: int = 4) -> float:
+    """Robust sky noise (electrons/s) from the pixels within ``width`` of the stamp border (NMAD)."""
+    return robust_sigma(border_pixels(image, width))
+
+
+def border_background(image: np.ndarray, width: int = 4) -> float:
+    """Sky level (electrons/s) from the pixels within ``width`` of the stamp border (median of finite pixels)."""
+    pixels = border_pixels(image, width)
+    pixels = pixels[np.isfinite(pixels)]
+    return float(np.median(pixels)) if pixels.size else 0.0

@@ -33,6 +33,53 @@ def predictions_table(ids, values: dict) -> Table:
     return table
 
 
+def evaluation_data_status(stamps, truth) -> str:
+    """``passed`` when the test set is usable for scoring, else ``failed: <reason>``.
+
+    Checks what a promotion gate relies on: finite pixels, a (N, H, W) cube with
+    a label row per stamp, and labels inside their physical ranges.
+    """
+    stamps = np.asarray(stamps)
+    if stamps.ndim != 3 or len(stamps) != len(truth) or len(stamps) == 0:
+        return f"failed: {stamps.shape} stamps for {len(truth)} label rows"
+    if not np.all(np.isfinite(stamps)):
+        return f"failed: {int(np.sum(~np.isfinite(stamps).all(axis=(1, 2))))} stamps with NaN/inf pixels"
+    ranges = {"mag": (0.0, 40.0), "re_arcsec": (0.0, np.inf), "n": (0.2, 8.0), "ellipticity": (0.0, 1.0)}
+    for column, (low, high) in ranges.items():
+        if column not in truth.colnames:
+            return f"failed: no {column!r} label column"
+        values = np.asarray(truth[column], dtype=float)
+        bad = ~np.isfinite(values) | (values < low) | (values > high)
+        if bad.any():
+            return f"failed: {int(bad.sum())} {column} labels outside [{low}, {high}]"
+    return "passed"
+
+
+def aligned_catalogue(table: Table, ids) -> Table:
+    """``table`` reordered to ``ids``; ids it lacks become rows of NaN (not scored)."""
+    from legato.errors import DataError
+
+    if "id" not in table.colnames:
+        raise DataError("catalogue has no 'id' column to match the test set")
+    order = {int(i): k for k, i in enumerate(table["id"])}
+    rows = np.array([order.get(int(i), -1) for i in ids])
+    values = {}
+    for name in ("mag", "re_arcsec", "n", "q", "ellipticity"):
+        if name not in table.colnames:
+            raise DataError(f"catalogue has no {name!r} column")
+        column = np.asarray(table[name], dtype=float)
+        values[name] = np.where(rows >= 0, column[np.clip(rows, 0, None)], np.nan)
+    aligned = predictions_table(ids, values)
+    if "flags" in table.colnames:
+        aligned["flags"] = np.where(rows >= 0, np.asarray(table["flags"])[np.clip(rows, 0, None)], -1)
+    return aligned
+
+
+def scored(estimates) -> np.ndarray:
+    """Rows where a method returned every parameter."""
+    return np.logical_and.reduce([np.isfinite(np.asarray(estimates[c], dtype=float)) for c in ("mag", "re_arcsec", "n", "ellipticity")])
+
+
 def predict_with_estimators(stamps, ids, estimators: dict[str, Path]) -> tuple[dict[str, Table], dict[str, float]]:
     """Run each estimator folder on the stamps; return catalogues and stamps/s per method."""
     from legato.models.estimator import LoadedEstimator
@@ -84,21 +131,32 @@ def evaluate(
     stamps, truth, _ = read_stamp_set(test_dir)
     methods, speed = predict_with_estimators(stamps, truth["id"], estimators)
     for method, path in (catalogues or {}).items():
-        table = Table.read(path)
-        order = {int(i): k for k, i in enumerate(table["id"])}
-        methods[method] = table[[order[int(i)] for i in truth["id"]]]
+        methods[method] = aligned_catalogue(Table.read(path), truth["id"])
 
     table1: dict = {}
     binned: dict = {}
     for subset, mag_max in subsets.items():
         mask = subset_mask(truth, mag_max)
         scores = {m: r2_table(truth[mask], est[mask]) for m, est in methods.items()}
+        counts = {m: int(np.sum(mask & scored(est))) for m, est in methods.items()}
+        for m, est in methods.items():
+            if "flags" in est.colnames:  # a fitter's catalogue: also score its unflagged rows alone
+                clean = mask & scored(est) & (np.asarray(est["flags"]) == 0)
+                scores[f"{m}_unflagged"] = r2_table(truth[clean], est[clean])
+                counts[f"{m}_unflagged"] = int(clean.sum())
         if subset == PAPER_SUBSET:
             table1.update(scores)
         else:
             table1[subset] = scores
         table1.setdefault("n_test", {})[subset] = int(mask.sum())
+        table1.setdefault("n_scored", {})[subset] = counts
+        common = mask & np.logical_and.reduce([scored(est) for est in methods.values()])
+        if common.sum() < mask.sum():  # a method (e.g. the classical fitter) covers part of the set
+            table1.setdefault("same_galaxies", {})[subset] = {
+                "n": int(common.sum()), **{m: r2_table(truth[common], est[common]) for m, est in methods.items()}
+            }
     table1["paper_reference"] = PAPER_TABLE1
+    table1["validation"] = evaluation_data_status(stamps, truth)
     for method, est in methods.items():
         binned[method] = binned_statistics(truth, est, mag_bins)
 
@@ -147,4 +205,6 @@ def log_to_mlflow(estimators: dict, catalogues: dict, table1: dict, subsets: dic
             metrics.update({f"test_r2_{p}_{subset}": v for p, v in scores.items() if np.isfinite(v)})
         with mlflow.start_run(run_id=run_id):
             mlflow.log_metrics(metrics)
+            mlflow.set_tag("validation", table1["validation"].split(":")[0])
+            mlflow.set_tag("validation_detail", table1["validation"])
             mlflow.log_artifact(str(figure), artifact_path="evaluation")

@@ -9,6 +9,7 @@ raw stamps ``(N, H, W)`` in electrons/s and get a table with ``mag`` (AB),
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -81,6 +82,12 @@ def write_manifest(folder: str | Path, members: list[dict], stamp_size: int, **i
     return path
 
 
+def serving_max_batch() -> int:
+    """Largest batch a served model accepts: ``LEGATO_MAX_BATCH`` or ``MAX_BATCH`` stamps."""
+    value = os.environ.get("LEGATO_MAX_BATCH", "")
+    return int(value) if value.isdigit() and int(value) > 0 else MAX_BATCH
+
+
 try:  # MLflow is heavy: the pyfunc class is only defined where MLflow is importable
     import mlflow.pyfunc
 
@@ -98,7 +105,7 @@ try:  # MLflow is heavy: the pyfunc class is only defined where MLflow is import
             if isinstance(model_input, pd.DataFrame):
                 model_input = np.stack([np.asarray(v, dtype=np.float32) for v in model_input.iloc[:, 0]])
             try:
-                stamps = validate_stamps(model_input, self.estimator.stamp_size)
+                stamps = validate_stamps(model_input, self.estimator.stamp_size, max_batch=serving_max_batch())
             except DataError as exc:
                 raise MlflowException(str(exc), error_code=INVALID_PARAMETER_VALUE) from None
             return pd.DataFrame(self.estimator.predict(stamps))

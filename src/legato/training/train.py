@@ -31,6 +31,36 @@ def pinned_requirements() -> list[str]:
     return pins
 
 
+def log_estimator_model(folder: str | Path, example: np.ndarray):
+    """Log an estimator folder as the pyfunc model ``model`` of the active MLflow run.
+
+    The model bundles the legato code and pinned CPU requirements, takes raw
+    stamps ``(N, H, W)`` (signature and input example from ``example``) and
+    returns a DataFrame of physical parameters.
+
+    Returns
+    -------
+    mlflow.models.model.ModelInfo
+    """
+    import mlflow
+    import pandas as pd
+    from mlflow.models import infer_signature
+
+    import legato
+    from legato.models.estimator import SersicEstimator
+
+    signature = infer_signature(example, pd.DataFrame(LoadedEstimator(folder).predict(example)))
+    return mlflow.pyfunc.log_model(
+        name="model",
+        python_model=SersicEstimator(),
+        artifacts={"estimator": str(folder)},
+        code_paths=[str(Path(legato.__file__).parent)],
+        signature=signature,
+        input_example=example,
+        pip_requirements=pinned_requirements(),
+    )
+
+
 def _epoch_logger(prefix: str):
     import keras
     import mlflow
@@ -136,10 +166,7 @@ def train(
     """
     import keras
     import mlflow
-    from mlflow.models import infer_signature
 
-    import legato
-    from legato.models.estimator import SersicEstimator
     from legato.tracking import provenance_tags, start_tracking
 
     data_dir, out_dir = Path(data_dir), Path(out_dir)
@@ -190,19 +217,7 @@ def train(
         metrics.update({"train_seconds": train_seconds, "train_stamps_per_second": sum(epochs_run.values()) * len(train_x) / train_seconds, "predict_stamps_per_second": predict_rate})
         mlflow.log_metrics(metrics)
 
-        example = val_x[:2]
-        import pandas as pd
-
-        signature = infer_signature(example, pd.DataFrame(estimator.predict(example)))
-        info = mlflow.pyfunc.log_model(
-            name="model",
-            python_model=SersicEstimator(),
-            artifacts={"estimator": str(staging)},
-            code_paths=[str(Path(legato.__file__).parent)],
-            signature=signature,
-            input_example=example,
-            pip_requirements=pinned_requirements(),
-        )
+        info = log_estimator_model(staging, val_x[:2])
         summary = {
             "run_id": run.info.run_id,
             "model_uri": info.model_uri,

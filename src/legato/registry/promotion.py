@@ -1,0 +1,138 @@
+"""Gated promotion of a registry alias, with an audit trail and rollback.
+
+A candidate takes an alias (``champion`` by default) only when, for every
+parameter, its test R² is at least the current holder's minus a tolerance, and
+the validation of its evaluation data passed. ``force`` overrides with a
+recorded reason. The alias moves in one registry call; the previous holder
+keeps the alias ``<alias>-previous`` and the model's tag ``alias_history.<alias>``
+lists every holder, which :func:`rollback` walks back.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+from datetime import datetime, timezone
+
+from legato.errors import ConfigError
+from legato.evaluation.metrics import PARAMETERS
+from legato.registry.store import get_model, get_version, version_by_alias
+from legato.registry.versions import version_metrics
+
+
+def _history(client, name: str, alias: str) -> list[str]:
+    tags = get_model(client, name).tags or {}
+    return json.loads(tags.get(f"alias_history.{alias}", "[]"))
+
+
+def _actor() -> str:
+    return os.environ.get("LEGATO_USER") or getpass.getuser()
+
+
+def gate_failures(candidate: dict, holder: dict | None, tolerance: float, validation: str | None) -> list[str]:
+    """Reasons a candidate may not take the alias (empty when it passes).
+
+    Parameters
+    ----------
+    candidate, holder : dict
+        Test R² by parameter of the candidate and of the current alias holder (None: no holder).
+    tolerance : float
+        How far below the holder a candidate's R² may be.
+    validation : str or None
+        The candidate's evaluation-data validation status (``passed`` required).
+    """
+    failures = []
+    if validation != "passed":
+        failures.append(f"validation of its evaluation data is {validation or 'missing'}, not passed")
+    missing = [p for p in PARAMETERS if p not in candidate]
+    if missing:
+        failures.append(f"no test metrics for {', '.join(missing)} (run legato evaluate)")
+    for p in PARAMETERS:
+        if holder is not None and p in candidate and p in holder and candidate[p] < holder[p] - tolerance:
+            failures.append(f"R2 {p} {candidate[p]:.4f} < champion {holder[p]:.4f} - {tolerance:g}")
+    return failures
+
+
+def _move_alias(client, name: str, alias: str, version: str, previous: str | None, history: list[str], action: dict) -> None:
+    if previous is not None:
+        client.set_registered_model_alias(name, f"{alias}-previous", previous)
+    client.set_registered_model_alias(name, alias, version)  # one registry call: the alias moves atomically
+    client.set_registered_model_tag(name, f"alias_history.{alias}", json.dumps(history))
+    client.set_registered_model_tag(name, f"last_action.{alias}", json.dumps(action))
+    for key, value in action.items():
+        client.set_model_version_tag(name, version, f"{action['action']}.{key}", str(value))
+
+
+def promote(client, name: str, version: str | int, alias: str, subset: str, tolerance: float = 0.0, force: bool = False, reason: str | None = None) -> dict:
+    """Move ``alias`` to ``version`` if it passes the gates (or ``force`` with a reason).
+
+    Returns
+    -------
+    dict
+        What happened: ``promoted`` (bool), ``failures``, the previous holder, who, when, why.
+
+    Raises
+    ------
+    ConfigError
+        Unknown model or version, or ``force`` without a reason.
+    """
+    candidate = get_version(client, name, version)
+    if force and not reason:
+        raise ConfigError("--force needs --reason: a forced promotion must say why")
+    holder = version_by_alias(client, name, alias, required=False)
+    if holder is not None and holder.version == candidate.version:
+        return {"promoted": False, "failures": [f"version {candidate.version} already holds {alias!r}"], "previous": holder.version}
+    failures = gate_failures(
+        version_metrics(client, candidate, subset),
+        version_metrics(client, holder, subset) if holder is not None else None,
+        tolerance,
+        (candidate.tags or {}).get("validation"),
+    )
+    result = {"model": name, "version": candidate.version, "alias": alias, "previous": holder.version if holder else None, "failures": failures}
+    if failures and not force:
+        return {**result, "promoted": False}
+    action = {
+        "action": "promotion",
+        "by": _actor(),
+        "at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "reason": reason or ("first holder of the alias" if holder is None else f"passes the gates on {subset} (tolerance {tolerance:g})"),
+        "forced": bool(force and failures),
+        "overridden_failures": "; ".join(failures) if force else "",
+        "previous": holder.version if holder else "",
+    }
+    history = [v for v in _history(client, name, alias) if v != candidate.version] + [candidate.version]
+    if holder is not None and holder.version not in history:
+        history.insert(-1, holder.version)
+    _move_alias(client, name, alias, candidate.version, holder.version if holder else None, history, action)
+    return {**action, **result, "promoted": True}
+
+
+def rollback(client, name: str, alias: str, reason: str | None = None) -> dict:
+    """Give ``alias`` back to its previous holder.
+
+    Raises
+    ------
+    ConfigError
+        When the alias has no earlier holder.
+    """
+    current = version_by_alias(client, name, alias)
+    history = _history(client, name, alias)
+    if current.version in history:
+        history = history[: history.index(current.version)]
+    if not history:
+        raise ConfigError(f"alias {alias!r} of {name!r} has no previous version to roll back to")
+    target = history[-1]
+    get_version(client, name, target)
+    action = {
+        "action": "rollback",
+        "by": _actor(),
+        "at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "reason": reason or f"rollback from version {current.version}",
+        "previous": current.version,
+    }
+    earlier = history[-2] if len(history) > 1 else None
+    if earlier is None:
+        client.delete_registered_model_alias(name, f"{alias}-previous")
+    _move_alias(client, name, alias, target, earlier, history, action)
+    return {"model": name, "alias": alias, "version": target, **action}

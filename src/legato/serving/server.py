@@ -1,0 +1,111 @@
+"""Start and stop real MLflow processes (model server, tracking server) on loopback, by PID."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from legato.errors import LegatoError
+
+LOOPBACK = "127.0.0.1"
+
+
+def free_port() -> int:
+    """A TCP port that is free on the loopback interface now."""
+    with socket.socket() as sock:
+        sock.bind((LOOPBACK, 0))
+        return sock.getsockname()[1]
+
+
+def mlflow_environment(tracking_uri: str | None = None, extra: dict | None = None) -> dict:
+    """The environment for an MLflow child: the interpreter's bin on PATH (``uvicorn``), the store, analytics off."""
+    env = dict(os.environ)
+    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    if tracking_uri:
+        env["MLFLOW_TRACKING_URI"] = tracking_uri
+    env.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    env.update(extra or {})
+    return env
+
+
+class ManagedProcess:
+    """A server process started in its own process group, ready when ``health_path`` answers 200."""
+
+    def __init__(self, command: list[str], port: int, health_path: str, env: dict, log_path: str | Path | None = None):
+        self.command, self.port, self.health_path, self.env = command, port, health_path, env
+        self.log_path = Path(log_path) if log_path else None
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        """Base URL on loopback."""
+        return f"http://{LOOPBACK}:{self.port}"
+
+    def start(self, timeout: float = 120.0) -> "ManagedProcess":
+        """Start the process and wait until it answers; raise with its log tail if it dies or times out."""
+        log = open(self.log_path, "wb") if self.log_path else subprocess.DEVNULL
+        self.process = subprocess.Popen(self.command, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise LegatoError(f"{self.command[0]} exited with status {self.process.returncode}: {self._log_tail()}")
+            try:
+                with urllib.request.urlopen(self.url + self.health_path, timeout=2) as response:
+                    if response.status == 200:
+                        return self
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass
+            time.sleep(0.5)
+        self.stop()
+        raise LegatoError(f"{' '.join(self.command[:4])} did not answer on {self.url} within {timeout:.0f} s: {self._log_tail()}")
+
+    def stop(self) -> None:
+        """Terminate the process group by PID (SIGTERM, then SIGKILL)."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        try:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=10)
+        except ProcessLookupError:
+            pass
+
+    def _log_tail(self) -> str:
+        if self.log_path and self.log_path.is_file():
+            return " | ".join(self.log_path.read_text(errors="replace").strip().splitlines()[-5:])
+        return "(no log)"
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+def model_server(model_uri: str, port: int | None = None, tracking_uri: str | None = None, workers: int = 1, log_path=None, extra_env=None) -> ManagedProcess:
+    """``mlflow models serve -m <model_uri> --env-manager local`` bound to 127.0.0.1."""
+    port = port or free_port()
+    command = [
+        sys.executable, "-m", "mlflow", "models", "serve", "-m", model_uri, "--env-manager", "local",
+        "-h", LOOPBACK, "-p", str(port), "-w", str(workers),
+    ]
+    return ManagedProcess(command, port, "/ping", mlflow_environment(tracking_uri, extra_env), log_path)
+
+
+def tracking_server(backend_store_uri: str, artifact_root: str | Path, port: int | None = None, log_path=None) -> ManagedProcess:
+    """``mlflow server`` (the UI and REST API) on 127.0.0.1 over the given store."""
+    port = port or free_port()
+    command = [
+        sys.executable, "-m", "mlflow", "server", "--backend-store-uri", backend_store_uri,
+        "--default-artifact-root", Path(artifact_root).resolve().as_uri(), "--host", LOOPBACK, "--port", str(port), "--workers", "1",
+    ]
+    return ManagedProcess(command, port, "/health", mlflow_environment(), log_path)
