@@ -55,6 +55,7 @@ def test_fresh_copy_pulls_data_and_reproduces_pipeline(repo_copy):
     params["simulate"]["chunk_size"] = 20
     params["train"].update(epochs=1, batch_size=16)
     params["classical"].update(max_stamps=12, block_size=6)
+    params["validate"].update(batch_size=8, n_bootstrap=10)
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
     run([*dvc, "repro"], repo, env)
@@ -70,6 +71,11 @@ def test_fresh_copy_pulls_data_and_reproduces_pipeline(repo_copy):
     assert table1["n_scored"]["full_h245"]["classical"] <= 12 < table1["n_scored"]["full_h245"]["arch1"] == 16
     classical = json.loads((repo / "reports/fit_classical.json").read_text())
     assert classical["fitted"] == 12 and classical["run_name"] == "classical-imfit"
+    # the test set passed the Great Expectations checkpoints before it was scored
+    validation = json.loads((repo / "reports/validation/simulated_test.json").read_text())
+    assert validation["passed"] and validation["suites"]["integrity"]["evaluated"] == 13
+    assert (repo / "datasets/validation/simulated_test_docs/index.html").is_file()
+    assert json.loads((repo / "expectations/domain_shift.json").read_text())["meta"]["batch_size"] == 8
     # registration ends the pipeline with a champion that the server can load
     registry = json.loads((repo / "reports/registry.json").read_text())
     assert registry["model"] == "legato-sersic" and set(registry["versions"]) == {"arch1", "arch2"}

@@ -103,6 +103,7 @@ def evaluate(
     mag_bins,
     reports_dir: str | Path = "reports",
     predictions_dir: str | Path = "datasets/predictions",
+    validation_report: str | Path | None = None,
 ) -> dict:
     """Score every method on the test set and write the reports.
 
@@ -121,6 +122,9 @@ def evaluate(
         Magnitude bin edges of the per-bin statistics and Figure 3.
     reports_dir, predictions_dir : str or Path
         Where reports and prediction catalogues go.
+    validation_report : str or Path, optional
+        The Great Expectations report of the test set (``legato validate``);
+        its verdict joins the evaluation's own data check in the ``validation`` tag.
 
     Returns
     -------
@@ -157,6 +161,10 @@ def evaluate(
             }
     table1["paper_reference"] = PAPER_TABLE1
     table1["validation"] = evaluation_data_status(stamps, truth)
+    if validation_report is not None and table1["validation"] == "passed":
+        report = json.loads(Path(validation_report).read_text())
+        if not report.get("passed", False):
+            table1["validation"] = "failed: " + "; ".join(report.get("failures", [])[:3])
     for method, est in methods.items():
         binned[method] = binned_statistics(truth, est, mag_bins)
 
