@@ -50,7 +50,9 @@ def test_clean_set_passes_a_real_checkpoint_and_writes_data_docs(tiny_sim, expec
     report = validate_set(tiny_sim / "test", expectations, 64, name="clean", reports_dir=tmp_path)
     assert report["passed"] and report["failures"] == [], report["failures"]
     assert not report["shift_flagged"], [(r["statistic"], r["failed"], r["kl"], r["kl_threshold"]) for r in report["shift_table"] if r["failed"]]
-    assert report["suites"]["integrity"]["evaluated"] == 13 and report["suites"]["shift"]["evaluated"] == 27
+    shift_suite = json.loads((expectations / "domain_shift.json").read_text())
+    assert report["suites"]["integrity"]["evaluated"] == 13
+    assert report["suites"]["shift"]["evaluated"] == len(shift_suite["expectations"]) >= 2 * 9
     assert (tmp_path / "clean_docs" / "index.html").is_file()
     assert json.loads((tmp_path / "clean.json").read_text())["n_stamps"] == 48
 

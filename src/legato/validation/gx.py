@@ -63,6 +63,15 @@ def _plain(value):
     return json.loads(json.dumps(value, default=lambda v: v.tolist() if hasattr(v, "tolist") else str(v)))
 
 
+def _observed(result: dict):
+    """The observed value of a result, or the share of rows that broke a per-row expectation."""
+    if "observed_value" in result:
+        return _plain(result["observed_value"])
+    if result.get("unexpected_percent") is not None:
+        return f"{float(result['unexpected_percent']):.1f}% of rows"
+    return None
+
+
 class Validator:
     """An ephemeral GX context validating DataFrames against the project's suites."""
 
@@ -109,7 +118,7 @@ class Validator:
                 outcomes.append(
                     ExpectationOutcome(
                         suite=name, type=config.type, column=config.kwargs.get("column"), success=bool(item.success),
-                        observed=_plain(item.result.get("observed_value", item.result.get("unexpected_percent"))),
+                        observed=_observed(item.result),
                         expected=_plain(kwargs), guards=(config.meta or {}).get("guards", ""),
                     )
                 )
