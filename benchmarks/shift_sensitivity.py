@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from legato.config import load_params, simulation_config
+from legato.conventions import ZEROPOINT_AB
 from legato.io.stamps import read_stamp_set
 from legato.validation.gx import Validator, load_suite
 from legato.validation.shift import SHIFT_STATISTICS, shift_table
@@ -118,7 +119,7 @@ def main() -> None:
     config = simulation_config(load_params(args.params))
     integrity = load_suite(args.expectations / "stamp_integrity.json")
     shift = load_suite(args.expectations / "domain_shift.json")
-    zp, size = 25.9463, config.stamp_size
+    zp, size = ZEROPOINT_AB[config.band], config.stamp_size
     validator = Validator()
     rng = np.random.default_rng(2024)
     report = {"batch_size": args.batch_size, "reference": shift["meta"].get("reference_set"), "reference_batch_size": shift["meta"]["batch_size"]}

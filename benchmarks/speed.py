@@ -14,7 +14,6 @@ import json
 import os
 import platform
 import tempfile
-import time
 from pathlib import Path
 
 from legato.classical.fitter import FitSettings
@@ -22,16 +21,7 @@ from legato.classical.run import fit_stamp_set
 from legato.config import load_params
 from legato.conventions import PIXEL_SCALE_ARCSEC, ZEROPOINT_AB
 from legato.io.stamps import read_stamp_set
-from legato.models.estimator import LoadedEstimator
-
-
-def cnn_rate(folder: Path, stamps) -> float:
-    """Stamps per second of one estimator on ``stamps`` (after a warm-up batch)."""
-    estimator = LoadedEstimator(folder)
-    estimator.predict(stamps[:64])
-    start = time.perf_counter()
-    estimator.predict(stamps)
-    return len(stamps) / (time.perf_counter() - start)
+from legato.evaluation.evaluate import predict_with_estimators
 
 
 def main() -> None:
@@ -45,9 +35,10 @@ def main() -> None:
 
     params = load_params(args.params)
     models = dict(m.split("=", 1) for m in args.model) if args.model else params["evaluate"]["estimators"]
-    stamps, _, _ = read_stamp_set(args.test)
+    stamps, labels, _ = read_stamp_set(args.test)
     workers = os.cpu_count() or 1
-    cnn = {name: round(cnn_rate(Path(folder), stamps), 1) for name, folder in models.items()}
+    _, rates = predict_with_estimators(stamps, labels["id"], {name: Path(folder) for name, folder in models.items()})
+    cnn = {name: round(rate, 1) for name, rate in rates.items()}
     settings = FitSettings.from_params(params.get("classical", {}), PIXEL_SCALE_ARCSEC, ZEROPOINT_AB["F160W"])
     with tempfile.TemporaryDirectory() as tmp:
         block = max(1, args.classical_stamps // (4 * workers))

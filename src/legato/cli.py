@@ -235,7 +235,7 @@ AliasOption = Annotated[str, typer.Option(help="Alias to move.")]
 
 
 def _registry(params: Path, tracking_uri: str | None, must_exist: bool = True):
-    """Loaded params, registry settings and a registry client."""
+    """The ``registry`` settings of params.yaml and a registry client on the project's store."""
     from legato.config import load_params
     from legato.registry.store import registry_client
     from legato.tracking import tracking_settings
@@ -243,7 +243,7 @@ def _registry(params: Path, tracking_uri: str | None, must_exist: bool = True):
     loaded = load_params(params)
     settings = dict(loaded.get("registry") or {})
     uri, _ = tracking_settings(loaded, tracking_uri)
-    return loaded, settings, registry_client(uri, must_exist=must_exist)
+    return settings, registry_client(uri, must_exist=must_exist)
 
 
 @app.command()
@@ -261,7 +261,7 @@ def register(
     from legato.registry.store import DEFAULT_ALIAS, DEFAULT_MODEL_NAME, version_by_alias
     from legato.registry.versions import register_estimator, version_metrics
 
-    loaded, settings, client = _registry(params, tracking_uri, must_exist=False)
+    settings, client = _registry(params, tracking_uri, must_exist=False)
     name = model or settings.get("name", DEFAULT_MODEL_NAME)
     estimators = settings.get("estimators") or {}
     if not estimators:
@@ -307,7 +307,7 @@ def promote_command(
     from legato.registry.promotion import promote
     from legato.registry.store import DEFAULT_MODEL_NAME, get_model
 
-    _, settings, client = _registry(params, tracking_uri)
+    settings, client = _registry(params, tracking_uri)
     name = model or settings.get("name", DEFAULT_MODEL_NAME)
     get_model(client, name)
     if version is None:
@@ -336,7 +336,7 @@ def rollback(
     from legato.registry.promotion import rollback as run_rollback
     from legato.registry.store import DEFAULT_MODEL_NAME
 
-    _, settings, client = _registry(params, tracking_uri)
+    settings, client = _registry(params, tracking_uri)
     name = model or settings.get("name", DEFAULT_MODEL_NAME)
     outcome = run_rollback(client, name, alias, reason)
     typer.echo(f"{name}@{alias} -> version {outcome['version']} (was {outcome['previous']}); by {outcome['by']}")
@@ -350,11 +350,13 @@ def list_models(
     tracking_uri: Annotated[Optional[str], typer.Option(help="MLflow tracking URI.")] = None,
 ):
     """List the registered versions with their aliases, provenance and test R2."""
+    from datetime import datetime, timezone
+
     from legato.evaluation.metrics import PARAMETERS
     from legato.registry.store import DEFAULT_MODEL_NAME, all_versions, get_model
     from legato.registry.versions import version_metrics
 
-    _, settings, client = _registry(params, tracking_uri)
+    settings, client = _registry(params, tracking_uri)
     name = model or settings.get("name", DEFAULT_MODEL_NAME)
     get_model(client, name)
     subset = settings.get("gate_subset", "paper_h23")
@@ -363,8 +365,6 @@ def list_models(
     for v in all_versions(client, name):
         tags = v.tags or {}
         metrics = version_metrics(client, v, subset)
-        from datetime import datetime, timezone
-
         created = datetime.fromtimestamp(v.creation_timestamp / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M")
         rows.append([v.version, ",".join(sorted(v.aliases or [])) or "-", tags.get("architecture", "?"),
                      tags.get("training_domain", "?"), tags.get("validation", "?"),
@@ -389,26 +389,18 @@ def serve(
     """Serve models:/<model>@<alias> with `mlflow models serve --env-manager local` (runs in the foreground)."""
     import os
 
-    from legato.registry.store import DEFAULT_MODEL_NAME, version_by_alias
-    from legato.serving.server import mlflow_environment
+    import mlflow
 
-    _, settings, client = _registry(params, tracking_uri)
+    from legato.registry.store import DEFAULT_MODEL_NAME, version_by_alias
+    from legato.serving.server import mlflow_environment, serve_command
+
+    settings, client = _registry(params, tracking_uri)
     name = model or settings.get("name", DEFAULT_MODEL_NAME)
     version = version_by_alias(client, name, alias)
     uri = f"models:/{name}@{alias}"
     typer.echo(f"serving {uri} (version {version.version}) on http://{host}:{port}/invocations", err=True)
-    command = [sys.executable, "-m", "mlflow", "models", "serve", "-m", uri, "--env-manager", "local", "-h", host, "-p", str(port), "-w", str(workers)]
-    from legato.tracking import resolve_tracking_uri
-
-    os.execvpe(command[0], command, mlflow_environment(resolve_tracking_uri(tracking_settings_uri(params, tracking_uri))))
-
-
-def tracking_settings_uri(params: Path, cli_uri: str | None) -> str | None:
-    """The tracking URI the commands use (command line, environment, params)."""
-    from legato.config import load_params
-    from legato.tracking import tracking_settings
-
-    return tracking_settings(load_params(params), cli_uri)[0]
+    command = serve_command(uri, host, port, workers)
+    os.execvpe(command[0], command, mlflow_environment(mlflow.get_tracking_uri()))
 
 
 @app.command()

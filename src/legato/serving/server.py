@@ -94,11 +94,16 @@ class ManagedProcess:
 def model_server(model_uri: str, port: int | None = None, tracking_uri: str | None = None, workers: int = 1, log_path=None, extra_env=None) -> ManagedProcess:
     """``mlflow models serve -m <model_uri> --env-manager local`` bound to 127.0.0.1."""
     port = port or free_port()
-    command = [
-        sys.executable, "-m", "mlflow", "models", "serve", "-m", model_uri, "--env-manager", "local",
-        "-h", LOOPBACK, "-p", str(port), "-w", str(workers),
-    ]
+    command = serve_command(model_uri, LOOPBACK, port, workers)
     return ManagedProcess(command, port, "/ping", mlflow_environment(tracking_uri, extra_env), log_path)
+
+
+def serve_command(model_uri: str, host: str, port: int, workers: int = 1) -> list[str]:
+    """The ``mlflow models serve --env-manager local`` command line for a model URI."""
+    return [
+        sys.executable, "-m", "mlflow", "models", "serve", "-m", model_uri, "--env-manager", "local",
+        "-h", host, "-p", str(port), "-w", str(workers),
+    ]
 
 
 def tracking_server(backend_store_uri: str, artifact_root: str | Path, port: int | None = None, log_path=None) -> ManagedProcess:

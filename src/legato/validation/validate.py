@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from legato.conventions import ZEROPOINT_AB
 from legato.errors import DataError
 from legato.validation.gx import SuiteOutcome, Validator, load_suite
 from legato.validation.shift import SHIFT_STATISTICS, build_shift_suite, shift_table
@@ -30,7 +31,7 @@ def summarise_set(set_dir: str | Path, max_stamps: int | None = None):
             break
         take = len(stamps) if max_stamps is None else min(len(stamps), max_stamps - seen)
         header = header if header is not None else chunk_header
-        for key, values in stamp_summary(stamps[:take], float(chunk_header.get("MAGZPT", 25.9463))).items():
+        for key, values in stamp_summary(stamps[:take], float(chunk_header.get("MAGZPT", ZEROPOINT_AB["F160W"]))).items():
             columns.setdefault(key, []).append(values)
         tables.append(labels[:take])
         seen += take
@@ -95,7 +96,6 @@ def validate_set(
     reports_dir: str | Path = "reports/validation",
     docs_dir: str | Path | None = None,
     check_shift: bool = True,
-    summary_override: dict | None = None,
 ) -> dict:
     """Run the integrity, label and domain-shift suites on one stamp set.
 
@@ -113,8 +113,6 @@ def validate_set(
         Where the JSON report and the Data Docs HTML go.
     check_shift : bool
         Also run the domain-shift suite (needs ``domain_shift.json``).
-    summary_override : dict, optional
-        Summary statistics to use instead of the set's own (benchmarks).
 
     Returns
     -------
@@ -125,7 +123,6 @@ def validate_set(
     expectations_dir, reports_dir = Path(expectations_dir), Path(reports_dir)
     name = name or Path(set_dir).name
     summary, labels, _ = summarise_set(set_dir)
-    summary = summary_override or summary
     import pandas as pd
 
     frame = pd.DataFrame(summary)
