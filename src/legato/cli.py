@@ -514,6 +514,12 @@ def make_psf(
     typer.echo(f"wrote {path}")
 
 
+# catalogue inference at survey scale (src/legato/inference, docs/predict.md)
+from legato.inference.command import predict as _predict_command  # noqa: E402
+
+app.command("predict")(one_line_errors(_predict_command))
+
+
 def main() -> None:  # pragma: no cover - console entry
     """Console entry point."""
     sys.exit(app())

@@ -30,20 +30,21 @@ from pathlib import Path
 import numpy as np
 
 from legato.conventions import Q_MIN, SERSIC_N_MAX, SERSIC_N_MIN
+from legato.inference import kernels
 
-FLAG_DTYPE = np.int32
+FLAG_DTYPE = kernels.FLAG_DTYPE
 
 
 class StampFlag(enum.IntFlag):
     """Bit flags of one input stamp / output row (see the module docstring)."""
 
-    BAD_PIXELS = 1
-    NEAR_EDGE = 2
-    OFF_IMAGE = 4
-    RESIZED = 8
-    OUT_OF_RANGE = 16
-    FAILED_VALIDATION = 32
-    BAD_PIXSCALE = 64
+    BAD_PIXELS = kernels.BAD_PIXELS
+    NEAR_EDGE = kernels.NEAR_EDGE
+    OFF_IMAGE = kernels.OFF_IMAGE
+    RESIZED = kernels.RESIZED
+    OUT_OF_RANGE = kernels.OUT_OF_RANGE
+    FAILED_VALIDATION = kernels.FAILED_VALIDATION
+    BAD_PIXSCALE = kernels.BAD_PIXSCALE
 
 
 #: Bits that mean "do not predict this stamp".

@@ -105,7 +105,11 @@ try:  # MLflow is heavy: the pyfunc class is only defined where MLflow is import
     import mlflow.pyfunc
 
     class SersicEstimator(mlflow.pyfunc.PythonModel):
-        """MLflow pyfunc model: raw stamps ``(N, H, W)`` -> DataFrame of Sérsic parameters."""
+        """MLflow pyfunc model: raw stamps ``(N, H, W)`` -> DataFrame of Sérsic parameters.
+
+        Also accepts a DataFrame whose first column holds stamps, 2-D or
+        flattened to ``H * W`` values (row-major).
+        """
 
         def load_context(self, context):
             self.estimator = LoadedEstimator(context.artifacts["estimator"])
@@ -117,6 +121,10 @@ try:  # MLflow is heavy: the pyfunc class is only defined where MLflow is import
 
             if isinstance(model_input, pd.DataFrame):
                 model_input = np.stack([np.asarray(v, dtype=np.float32) for v in model_input.iloc[:, 0]])
+            size = self.estimator.stamp_size
+            if np.ndim(model_input) == 2 and np.shape(model_input)[1] == size * size:
+                # flattened row-major stamps (one per row, e.g. a Spark array<float> column)
+                model_input = np.asarray(model_input).reshape(-1, size, size)
             try:
                 stamps = validate_stamps(model_input, self.estimator.stamp_size, max_batch=serving_max_batch())
             except DataError as exc:

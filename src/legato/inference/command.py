@@ -1,0 +1,127 @@
+"""``legato predict``: Sérsic parameters of every stamp of a survey-sized input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from legato.errors import ConfigError
+from legato.registry.store import DEFAULT_MODEL_NAME
+
+ENGINES = ("local", "spark")
+
+
+def predict(
+    input_path: Annotated[
+        Path,
+        typer.Argument(
+            metavar="INPUT",
+            help="FITS stamp cube; folder of FITS stamps; folder/file of Parquet stamp shards; or a mosaic (with --catalog).",
+        ),
+    ],
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="Catalogue to write: .fits, .ecsv or .parquet (Spark: a Parquet folder).")
+    ],
+    catalog: Annotated[
+        Optional[Path], typer.Option(help="Source catalogue (RA/Dec or x/y columns): INPUT is then a mosaic image.")
+    ] = None,
+    model: Annotated[str, typer.Option(help="Registry alias, version (3 or v3), models:/ URI, or a model/estimator folder.")] = "champion",
+    model_name: Annotated[str, typer.Option(help="Registered model name for aliases and versions.")] = DEFAULT_MODEL_NAME,
+    tracking_uri: Annotated[Optional[str], typer.Option(help="Tracking store (default: MLFLOW_TRACKING_URI or sqlite:///mlflow.db).")] = None,
+    id_column: Annotated[Optional[str], typer.Option(help="Catalogue id column (default: id/ID/NUMBER, else the row index).")] = None,
+    ra: Annotated[str, typer.Option(help="Catalogue RA column, degrees.")] = "ra",
+    dec: Annotated[str, typer.Option(help="Catalogue Dec column, degrees.")] = "dec",
+    x: Annotated[str, typer.Option(help="Catalogue x column, pixels (used when RA/Dec or the WCS are missing).")] = "x",
+    y: Annotated[str, typer.Option(help="Catalogue y column, pixels.")] = "y",
+    pixel_origin: Annotated[int, typer.Option(help="Index of the first pixel in x/y: 1 (FITS, SExtractor) or 0.")] = 1,
+    hdu: Annotated[Optional[str], typer.Option(help="HDU of the image/cube (index or name; default: automatic).")] = None,
+    chunk_size: Annotated[int, typer.Option(min=1, help="Stamps per chunk (and per resumable part).")] = 4096,
+    batch_size: Annotated[int, typer.Option(min=1, help="Stamps per forward pass.")] = 256,
+    params: Annotated[
+        Path, typer.Option(help="params.yaml giving the training range for OUT_OF_RANGE (no range check if missing).")
+    ] = Path("params.yaml"),
+    report: Annotated[Optional[Path], typer.Option(help="Also write the run report as JSON here.")] = None,
+    engine: Annotated[str, typer.Option(help="local (streaming, resumable) or spark (mlflow spark_udf).")] = "local",
+    master: Annotated[
+        Optional[str], typer.Option(help="Spark master, e.g. local[2] or spark://host:7077 (default: local[2]; under spark-submit: its own).")
+    ] = None,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+) -> None:
+    """Predict mag, re_arcsec, n, q and ellipticity for every stamp of INPUT into a catalogue.
+
+    Streams in chunks with bounded memory; an interrupted run resumes from the
+    finished chunks (kept in OUTPUT.parts/) when rerun with the same arguments;
+    the catalogue appears atomically at the end. See docs/predict.md.
+    """
+    from legato.inference.flags import TrainingRange
+    from legato.inference.model import resolve_model
+    from legato.inference.writer import output_format
+
+    if engine not in ENGINES:
+        raise ConfigError(f"unknown engine {engine!r}; use one of {', '.join(ENGINES)}")
+    hdu_value = int(hdu) if hdu is not None and hdu.lstrip("-").isdigit() else hdu
+    training_range = TrainingRange.from_params_file(params) if params.is_file() else None
+    if training_range is None:
+        typer.echo(f"note: {params} not found: no OUT_OF_RANGE check", err=True)
+
+    if engine == "spark":
+        if output.suffix.lower() != ".parquet":
+            raise ConfigError(f"the Spark engine writes a Parquet dataset: give an output ending in .parquet, not {output}")
+        if catalog is not None:
+            raise ConfigError("the Spark engine reads Parquet or FITS stamp shards; cut mosaics with the local engine")
+        resolved = resolve_model(model, name=model_name, tracking_uri=tracking_uri)
+        if resolved.pyfunc_uri is None:
+            raise ConfigError(f"the Spark engine needs an MLflow model (registry alias/version or an MLmodel folder), not {model}")
+        from legato.inference.spark import predict_spark, spark_session
+
+        session = spark_session(master or ("local[2]" if not _under_spark_submit() else None))
+        try:
+            summary = predict_spark(session, resolved.pyfunc_uri, input_path, output, training_range=training_range)
+        finally:
+            session.stop()
+        summary.update(resolved.meta())
+        _finish(summary, report)
+        return
+
+    output_format(output)  # unknown extension: one-line error before any work
+    from legato.inference.predict import predict_catalogue
+    from legato.inference.sources import open_source
+
+    options = {"id_column": id_column, "ra": ra, "dec": dec, "x": x, "y": y, "pixel_origin": pixel_origin} if catalog else {}
+    source = open_source(input_path, catalog=catalog, hdu=hdu_value, **options)
+    resolved = resolve_model(model, name=model_name, tracking_uri=tracking_uri)
+    try:
+        summary = predict_catalogue(
+            source, resolved, output, chunk_size=chunk_size, batch_size=batch_size, training_range=training_range, progress=progress
+        )
+    except KeyboardInterrupt:
+        typer.echo(f"interrupted: finished chunks are kept in {output}.parts; rerun the same command to resume", err=True)
+        raise typer.Exit(code=130) from None
+    _finish(summary, report)
+
+
+def _under_spark_submit() -> bool:
+    import os
+
+    return "SPARK_ENV_LOADED" in os.environ or "PYSPARK_GATEWAY_PORT" in os.environ
+
+
+def _finish(summary: dict, report: Path | None) -> None:
+    rows = summary["rows"]
+    flagged = ", ".join(f"{k}={v}" for k, v in summary["flag_counts"].items() if v) or "none"
+    predicted = summary.get("predicted", rows - summary["flag_counts"].get("FAILED_VALIDATION", 0))
+    line = f"{predicted}/{rows} stamps predicted -> {summary['output']} (flags: {flagged}"
+    if summary.get("stamps_per_s"):
+        line += f"; {summary['stamps_per_s']:.0f} stamps/s"
+    typer.echo(line + ")")
+    for problem in summary.get("problems", []):
+        typer.echo(f"skipped {problem['file']}: {problem['error']}", err=True)
+    if summary.get("problems"):
+        typer.echo(f"{len(summary['problems'])} file(s) skipped", err=True)
+    if report is not None:
+        from legato.cli import write_json
+
+        write_json(report, json.loads(json.dumps(summary, default=str)))

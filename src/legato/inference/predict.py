@@ -1,0 +1,224 @@
+"""The local streaming path of ``legato predict``: chunks in, resumable parts, one atomic catalogue out.
+
+A background thread reads (and cuts) the next chunk while the network predicts
+the current one; memory is bounded by a few chunks whatever the input size, and
+finished chunks live on disk as part files (:mod:`legato.inference.writer`).
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+from legato.conventions import PIXEL_SCALE_ARCSEC
+from legato.inference import kernels
+from legato.inference.flags import NOT_PREDICTED, StampFlag, TrainingRange, flag_counts
+from legato.inference.sources import Chunk, StampSource, fingerprint_hash
+from legato.inference.writer import PartStore, finalize, output_format, part_table, remove_stale_temporaries, scan_parts
+from legato.models.targets import OUTPUT_COLUMNS
+
+DEFAULT_CHUNK_SIZE = 4096
+DEFAULT_BATCH_SIZE = 256
+PART_FORMAT_VERSION = 1
+
+
+def stamp_flags(stamps: np.ndarray, flags: np.ndarray) -> np.ndarray:
+    """Input flags completed with the stamp checks (:func:`legato.inference.kernels.check_stamps`)."""
+    return kernels.check_stamps(stamps, flags)
+
+
+def predict_chunk(estimator, chunk: Chunk, training_range: TrainingRange | None, batch_size: int = DEFAULT_BATCH_SIZE):
+    """Predictions of one chunk as an output part (``pyarrow.Table``).
+
+    Rows flagged as not predictable get NaN values; predictions outside the
+    training range are flagged ``OUT_OF_RANGE``.
+    """
+    flags = stamp_flags(chunk.stamps, chunk.flags)
+    ok = (flags & int(NOT_PREDICTED)) == 0
+    columns = {name: np.full(len(flags), np.nan, dtype=np.float32) for name in OUTPUT_COLUMNS}
+    if ok.any():
+        predicted = estimator.predict(chunk.stamps[ok], batch_size=batch_size)
+        for name in OUTPUT_COLUMNS:
+            columns[name][ok] = np.asarray(predicted[name], dtype=np.float32)
+    if training_range is not None:
+        flags[training_range.outside(columns)] |= StampFlag.OUT_OF_RANGE
+    return part_table(chunk.ids, columns, flags)
+
+
+def prefetch(iterator: Iterator, depth: int = 2) -> Iterator:
+    """Run ``iterator`` in a background thread, ``depth`` items ahead (exceptions are re-raised here)."""
+    if depth < 1:
+        yield from iterator
+        return
+    items: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def produce():
+        try:
+            for item in iterator:
+                while not stop.is_set():
+                    try:
+                        items.put(("item", item), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            items.put(("done", done))
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+            items.put(("error", exc))
+
+    thread = threading.Thread(target=produce, name="legato-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            kind, item = items.get()
+            if kind == "done":
+                return
+            if kind == "error":
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+
+
+def run_fingerprint(source: StampSource, model, chunk_size: int) -> tuple[str, dict]:
+    """Hash (and description) of what makes part files reusable: input, model, chunk size."""
+    description = {
+        "input": source.fingerprint(),
+        "model": model.fingerprint(),
+        "chunk_size": chunk_size,
+        "stamp_size": source.stamp_size,
+        "part_format": PART_FORMAT_VERSION,
+    }
+    return fingerprint_hash(description), description
+
+
+def predict_catalogue(
+    source: StampSource,
+    model,
+    output: str | Path,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    training_range: TrainingRange | None = None,
+    progress: bool = True,
+    prefetch_depth: int = 2,
+    on_chunk: Callable[[int], None] | None = None,
+    estimator=None,
+) -> dict:
+    """Predict every stamp of ``source`` into the catalogue ``output``.
+
+    Parameters
+    ----------
+    source : StampSource
+        The input reader (:func:`legato.inference.sources.open_source`).
+    model : ResolvedModel
+        The model (:func:`legato.inference.model.resolve_model`).
+    output : str or Path
+        Catalogue to write; ``.fits``, ``.ecsv`` or ``.parquet``.
+    chunk_size : int
+        Rows per chunk (and per resumable part).
+    batch_size : int
+        Stamps per forward pass.
+    training_range : TrainingRange, optional
+        Range for the ``OUT_OF_RANGE`` flag (no check when None).
+    progress : bool
+        Show a progress bar on stderr.
+    prefetch_depth : int
+        Chunks read ahead by the background reader (0: no thread).
+    on_chunk : callable, optional
+        Called with the chunk index after each part is on disk (tests use it to
+        interrupt a run).
+    estimator : LoadedEstimator, optional
+        An already loaded estimator (default: ``model.load()``).
+
+    Returns
+    -------
+    dict
+        Run report: rows, predicted rows, flag counts, per-file problems,
+        chunks (total and resumed), seconds and stamps/s, model identity.
+    """
+    output = Path(output)
+    fmt = output_format(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(output)
+    fingerprint, description = run_fingerprint(source, model, chunk_size)
+    store = PartStore(output, fingerprint)
+    done = store.prepare(description)
+    estimator = estimator if estimator is not None else model.load()
+
+    start = time.perf_counter()
+    processed = 0
+    bar = _progress_bar(source.total, progress)
+    if done and source.total:
+        bar.update(min(source.total, len(done) * chunk_size))
+    try:
+        for chunk in prefetch(source.chunks(chunk_size, skip=done), prefetch_depth):
+            store.write(chunk.index, predict_chunk(estimator, chunk, training_range, batch_size))
+            processed += len(chunk.ids)
+            bar.update(len(chunk.ids))
+            if on_chunk is not None:
+                on_chunk(chunk.index)
+    finally:
+        bar.close()
+    seconds = time.perf_counter() - start
+
+    parts = store.parts()
+    scan = scan_parts(parts)
+    counts = flag_counts(scan["flags"])
+    not_predicted = int(np.count_nonzero(scan["flags"] & int(StampFlag.FAILED_VALIDATION)))
+    meta = _output_meta(source, model, scan["rows"], counts, training_range, len(source.problems))
+    finalize(parts, output, meta, scan)
+    store.remove()
+    return {
+        "output": str(output),
+        "format": fmt,
+        "input": str(getattr(source, "path", "")),
+        "input_kind": source.kind,
+        "rows": scan["rows"],
+        "predicted": scan["rows"] - not_predicted,
+        "not_predicted": not_predicted,
+        "flag_counts": counts,
+        "problems": list(source.problems),
+        "chunks": len(parts),
+        "chunks_resumed": len(done),
+        "rows_this_run": processed,
+        "seconds": round(seconds, 3),
+        "stamps_per_s": round(processed / seconds, 1) if seconds > 0 and processed else None,
+        **model.meta(),
+    }
+
+
+def _output_meta(source, model, rows: int, counts: dict, training_range, n_problems: int) -> dict:
+    import legato
+
+    meta = {
+        **model.meta(),
+        "input": str(getattr(source, "path", "")),
+        "input_kind": source.kind,
+        "rows": rows,
+        "stamp_size": source.stamp_size,
+        "pixel_scale_arcsec": PIXEL_SCALE_ARCSEC,
+        "files_skipped": n_problems,
+        "flag_bits": ",".join(f"{f.name}={int(f)}" for f in StampFlag),
+        "legato_version": getattr(legato, "__version__", ""),
+        "created_utc": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    meta.update({f"n_flag_{name.lower()}": count for name, count in counts.items()})
+    if training_range is not None:
+        meta.update({f"train_range_{k}": " ".join(f"{v:g}" for v in lims) for k, lims in training_range.as_meta().items()})
+    return meta
+
+
+def _progress_bar(total: int | None, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, unit="stamp", desc="predict", disable=not enabled, smoothing=0.1, mininterval=0.5)
