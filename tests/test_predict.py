@@ -1,0 +1,203 @@
+"""`legato predict`: the three input kinds (cube, FITS folder incl. the real UDS stamps, mosaic + catalogue),
+output formats with units and model metadata, per-row flags, bad input, and interruption/resume."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+from astropy.io import fits
+from astropy.table import Table
+from typer.testing import CliRunner
+
+from legato.cli import app
+from legato.inference.flags import StampFlag
+
+MODEL = "legato-sersic-predict-test"
+UDS = "data/candels_uds_galfit_blocks"
+
+
+@pytest.fixture(scope="module")
+def champion(trained):
+    """The tiny Arch1 registered under MODEL with the alias champion; (version, estimator folder)."""
+    from legato.registry.store import registry_client
+    from legato.registry.versions import register_estimator
+
+    out, _ = trained
+    client = registry_client()
+    version, _ = register_estimator(client, MODEL, out / "arch1")
+    client.set_registered_model_alias(MODEL, "champion", version.version)
+    return version.version, out / "arch1"
+
+
+@pytest.fixture(scope="module")
+def cube(tiny_sim, tmp_path_factory):
+    """The tiny test set as one cube (48 stamps) with stamp 3 holding a NaN pixel and stamp 5 all zeros."""
+    from legato.io.stamps import read_stamp_set
+
+    stamps, labels, _ = read_stamp_set(tiny_sim / "test")
+    stamps = stamps.copy()
+    stamps[3, 10, 10] = np.nan
+    stamps[5] = 0.0
+    path = tmp_path_factory.mktemp("cube") / "cube.fits"
+    primary = fits.PrimaryHDU(stamps.astype(np.float32))
+    primary.header["PIXSCALE"] = 0.06
+    table = fits.table_to_hdu(labels)
+    table.header["EXTNAME"] = "LABELS"
+    fits.HDUList([primary, table]).writeto(path)
+    return path, stamps, np.asarray(labels["id"])
+
+
+def run(*args):
+    result = CliRunner().invoke(app, ["predict", *map(str, args)])
+    return result
+
+
+def model_args(repo_root):
+    return ["--model-name", MODEL, "--params", repo_root / "params.yaml", "--no-progress"]
+
+
+def test_cube_to_fits_ecsv_parquet_with_units_flags_and_model_metadata(champion, cube, tmp_path, repo_root):
+    from legato.models.estimator import LoadedEstimator
+
+    version, folder = champion
+    path, stamps, ids = cube
+    tables = {}
+    for ext in ("fits", "ecsv", "parquet"):
+        out = tmp_path / f"cat.{ext}"
+        result = run(path, "-o", out, *model_args(repo_root), "--chunk-size", 20)
+        assert result.exit_code == 0, result.output
+        assert "46/48 stamps predicted" in result.output
+        tables[ext] = table = Table.read(out, **({"mask_invalid": False} if ext == "fits" else {}))
+        assert len(table) == 48 and list(table["id"]) == list(ids)
+        assert table.colnames == ["id", "mag", "re_arcsec", "n", "q", "ellipticity", "flags"]
+        assert str(table["re_arcsec"].unit) == "arcsec" and str(table["mag"].unit) == "mag"
+        meta = {k.lower(): v for k, v in table.meta.items()}
+        assert meta["model_name"] == MODEL and str(meta["model_version"]) == str(version) and meta["model_alias"] == "champion"
+        assert not list(tmp_path.glob("*.parts")) and not list(tmp_path.glob(".cat*"))
+    table = tables["fits"]
+    assert table["flags"][3] == StampFlag.BAD_PIXELS | StampFlag.FAILED_VALIDATION and np.isnan(table["mag"][3])
+    assert table["flags"][5] == StampFlag.FAILED_VALIDATION and np.isnan(table["n"][5])
+    good = np.ones(48, bool)
+    good[[3, 5]] = False
+    expected = LoadedEstimator(folder).predict(stamps[good])
+    for name in ("mag", "re_arcsec", "n", "q", "ellipticity"):
+        np.testing.assert_allclose(table[name][good], expected[name], rtol=1e-5)
+        for ext in ("ecsv", "parquet"):
+            np.testing.assert_array_equal(tables[ext][name], table[name])
+    # predictions outside the training range (params.yaml simulate) are flagged, not removed
+    outside = (table["mag"] > 24.5) | (table["mag"] < 16) | (table["re_arcsec"] > 1.0) | (table["re_arcsec"] < 0.01)
+    assert np.all((table["flags"][good & outside] & StampFlag.OUT_OF_RANGE) != 0)
+
+
+def test_real_uds_folder_is_resized_and_corrupt_files_are_reported(champion, tmp_path, repo_root):
+    folder = tmp_path / "stamps"
+    folder.mkdir()
+    blocks = sorted((repo_root / UDS).glob("H.gf*.fits"))
+    for path in blocks:
+        shutil.copy(path, folder)
+    (folder / "broken.fits").write_bytes((repo_root / UDS / "H.gf1.fits").read_bytes()[:5000])  # truncated
+    (folder / "garbage.fits").write_text("not a FITS file")
+    report = tmp_path / "report.json"
+    result = run(folder, "-o", tmp_path / "uds.ecsv", *model_args(repo_root), "--report", report)
+    assert result.exit_code == 0, result.output
+    table = Table.read(tmp_path / "uds.ecsv")
+    assert sorted(table["id"]) == sorted(p.name[:-5] for p in blocks)  # one row per readable stamp
+    assert np.all(table["flags"] & StampFlag.RESIZED)  # 45-230 px blocks centre-cut/padded to 64
+    assert np.isfinite(table["mag"]).all()
+    import json
+
+    summary = json.loads(report.read_text())
+    assert {p["file"] for p in summary["problems"]} == {"broken.fits", "garbage.fits"}
+    assert "2 file(s) skipped" in result.output
+
+
+def test_mosaic_with_radec_and_xy_catalogues(champion, tmp_path, repo_root):
+    mosaic = repo_root / UDS / "H.gf5.fits"  # 187 x 127 px with its HST WCS
+    header = fits.getheader(mosaic, 1)
+    from legato.io.mosaic import image_wcs
+
+    wcs = image_wcs(header)
+    pixels = np.array([[93.0, 63.0], [100.0, 70.0], [5.0, 60.0], [1000.0, 60.0]])  # inside, inside, edge, off
+    sky = wcs.pixel_to_world(pixels[:, 0], pixels[:, 1])
+    Table({"ID": [11, 12, 13, 14], "RA": sky.ra.deg, "DEC": sky.dec.deg}).write(tmp_path / "radec.ecsv")
+    Table({"id": [11, 12, 13, 14], "x": pixels[:, 0] + 1, "y": pixels[:, 1] + 1}).write(tmp_path / "xy.csv", format="ascii.csv")
+    outputs = {}
+    for name in ("radec.ecsv", "xy.csv"):
+        result = run(mosaic, "--catalog", tmp_path / name, "-o", tmp_path / f"{name}.parquet", *model_args(repo_root))
+        assert result.exit_code == 0, result.output
+        outputs[name] = Table.read(tmp_path / f"{name}.parquet")
+    a, b = outputs["radec.ecsv"], outputs["xy.csv"]
+    assert list(a["id"]) == [11, 12, 13, 14]
+    assert list(a["flags"] & (StampFlag.NEAR_EDGE | StampFlag.OFF_IMAGE)) == [0, 0, StampFlag.NEAR_EDGE, StampFlag.OFF_IMAGE]
+    assert np.isfinite(a["mag"][:3]).all() and np.isnan(a["mag"][3])
+    np.testing.assert_array_equal(a["flags"], b["flags"])
+    np.testing.assert_allclose(a["mag"], b["mag"], equal_nan=True)
+    # missing position columns: one line, exit 1
+    Table({"id": [1], "flux": [2.0]}).write(tmp_path / "bad.ecsv")
+    result = run(mosaic, "--catalog", tmp_path / "bad.ecsv", "-o", tmp_path / "bad.fits", *model_args(repo_root))
+    assert result.exit_code == 1 and "needs columns" in result.output and len(result.output.strip().splitlines()) == 1
+
+
+def test_interrupted_run_resumes_without_losing_or_duplicating_rows(champion, cube, tmp_path, repo_root):
+    from legato.inference.flags import TrainingRange
+    from legato.inference.model import resolve_model
+    from legato.inference.predict import predict_catalogue
+    from legato.inference.sources import open_source
+
+    path, _, ids = cube
+    model = resolve_model("champion", name=MODEL)
+    estimator = model.load()
+    training_range = TrainingRange.from_params_file(repo_root / "params.yaml")
+    options = {"chunk_size": 7, "training_range": training_range, "progress": False, "estimator": estimator}
+
+    reference = tmp_path / "reference.parquet"
+    predict_catalogue(open_source(path), model, reference, **options)
+
+    output = tmp_path / "resumed.parquet"
+
+    def interrupt(index):
+        if index == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        predict_catalogue(open_source(path), model, output, on_chunk=interrupt, **options)
+    assert not output.exists()  # nothing half-written
+    parts = list(tmp_path.glob("resumed.parquet.parts/*/part_*.parquet"))
+    assert len(parts) == 3
+    summary = predict_catalogue(open_source(path), model, output, **options)
+    assert summary["chunks_resumed"] == 3 and summary["rows_this_run"] == 48 - 21 and summary["chunks"] == 7
+    a, b = Table.read(reference), Table.read(output)
+    assert len(b) == 48 and len(set(b["id"])) == 48 and list(b["id"]) == list(ids)
+    for name in a.colnames:
+        np.testing.assert_array_equal(a[name], b[name])
+    assert not (tmp_path / "resumed.parquet.parts").exists()
+
+
+def test_bad_arguments_are_one_line_errors(champion, cube, tmp_path, repo_root):
+    path, _, _ = cube
+    for args, message in (
+        ([path, "-o", tmp_path / "x.fits", "--model", "nosuchalias", *model_args(repo_root)], "no alias 'nosuchalias'"),
+        ([path, "-o", tmp_path / "x.fits", "--model", "99", *model_args(repo_root)], "no version 99"),
+        ([path, "-o", tmp_path / "x.txt", *model_args(repo_root)], "unknown output extension"),
+        ([tmp_path / "missing.fits", "-o", tmp_path / "x.fits", *model_args(repo_root)], "input not found"),
+    ):
+        result = run(*args)
+        assert result.exit_code == 1, result.output
+        assert message in result.output and len(result.output.strip().splitlines()) == 1, result.output
+    assert not list(tmp_path.glob("x.*"))
+
+
+def test_pyfunc_accepts_flattened_stamps(champion, cube):
+    import mlflow.pyfunc
+    import pandas as pd
+
+    version, _ = champion
+    _, stamps, _ = cube
+    model = mlflow.pyfunc.load_model(f"models:/{MODEL}/{version}")
+    good = stamps[6:10]
+    flat = pd.DataFrame({"stamp": list(good.reshape(len(good), -1))})
+    a = model.predict(flat)
+    b = model.predict(good)
+    pd.testing.assert_frame_equal(a, b)
