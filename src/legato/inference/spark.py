@@ -177,17 +177,13 @@ def predict_spark(
     seconds = time.perf_counter() - start
 
     written = spark.read.parquet(str(output_path))
-    counts = {
-        name: int(written.filter(F.col("flags").bitwiseAND(F.lit(bit)) != 0).count())
-        for name, bit in (
-            ("BAD_PIXELS", kernels.BAD_PIXELS),
-            ("RESIZED", kernels.RESIZED),
-            ("OUT_OF_RANGE", kernels.OUT_OF_RANGE),
-            ("FAILED_VALIDATION", kernels.FAILED_VALIDATION),
-            ("BAD_PIXSCALE", kernels.BAD_PIXSCALE),
-        )
-    }
-    rows = int(written.count())
+    bits = {name: getattr(kernels, name) for name in ("BAD_PIXELS", "NEAR_EDGE", "OFF_IMAGE", "RESIZED", "OUT_OF_RANGE", "FAILED_VALIDATION", "BAD_PIXSCALE")}
+    aggregates = [F.count(F.lit(1)).alias("rows")] + [
+        F.sum((F.col("flags").bitwiseAND(F.lit(bit)) != 0).cast("int")).alias(name) for name, bit in bits.items()
+    ]
+    totals = written.agg(*aggregates).collect()[0].asDict()
+    rows = int(totals.pop("rows"))
+    counts = {name: int(value or 0) for name, value in totals.items()}
     return {
         "output": str(output_path),
         "engine": "spark",
