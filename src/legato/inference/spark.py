@@ -64,12 +64,16 @@ def spark_session(master: str = "local[2]", app_name: str = "legato-predict", co
 
 
 def _ship_kernels_by_value() -> None:
-    import cloudpickle
+    """Pickle :mod:`kernels` by value for the workers (Spark's own vendored cloudpickle and the public one)."""
+    import importlib
 
-    try:
-        cloudpickle.register_pickle_by_value(kernels)
-    except ValueError:  # already registered
-        pass
+    for name in ("pyspark.cloudpickle", "cloudpickle"):
+        try:
+            module = importlib.import_module(name)
+        except ImportError:
+            continue
+        if kernels.__name__ not in getattr(module, "list_registry_pickle_by_value", lambda: set())():
+            module.register_pickle_by_value(kernels)
 
 
 def read_stamps(spark, path: str | Path, stamp_size: int = DEFAULT_STAMP_SIZE, partitions: int | None = None):
