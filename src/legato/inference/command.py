@@ -16,14 +16,14 @@ ENGINES = ("local", "spark")
 
 def predict(
     input_path: Annotated[
-        Path,
+        str,
         typer.Argument(
             metavar="INPUT",
             help="FITS stamp cube; folder of FITS stamps; folder/file of Parquet stamp shards; or a mosaic (with --catalog).",
         ),
     ],
     output: Annotated[
-        Path, typer.Option("--output", "-o", help="Catalogue to write: .fits, .ecsv or .parquet (Spark: a Parquet folder).")
+        str, typer.Option("--output", "-o", help="Catalogue to write: .fits, .ecsv or .parquet (Spark: a Parquet folder).")
     ],
     catalog: Annotated[
         Optional[Path], typer.Option(help="Source catalogue (RA/Dec or x/y columns): INPUT is then a mosaic image.")
@@ -67,8 +67,8 @@ def predict(
     if training_range is None:
         typer.echo(f"note: {params} not found: no OUT_OF_RANGE check", err=True)
 
-    if engine == "spark":
-        if output.suffix.lower() != ".parquet":
+    if engine == "spark":  # paths stay strings: URIs such as s3a://bucket/key are Spark's to read
+        if not output.lower().rstrip("/").endswith(".parquet"):
             raise ConfigError(f"the Spark engine writes a Parquet dataset: give an output ending in .parquet, not {output}")
         if catalog is not None:
             raise ConfigError("the Spark engine reads Parquet or FITS stamp shards; cut mosaics with the local engine")
@@ -86,6 +86,7 @@ def predict(
         _finish(summary, report)
         return
 
+    input_path, output = Path(input_path), Path(output)
     output_format(output)  # unknown extension: one-line error before any work
     from legato.inference.predict import predict_catalogue
     from legato.inference.sources import open_source

@@ -83,8 +83,8 @@ def read_stamps(spark, path: str | Path, stamp_size: int = DEFAULT_STAMP_SIZE, p
     and read on the executors; unreadable files are skipped (the local path
     lists them in its report).
     """
-    from pyspark.sql import functions as F
-
+    if "://" in str(path):  # a remote dataset (s3a://, hdfs://, ...): Parquet shards
+        return _parquet_stamps(spark.read.parquet(str(path)), path)
     path = Path(path)
     if not path.exists():
         raise DataError(f"input not found: {path}")
@@ -94,12 +94,7 @@ def read_stamps(spark, path: str | Path, stamp_size: int = DEFAULT_STAMP_SIZE, p
         else ([path] if path.name.lower().endswith(kernels.FITS_SUFFIXES) else [])
     )
     if not fits_files:
-        frame = spark.read.parquet(str(path))
-        missing = {"id", "stamp"} - set(frame.columns)
-        if missing:
-            raise DataError(f"Parquet stamps at {path} lack column(s) {', '.join(sorted(missing))}")
-        flags = F.col("flags").cast("int") if "flags" in frame.columns else F.lit(0)
-        return frame.select("id", "stamp", flags.alias("flags"))
+        return _parquet_stamps(spark.read.parquet(str(path)), path)
 
     _ship_kernels_by_value()
     size, scale = stamp_size, PIXEL_SCALE_ARCSEC
@@ -117,6 +112,16 @@ def read_stamps(spark, path: str | Path, stamp_size: int = DEFAULT_STAMP_SIZE, p
     files = spark.createDataFrame([(str(p.resolve()),) for p in fits_files], "path string")
     files = files.repartition(partitions or max(1, min(len(fits_files), spark.sparkContext.defaultParallelism * 4)))
     return files.mapInPandas(read_files, "id string, stamp array<float>, flags int")
+
+
+def _parquet_stamps(frame, path):
+    from pyspark.sql import functions as F
+
+    missing = {"id", "stamp"} - set(frame.columns)
+    if missing:
+        raise DataError(f"Parquet stamps at {path} lack column(s) {', '.join(sorted(missing))}")
+    flags = F.col("flags").cast("int") if "flags" in frame.columns else F.lit(0)
+    return frame.select("id", "stamp", flags.alias("flags"))
 
 
 def predict_spark(
