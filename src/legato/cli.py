@@ -56,24 +56,44 @@ def write_json(path: Path, payload: dict) -> None:
 @one_line_errors
 def simulate(
     params: ParamsOption = Path("params.yaml"),
-    out: Annotated[Path, typer.Option(help="Output folder (one sub-folder per split).")] = Path("datasets/simulated"),
+    domain: Annotated[str, typer.Option(help="sersic (train/val/test single-Sérsic sets) or realistic (test A and pool B).")] = "sersic",
+    out: Annotated[Optional[Path], typer.Option(help="Output folder, one sub-folder per split (default: datasets/simulated or datasets/realistic/raw).")] = None,
     workers: Annotated[Optional[int], typer.Option(help="Worker processes (default: all cores).")] = None,
     mag_min: Annotated[Optional[float], typer.Option(help="Brightest AB magnitude drawn.")] = None,
     mag_max: Annotated[Optional[float], typer.Option(help="Faintest AB magnitude drawn (23 = paper subset).")] = None,
     train: Annotated[Optional[int], typer.Option(help="Training galaxies.")] = None,
     val: Annotated[Optional[int], typer.Option(help="Validation galaxies.")] = None,
     test: Annotated[Optional[int], typer.Option(help="Test galaxies.")] = None,
+    size_a: Annotated[Optional[int], typer.Option(help="Realistic domain: galaxies in test A.")] = None,
+    size_b: Annotated[Optional[int], typer.Option(help="Realistic domain: galaxies in pool B.")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Random seed.")] = None,
     band: Annotated[Optional[str], typer.Option(help="Filter (sets the zeropoint).")] = None,
     stamp_size: Annotated[Optional[int], typer.Option(help="Stamp side in pixels.")] = None,
     report: Annotated[Optional[Path], typer.Option(help="Write a JSON summary (timing) here.")] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ):
-    """Simulate CANDELS F160W-like single-Sérsic stamps (train / val / test splits)."""
+    """Simulate CANDELS F160W-like stamps: single-Sérsic train / val / test, or the realistic test A / pool B."""
     from legato.config import load_params, simulation_config
     from legato.errors import ConfigError
 
     loaded = load_params(params)
+    if workers is not None and workers < 1:
+        raise ConfigError(f"--workers must be >= 1, got {workers}")
+    if domain == "realistic":
+        from legato.simulation.realistic import realistic_config, simulate_realistic
+
+        sizes = dict(loaded.get("realistic", {}).get("sizes") or {})
+        sizes.update({k: v for k, v in (("A", size_a), ("B", size_b)) if v is not None})
+        config = realistic_config(loaded, {"sizes": sizes, "seed": seed})
+        out = out or Path("datasets/realistic/raw")
+        summary = simulate_realistic(config, out, workers=workers, progress=progress)
+        typer.echo(f"wrote realistic test A and pool B {summary['stamps']} to {out} in {summary['wall_seconds']} s; kinds {summary['kinds']}")
+        if report is not None:
+            write_json(report, summary)
+        return
+    if domain != "sersic":
+        raise ConfigError(f"unknown domain {domain!r}; choose sersic or realistic")
+    out = out or Path("datasets/simulated")
     sizes = dict(loaded.get("simulate", {}).get("sizes") or {})
     for split, value in (("train", train), ("val", val), ("test", test)):
         if value is not None:
@@ -226,6 +246,46 @@ def fit_classical(
         f"fitted {summary['fitted']} stamps into {out} ({summary['fits_per_second']} fits/s, "
         f"{summary['workers']} workers); flagged: {summary['flagged']}"
     )
+    if report is not None:
+        write_json(report, summary)
+
+
+@app.command("label-realistic")
+@one_line_errors
+def label_realistic(
+    params: ParamsOption = Path("params.yaml"),
+    raw: Annotated[Path, typer.Option(help="Raw realistic sets (A and B sub-folders).")] = Path("datasets/realistic/raw"),
+    out: Annotated[Path, typer.Option(help="Labelled sets (A, B) and their fit catalogues (fits/).")] = Path("datasets/realistic/labelled"),
+    workers: Annotated[Optional[int], typer.Option(help="Worker processes (default: params, else all cores).")] = None,
+    max_stamps: Annotated[Optional[int], typer.Option(help="Fit only the first N stamps of each split (default: params).")] = None,
+    report: Annotated[Optional[Path], typer.Option(help="Write the summary (JSON) here.")] = None,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+):
+    """Label the realistic test A and pool B by classical single-Sérsic fits (A twice: main and alternative set-up)."""
+    from legato.classical.fitter import FitSettings
+    from legato.classical.labels import label_stamp_sets
+    from legato.config import load_params, section
+    from legato.conventions import PIXEL_SCALE_ARCSEC, ZEROPOINT_AB
+    from legato.errors import ConfigError
+
+    options = section(load_params(params), "realistic_labels")
+    workers = workers or options.get("workers")
+    max_stamps = max_stamps or options.get("max_stamps")
+    for name, value in (("workers", workers), ("max_stamps", max_stamps)):
+        if value is not None and int(value) < 1:
+            raise ConfigError(f"{name} must be >= 1, got {value}")
+    if not raw.is_dir():
+        raise ConfigError(f"raw realistic sets not found at {raw}: run legato simulate --domain realistic")
+    settings = {
+        name: FitSettings.from_params(dict(options.get(name) or {}), pixel_scale=PIXEL_SCALE_ARCSEC, zeropoint=ZEROPOINT_AB["F160W"])
+        for name in ("main", "alternative")
+    }
+    summary = label_stamp_sets(
+        raw, out, Path(options.get("psf", "data/psf/wfc3ir_f160w_psf.fits")), settings["main"], settings["alternative"],
+        workers=workers, block_size=int(options.get("block_size", 50)), max_stamps=max_stamps, progress=progress,
+    )
+    for split, counts in summary.items():
+        typer.echo(f"{split}: {counts['labelled']} of {counts['fitted']} galaxies labelled; dropped {counts['dropped']}")
     if report is not None:
         write_json(report, summary)
 

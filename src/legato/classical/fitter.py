@@ -22,7 +22,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from legato.analysis.morphometry import border_background
+from legato.analysis.morphometry import border_background, neighbour_mask
 from legato.classical.initial import InitialGuess, initial_guess, sersic_surface_brightness_at_re
 from legato.conventions import SERSIC_N_MAX, SERSIC_N_MIN, Q_MIN, flux_to_mag
 from legato.errors import ConfigError
@@ -62,6 +62,10 @@ class FitSettings:
         Reduced chi-square above which the fit is restarted from ``RETRY_STARTS``.
     psf_size : int
         Side (pixels, odd) to which the unit-sum PSF is cropped for the fit.
+    mask_neighbours : bool
+        Mask other sources found by a detection segmentation (``neighbour_mask``) before fitting.
+    start_n : float or None
+        Fixed starting Sérsic index instead of the moments estimate (an alternative initialisation).
     """
 
     pixel_scale: float
@@ -70,6 +74,8 @@ class FitSettings:
     sky: str = "zero"
     retry_chi2: float = 1.5
     psf_size: int = 41
+    mask_neighbours: bool = False
+    start_n: float | None = None
 
     def __post_init__(self):
         if self.sky not in SKY_MODES:
@@ -80,11 +86,13 @@ class FitSettings:
             raise ConfigError(f"psf_size must be an odd number >= 3, got {self.psf_size}")
         if not self.retry_chi2 > 0:
             raise ConfigError(f"retry_chi2 must be > 0, got {self.retry_chi2}")
+        if self.start_n is not None and not SERSIC_N_MIN <= self.start_n <= SERSIC_N_MAX:
+            raise ConfigError(f"start_n must be within [{SERSIC_N_MIN}, {SERSIC_N_MAX}], got {self.start_n}")
 
     @classmethod
     def from_params(cls, section: dict, pixel_scale: float, zeropoint: float) -> "FitSettings":
         """Settings from the ``classical`` section of params.yaml (unknown keys are ignored)."""
-        kinds = {"solver": str, "sky": str, "retry_chi2": float, "psf_size": int}
+        kinds = {"solver": str, "sky": str, "retry_chi2": float, "psf_size": int, "mask_neighbours": bool, "start_n": float}
         try:
             values = {k: kind(section[k]) for k, kind in kinds.items() if section.get(k) is not None}
         except (TypeError, ValueError) as exc:
@@ -148,14 +156,14 @@ def empty_result(flag: int) -> dict:
     }
 
 
-def _fit_from(image, sigma, psf, settings: FitSettings, guess: InitialGuess):
+def _fit_from(image, sigma, psf, settings: FitSettings, guess: InitialGuess, mask=None):
     """One Imfit run from ``guess``; the fitted Imfit object, or None when it failed."""
     import pyimfit
 
     description = _model_description(image, guess, float(np.median(sigma)), settings.sky == "free")
     fitter = pyimfit.Imfit(description, psf=psf, psfNormalization=False, maxThreads=1, zeroPoint=settings.zeropoint)
     try:
-        fitter.fit(image, error=sigma, solver=settings.solver)
+        fitter.fit(image, error=sigma, mask=mask, solver=settings.solver)
         params = np.asarray(fitter.getRawParameters(), dtype=float)
         flux = float(fitter.getModelFluxes()[1][0])
     except Exception:  # noqa: BLE001 - a diverging fit is a flag, not a crash of the whole set
@@ -195,14 +203,17 @@ def fit_stamp(image: np.ndarray, sigma: np.ndarray, psf: np.ndarray, settings: F
         return empty_result(FLAG_BAD_INPUT)
     sky = border_background(image) if settings.sky == "border" else 0.0
     image = image - sky
+    mask = neighbour_mask(image, float(np.median(sigma))) if settings.mask_neighbours else None
     try:
-        guess = initial_guess(image, float(np.median(sigma)))
+        guess = initial_guess(image if mask is None else np.where(mask, 0.0, image), float(np.median(sigma)))
     except Exception:  # noqa: BLE001 - a stamp the moments cannot describe is a failed fit
         return empty_result(FLAG_FIT_ERROR)
+    if settings.start_n is not None:
+        guess = replace(guess, n=settings.start_n)
     best, evaluations, starts = None, 0, 0
     for n_start, re_factor in ((guess.n, 1.0), *RETRY_STARTS):
         start = replace(guess, n=n_start, re_pix=max(guess.re_pix * re_factor, 2 * RE_MIN_PIX))
-        fitter = _fit_from(image, sigma, psf, settings, start)
+        fitter = _fit_from(image, sigma, psf, settings, start, mask)
         starts += 1
         if fitter is not None:
             evaluations += int(fitter.nFuncEvals)

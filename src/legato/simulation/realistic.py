@@ -1,0 +1,476 @@
+"""A realistic F160W domain: galaxies that break the single-Sérsic assumption the way real ones do.
+
+Each galaxy starts from a (mag, re, n, q) tuple drawn from the van der Wel
+catalogue (as the Sérsic domain does) and is rendered as one of four kinds:
+
+- ``sersic``: the single-Sérsic profile itself (the reference population);
+- ``bulge_disc``: a de Vaucouleurs bulge plus an exponential disc with their
+  own radii, axis ratios and position angles;
+- ``clumpy``: an exponential disc with part of its light in star-forming
+  clumps (``galsim.RandomKnots``);
+- ``cosmos``: a real HST/ACS F814W COSMOS galaxy (``galsim.RealGalaxy``),
+  rotated, possibly flipped, rescaled to the drawn radius and flux, and
+  reconvolved to the F160W PSF and 0.06"/pixel. Its own (rescaled, PSF-smoothed)
+  COSMOS noise stays in the stamp.
+
+Every stamp may get Sérsic neighbours inside the stamp, is drawn with a PSF
+slightly wider or narrower than the nominal one (PSF mismatch), and gets
+correlated sky noise (white noise smoothed by a Gaussian kernel and rescaled to
+the nominal per-pixel sigma, as drizzling correlates CANDELS pixels).
+
+The generation parameters are kept (``gen_*`` columns) but are not the labels:
+like van der Wel's real galaxies, these are labelled by a single-Sérsic fit
+(:mod:`legato.classical.labels`).
+
+The set is split into test A and pool B so that no real COSMOS galaxy and no
+catalogue row seeds galaxies in both.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import shutil
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from astropy import units as u
+from astropy.table import Table
+
+from legato.catalog.vanderwel import read_vanderwel_catalog, select_good_fits
+from legato.conventions import circular_half_light_radius, galfit_pa_to_galsim_beta_deg, mag_to_flux
+from legato.errors import ConfigError
+from legato.io.stamps import StampSetMeta, write_stamp_set
+from legato.simulation.parameters import draw_parameters
+from legato.simulation.psf import read_psf_image
+from legato.simulation.render import FOLDING_THRESHOLD
+from legato.simulation.simulate import SimulationConfig
+
+KINDS = ("sersic", "bulge_disc", "clumpy", "cosmos")
+SPLITS = ("A", "B")
+COSMOS_CATALOGUE = "real_galaxy_catalog_26_extension_example.fits"
+TASK_SIZE = 100
+
+
+@dataclass(frozen=True)
+class RealisticConfig:
+    """The realistic domain (the ``realistic`` section of params.yaml).
+
+    Attributes
+    ----------
+    base : SimulationConfig
+        Catalogue, PSF, band, stamp size, pixel scale, noise and parameter ranges shared with the Sérsic domain.
+    sizes : dict
+        Galaxies in test A and pool B.
+    seed : int
+        Master random seed.
+    kinds : dict
+        Fraction of each kind (``sersic``, ``bulge_disc``, ``clumpy``, ``cosmos``); normalised to sum 1.
+    cosmos_dir : str
+        Folder of the GalSim real-galaxy catalogue (COSMOS F814W sample).
+    neighbour_probability : float
+        Probability that a stamp holds neighbours.
+    max_neighbours : int
+        Largest number of neighbours in one stamp.
+    neighbour_distance_pix : tuple of float
+        Range of neighbour distances from the stamp centre, pixels.
+    psf_dilation : tuple of float
+        Range of the factor applied to the PSF size when drawing (the fitters assume 1).
+    noise_correlation_pix : float
+        Gaussian smoothing (sigma, pixels) of the sky noise; 0 = white.
+    cosmos_noise_fraction : float
+        A COSMOS galaxy is made at most as bright as keeps its own (rescaled) noise below this
+        fraction of the sky sigma; the added sky noise is reduced so the total matches the sky sigma.
+    """
+
+    base: SimulationConfig
+    cosmos_dir: str
+    sizes: dict = field(default_factory=lambda: {"A": 1_000, "B": 4_000})
+    seed: int = 20180606
+    kinds: dict = field(default_factory=lambda: {"sersic": 0.15, "bulge_disc": 0.35, "clumpy": 0.2, "cosmos": 0.3})
+    neighbour_probability: float = 0.35
+    max_neighbours: int = 2
+    neighbour_distance_pix: tuple = (9.0, 26.0)
+    psf_dilation: tuple = (0.95, 1.08)
+    noise_correlation_pix: float = 0.6
+    cosmos_noise_fraction: float = 0.5
+
+    def __post_init__(self):
+        unknown = set(self.kinds) - set(KINDS)
+        if unknown:
+            raise ConfigError(f"unknown realistic kind(s) {sorted(unknown)}; kinds are {', '.join(KINDS)}")
+        if any(v < 0 for v in self.kinds.values()) or sum(self.kinds.values()) <= 0:
+            raise ConfigError("realistic.kinds fractions must be >= 0 and not all zero")
+        if set(self.sizes) - set(SPLITS) or any(int(v) < 0 for v in self.sizes.values()):
+            raise ConfigError(f"realistic.sizes must give non-negative sizes for {', '.join(SPLITS)}")
+        if not 0 <= self.neighbour_probability <= 1:
+            raise ConfigError(f"neighbour_probability must be in [0, 1], got {self.neighbour_probability}")
+        lo, hi = self.psf_dilation
+        if not 0 < lo <= hi:
+            raise ConfigError(f"psf_dilation must be a range 0 < low <= high, got {self.psf_dilation}")
+        if self.noise_correlation_pix < 0 or not 0 < self.cosmos_noise_fraction < 1:
+            raise ConfigError("noise_correlation_pix must be >= 0 and cosmos_noise_fraction in (0, 1)")
+
+
+def realistic_config(params: dict, overrides: dict | None = None) -> RealisticConfig:
+    """Build a :class:`RealisticConfig` from params.yaml (``simulate`` for the shared settings, ``realistic`` for the rest)."""
+    from legato.config import section, simulation_config
+
+    base = simulation_config(params)
+    values = dict(section(params, "realistic"))
+    values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    if "cosmos_dir" not in values:
+        raise ConfigError("missing parameter realistic.cosmos_dir")
+    for key in ("neighbour_distance_pix", "psf_dilation"):
+        if key in values:
+            values[key] = tuple(float(v) for v in values[key])
+    try:
+        return RealisticConfig(base=base, **values)
+    except TypeError as exc:
+        raise ConfigError(f"bad realistic parameters: {exc}") from None
+
+
+def cosmos_catalogue(cosmos_dir: str | Path):
+    """The GalSim real-galaxy catalogue of ``cosmos_dir``; its noise correlation file comes with GalSim."""
+    import galsim
+
+    path = Path(cosmos_dir) / COSMOS_CATALOGUE
+    if not path.is_file():
+        raise ConfigError(f"no COSMOS real-galaxy catalogue at {path}")
+    catalogue = galsim.RealGalaxyCatalog(COSMOS_CATALOGUE, dir=str(cosmos_dir))
+    catalogue.noise_file_name = [
+        str(Path(galsim.meta_data.share_dir) / Path(name).name) for name in catalogue.noise_file_name
+    ]
+    return catalogue
+
+
+def in_test_split(identifiers) -> np.ndarray:
+    """True for sources reserved to test A (one in five, by identifier), so A and B share no source."""
+    return np.asarray(identifiers, dtype=np.int64) % 5 == 0
+
+
+def draw_realistic_parameters(config: RealisticConfig, n_cosmos: int) -> dict[str, Table]:
+    """Generation parameters of both splits (deterministic in ``config.seed``).
+
+    Test A draws from catalogue rows and COSMOS galaxies whose identifier is a
+    multiple of five, pool B from the others.
+    """
+    space = config.base.space
+    catalogue = select_good_fits(
+        read_vanderwel_catalog(config.base.catalog), mag_min=space.mag_min, mag_max=space.mag_max, re_max_arcsec=space.re_max_arcsec
+    )
+    reserved = in_test_split(catalogue["NUMBER"])
+    cosmos_reserved = in_test_split(np.arange(n_cosmos))
+    names = list(config.kinds)
+    weights = np.array([config.kinds[k] for k in names], dtype=float)
+    weights /= weights.sum()
+    tables = {}
+    for index, split in enumerate(SPLITS):
+        size = int(config.sizes.get(split, 0))
+        rng = np.random.default_rng([config.seed, index])
+        rows = catalogue[reserved] if split == "A" else catalogue[~reserved]
+        table = draw_parameters(rows, size, space, rng)
+        table.add_column(np.arange(size, dtype=np.int64), name="id", index=0)
+        table["kind"] = np.asarray(names)[rng.choice(len(names), size, p=weights)]
+        pool = np.flatnonzero(cosmos_reserved if split == "A" else ~cosmos_reserved)
+        table["cosmos_index"] = np.where(table["kind"] == "cosmos", rng.choice(pool, size) if len(pool) else -1, -1)
+        table["n_neighbours"] = np.where(
+            rng.uniform(size=size) < config.neighbour_probability, rng.integers(1, config.max_neighbours + 1, size), 0
+        )
+        table["psf_dilation"] = rng.uniform(*config.psf_dilation, size)
+        for name in ("mag", "re_arcsec", "n", "q", "ellipticity", "pa_deg"):
+            table.rename_column(name, f"gen_{name}")
+        tables[split] = table
+    return tables
+
+
+# --- rendering --------------------------------------------------------------------------------
+
+
+def _sheared(profile, q: float, pa_deg: float):
+    import galsim
+
+    if q >= 1.0:
+        return profile
+    return profile.shear(q=float(q), beta=float(galfit_pa_to_galsim_beta_deg(pa_deg)) * galsim.degrees)
+
+
+def _disc(flux, re, q, pa, gsparams):
+    import galsim
+
+    radius = float(circular_half_light_radius(re, q))
+    return _sheared(galsim.Exponential(half_light_radius=radius, flux=flux, gsparams=gsparams), q, pa)
+
+
+MAX_COSMOS_DILATION = 1.6  # beyond this the ACS PSF, dilated, is wider than the F160W PSF and deconvolution noise blows up
+
+
+def galaxy_profile(row, rng: np.random.Generator, zeropoint: float, cosmos=None, gsparams=None):
+    """The GalSim profile (before the PSF) of one realistic galaxy.
+
+    Parameters
+    ----------
+    row : mapping
+        Generation parameters: ``kind``, ``gen_mag``, ``gen_re_arcsec``, ``gen_n``, ``gen_q``,
+        ``gen_pa_deg``, ``cosmos_index``.
+    rng : numpy.random.Generator
+        Source of the kind's own random choices.
+    zeropoint : float
+        AB zeropoint (electrons/s).
+    cosmos : galsim.RealGalaxyCatalog, optional
+        Needed for the ``cosmos`` kind.
+    gsparams : galsim.GSParams, optional
+
+    Returns
+    -------
+    galsim.GSObject
+        Flux in electrons/s, sizes in arcsec. A COSMOS galaxy keeps its own flux
+        (see :func:`brighten_within_noise`) and carries its noise as ``.noise``.
+    """
+    import galsim
+
+    from legato.simulation.render import sersic_profile
+
+    kind = str(row["kind"])
+    mag, re, n, q, pa = (float(row[f"gen_{k}"]) for k in ("mag", "re_arcsec", "n", "q", "pa_deg"))
+    flux = float(mag_to_flux(mag, zeropoint))
+    if kind == "sersic":
+        return sersic_profile(mag, re, n, q, pa, zeropoint)
+    if kind == "bulge_disc":
+        bulge_fraction = rng.uniform(0.1, 0.7)
+        q_bulge = rng.uniform(0.6, 1.0)
+        re_bulge = re * rng.uniform(0.25, 0.6)
+        bulge = _sheared(
+            galsim.DeVaucouleurs(half_light_radius=float(circular_half_light_radius(re_bulge, q_bulge)), flux=flux * bulge_fraction, gsparams=gsparams),
+            q_bulge,
+            pa + rng.normal(0.0, 20.0),
+        )
+        disc = _disc(flux * (1 - bulge_fraction), re * rng.uniform(0.9, 1.4), max(q, 0.1), pa, gsparams)
+        return bulge + disc
+    if kind == "clumpy":
+        clump_fraction = rng.uniform(0.15, 0.45)
+        radius = float(circular_half_light_radius(re, max(q, 0.1)))
+        knots = galsim.RandomKnots(
+            npoints=int(rng.integers(5, 40)), half_light_radius=radius, flux=flux * clump_fraction,
+            rng=galsim.BaseDeviate(int(rng.integers(1, 2**31 - 1))), gsparams=gsparams,
+        )
+        return _disc(flux * (1 - clump_fraction), re, max(q, 0.1), pa, gsparams) + _sheared(knots, max(q, 0.1), pa)
+    if kind == "cosmos":
+        if cosmos is None:
+            raise ConfigError("the cosmos kind needs the COSMOS real-galaxy catalogue")
+        index = int(row["cosmos_index"])
+        galaxy = galsim.RealGalaxy(cosmos, index=index, gsparams=gsparams)
+        own_radius = max(float(galaxy.original_gal.calculateHLR(scale=float(cosmos.pixel_scale[index]))), 0.01)
+        dilation = float(np.clip(circular_half_light_radius(re, q) / own_radius, 0.7, MAX_COSMOS_DILATION))
+        galaxy = galaxy.rotate(rng.uniform(0.0, 360.0) * galsim.degrees)
+        if rng.uniform() < 0.5:
+            galaxy = galaxy.transform(-1.0, 0.0, 0.0, 1.0)  # mirror image
+        return galaxy.dilate(dilation)
+    raise ConfigError(f"unknown realistic kind {kind!r}")
+
+
+def brighten_within_noise(galaxy, psf, flux: float, noise_limit: float, size: int, pixel_scale: float, seed: int):
+    """Scale a noisy (COSMOS) galaxy towards ``flux`` while its own noise stays below ``noise_limit``.
+
+    The galaxy's noise (``galaxy.noise``, a GalSim correlated noise that follows
+    every rotation, dilation and convolution) is drawn once on the output grid
+    to measure its per-pixel standard deviation at the galaxy's own flux.
+
+    Returns
+    -------
+    galaxy : galsim.GSObject
+        The rescaled galaxy.
+    own_noise : float
+        Per-pixel standard deviation of its noise in the output stamp, electrons/s.
+    """
+    import galsim
+
+    noise = galsim.Convolve(galaxy, psf).noise
+    field = galsim.ImageD(size, size, scale=pixel_scale)
+    unit_noise = 0.0
+    if noise is not None:
+        field.addNoise(noise.copy(rng=galsim.BaseDeviate(seed)))
+        unit_noise = float(np.std(field.array))
+    boost = flux / max(float(galaxy.flux), 1e-12)
+    if unit_noise > 0:
+        boost = min(boost, noise_limit / unit_noise)
+    return galaxy.withScaledFlux(boost), unit_noise * boost
+
+
+def correlated_noise(shape: tuple[int, int], sigma: float, correlation_pix: float, rng: np.random.Generator) -> np.ndarray:
+    """Gaussian sky noise of per-pixel standard deviation ``sigma`` with a Gaussian correlation kernel.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        Image shape.
+    sigma : float
+        Per-pixel standard deviation (electrons/s).
+    correlation_pix : float
+        Kernel sigma in pixels (0: white noise).
+    rng : numpy.random.Generator
+
+    Returns
+    -------
+    numpy.ndarray
+    """
+    from scipy.ndimage import gaussian_filter
+
+    white = rng.normal(size=shape)
+    if correlation_pix <= 0:
+        return sigma * white
+    # smoothing a unit white field by a Gaussian of width s leaves variance 1 / (4 pi s^2)
+    smoothed = gaussian_filter(white, correlation_pix, mode="wrap")
+    return sigma * smoothed / np.sqrt(np.sum(_gaussian_kernel(correlation_pix) ** 2))
+
+
+def _gaussian_kernel(sigma: float) -> np.ndarray:
+    half = int(np.ceil(4 * sigma))
+    x = np.arange(-half, half + 1)
+    k1 = np.exp(-0.5 * (x / sigma) ** 2)
+    k1 /= k1.sum()
+    return np.outer(k1, k1)
+
+
+def neighbour_profiles(count: int, catalogue_rows: Table, distance_pix: tuple, rng: np.random.Generator, zeropoint: float, pixel_scale: float):
+    """Sérsic neighbours drawn from catalogue rows, each shifted to a random position (arcsec) inside the stamp."""
+    from legato.simulation.parameters import snap_sersic_index
+    from legato.simulation.render import sersic_profile
+
+    profiles = []
+    for _ in range(count):
+        row = catalogue_rows[int(rng.integers(len(catalogue_rows)))]
+        radius = rng.uniform(*distance_pix) * pixel_scale
+        angle = rng.uniform(0.0, 2 * np.pi)
+        n = float(snap_sersic_index(row["n"], 0.05))
+        profile = sersic_profile(float(row["mag"]), float(row["re"]), n, float(np.clip(row["q"], 0.1, 1.0)), rng.uniform(-90, 90), zeropoint)
+        profiles.append(profile.shift(radius * np.cos(angle), radius * np.sin(angle)))
+    return profiles
+
+
+_WORKER: dict = {}
+
+
+def _init_worker(config: RealisticConfig) -> None:
+    base = config.base
+    space = base.space
+    _WORKER["config"] = config
+    _WORKER["psf"] = read_psf_image(base.psf, expected_pixel_scale=base.pixel_scale).galsim_profile()
+    _WORKER["cosmos"] = cosmos_catalogue(config.cosmos_dir) if config.kinds.get("cosmos", 0) > 0 else None
+    # neighbours come from the whole catalogue down to 1 mag fainter than the sample limit
+    _WORKER["neighbours"] = select_good_fits(
+        read_vanderwel_catalog(base.catalog), mag_min=space.mag_min, mag_max=space.mag_max + 1.0, re_max_arcsec=space.re_max_arcsec
+    )
+
+
+def render_realistic_stamp(row, split_index: int) -> tuple[np.ndarray, float]:
+    """One noisy realistic stamp (electrons/s, sky-subtracted) and its noiseless central-galaxy flux inside the stamp.
+
+    Must run after the worker initialiser (PSF, COSMOS catalogue and neighbour rows loaded).
+    """
+    import galsim
+
+    config: RealisticConfig = _WORKER["config"]
+    base = config.base
+    rng = np.random.default_rng([config.seed, 99, split_index, int(row["id"])])
+    gsparams = galsim.GSParams(folding_threshold=FOLDING_THRESHOLD)
+    galaxy = galaxy_profile(row, rng, base.zeropoint, _WORKER["cosmos"], gsparams)
+    psf = _WORKER["psf"].dilate(float(row["psf_dilation"]))
+    own_noise = 0.0
+    if str(row["kind"]) == "cosmos":
+        galaxy, own_noise = brighten_within_noise(
+            galaxy, psf, float(mag_to_flux(float(row["gen_mag"]), base.zeropoint)), config.cosmos_noise_fraction * base.noise.sky_sigma,
+            base.stamp_size, base.pixel_scale, int(rng.integers(1, 2**31 - 1)),
+        )
+    half_pixel = 0.0 if base.stamp_size % 2 else 0.5
+    offset = galsim.PositionD(float(row["x_offset_pix"]) + half_pixel, float(row["y_offset_pix"]) + half_pixel)
+    scene = galaxy
+    neighbours = neighbour_profiles(int(row["n_neighbours"]), _WORKER["neighbours"], config.neighbour_distance_pix, rng, base.zeropoint, base.pixel_scale)
+    if neighbours:
+        scene = galsim.Add([galaxy, *neighbours])
+    image = galsim.Convolve(scene, psf, gsparams=gsparams).drawImage(
+        nx=base.stamp_size, ny=base.stamp_size, scale=base.pixel_scale, offset=offset, method="auto"
+    ).array.astype(np.float64)
+    noise = base.noise
+    electrons = np.clip(image, 0.0, None) * noise.exposure_time
+    source_noise = (rng.poisson(electrons) - electrons) / noise.exposure_time
+    sky = correlated_noise(image.shape, float(np.sqrt(noise.sky_sigma**2 - own_noise**2)), config.noise_correlation_pix, rng)
+    return (image + source_noise + sky).astype(np.float32), float(galaxy.flux)
+
+
+def _render_task(task):
+    split_index, rows = task
+    size = _WORKER["config"].base.stamp_size
+    stamps = np.empty((len(rows), size, size), dtype=np.float32)
+    flux = np.empty(len(rows))
+    for k, row in enumerate(rows):
+        stamps[k], flux[k] = render_realistic_stamp(row, split_index)
+    return split_index, [int(r["id"]) for r in rows], stamps, flux
+
+
+def simulate_realistic(config: RealisticConfig, out_dir: str | Path, workers: int | None = None, progress: bool = True) -> dict:
+    """Render test A and pool B and write them as stamp sets ``out_dir/A`` and ``out_dir/B`` (atomically).
+
+    Returns
+    -------
+    dict
+        Galaxies per split and kind, wall time, stamps per second.
+    """
+    from tqdm import tqdm
+
+    from legato.conventions import flux_to_mag
+
+    out_dir = Path(out_dir)
+    base = config.base
+    workers = workers or os.cpu_count() or 1
+    psf_id = read_psf_image(base.psf, expected_pixel_scale=base.pixel_scale).psf_id
+    n_cosmos = cosmos_catalogue(config.cosmos_dir).nobjects if config.kinds.get("cosmos", 0) > 0 else 0
+    start = time.perf_counter()
+    tables = draw_realistic_parameters(config, n_cosmos)
+    tasks = []
+    for split_index, split in enumerate(SPLITS):
+        rows = [dict(zip(tables[split].colnames, values)) for values in tables[split].iterrows()]
+        tasks += [(split_index, rows[i : i + TASK_SIZE]) for i in range(0, len(rows), TASK_SIZE)]
+    stamps = {s: np.empty((len(t), base.stamp_size, base.stamp_size), dtype=np.float32) for s, t in tables.items()}
+    flux = {s: np.empty(len(t)) for s, t in tables.items()}
+    total = sum(len(t) for t in tables.values())
+    with tqdm(total=total, desc="simulate realistic", unit="stamp", disable=not progress) as bar:
+        if workers == 1:
+            _init_worker(config)
+            results = map(_render_task, tasks)
+            for split_index, ids, batch, batch_flux in results:
+                stamps[SPLITS[split_index]][ids], flux[SPLITS[split_index]][ids] = batch, batch_flux
+                bar.update(len(ids))
+        else:
+            context = multiprocessing.get_context("spawn")
+            with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_worker, initargs=(config,)) as pool:
+                for split_index, ids, batch, batch_flux in pool.map(_render_task, tasks):
+                    stamps[SPLITS[split_index]][ids], flux[SPLITS[split_index]][ids] = batch, batch_flux
+                    bar.update(len(ids))
+    staging = out_dir.with_name(out_dir.name + ".partial")
+    if staging.exists():
+        shutil.rmtree(staging)
+    for split, table in tables.items():
+        table["gen_total_mag"] = flux_to_mag(flux[split], base.zeropoint) * u.mag  # after the COSMOS flux cap
+        meta = StampSetMeta(
+            pixel_scale=base.pixel_scale, zeropoint=base.zeropoint, band=base.band, psf_id=psf_id, domain="realistic",
+            extra={"SEED": config.seed, "SPLIT": split, "SKYSIG": base.noise.sky_sigma, "EXPTIME": base.noise.exposure_time,
+                   "NOISECOR": (config.noise_correlation_pix, "sky noise correlation sigma, pixels")},
+        )
+        write_stamp_set(staging / split, stamps[split], table, meta, chunk_size=base.chunk_size)
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    staging.rename(out_dir)
+    wall = time.perf_counter() - start
+    return {
+        "stamps": {s: len(t) for s, t in tables.items()},
+        "kinds": {s: {k: int(np.sum(t["kind"] == k)) for k in KINDS} for s, t in tables.items()},
+        "with_neighbours": {s: int(np.sum(t["n_neighbours"] > 0)) for s, t in tables.items()},
+        "cosmos_sources": {s: int(len(set(t["cosmos_index"][t["cosmos_index"] >= 0]))) for s, t in tables.items()},
+        "workers": workers,
+        "wall_seconds": round(wall, 2),
+        "stamps_per_second": round(total / wall, 1) if wall > 0 else None,
+    }
