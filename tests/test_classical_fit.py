@@ -96,6 +96,7 @@ def test_stamp_set_fit_is_chunked_resumable_and_flags_corrupt_stamps(tiny_sim, r
     parts.mkdir()
     Table.read(out).write(parts / "part_00000.fits")
     (parts / "fingerprint.txt").write_text("a fit of other data")
+    out.unlink()
     assert fit_stamp_set(tiny_sim / "test", out, raw_data["psf"], SETTINGS, workers=1, block_size=4, max_stamps=4, progress=False)["resumed_blocks"] == 0
     parts.mkdir()
     Table.read(out).write(parts / "part_00000.fits")
@@ -107,6 +108,10 @@ def test_stamp_set_fit_is_chunked_resumable_and_flags_corrupt_stamps(tiny_sim, r
     assert catalogue["re_arcsec"].unit == "arcsec" and catalogue["mag"].unit == "mag"
     bright = (catalogue["flags"] == 0) & (np.asarray(labels["mag"][:8]) < 23)
     assert np.all(np.abs(catalogue["mag"][bright] - labels["mag"][:8][bright]) < 0.3)
+    # a finished catalogue of the same data and settings is not fitted again
+    written = out.stat().st_mtime_ns
+    again = fit_stamp_set(tiny_sim / "test", out, raw_data["psf"], SETTINGS, workers=1, block_size=4, max_stamps=8, progress=False)
+    assert again["fitted"] == 8 and again["fits_per_second"] is None and out.stat().st_mtime_ns == written
 
 
 def test_corrupt_stamp_in_a_set_is_a_flagged_row(tmp_path, raw_data, tiny_sim):

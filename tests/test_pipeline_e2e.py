@@ -56,6 +56,9 @@ def test_fresh_copy_pulls_data_and_reproduces_pipeline(repo_copy):
     params["train"].update(epochs=1, batch_size=16)
     params["classical"].update(max_stamps=12, block_size=6)
     params["validate"].update(batch_size=8, n_bootstrap=10)
+    params["realistic"]["sizes"] = {"A": 8, "B": 16}
+    params["realistic_labels"].update(max_stamps=12, block_size=6)
+    params["adapt"].update(sizes=[6, 12], epochs=1, max_steps=2, batch_size=4)
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
     run([*dvc, "repro"], repo, env)
@@ -78,7 +81,16 @@ def test_fresh_copy_pulls_data_and_reproduces_pipeline(repo_copy):
     assert json.loads((repo / "expectations/domain_shift.json").read_text())["meta"]["batch_size"] == 8
     # registration ends the pipeline with a champion that the server can load
     registry = json.loads((repo / "reports/registry.json").read_text())
-    assert registry["model"] == "legato-sersic" and set(registry["versions"]) == {"arch1", "arch2"}
+    assert registry["model"] == "legato-sersic" and set(registry["versions"]) == {"arch1", "arch2", "arch1_adapted"}
+    # real data ingested, the realistic domain labelled by classical fits, and the adaptation curve
+    assert json.loads((repo / "reports/ingest_uds.json").read_text())["ingested"] == 15
+    labelling = json.loads((repo / "reports/label_realistic.json").read_text())
+    assert labelling["A"]["fitted"] == 8 and labelling["B"]["fitted"] == 12
+    table2 = json.loads((repo / "reports/table2.json").read_text())
+    assert set(table2["before"]) == set(table2["after"]) == set(table2["classical_vs_classical"]) == {"mag", "re", "n", "ellipticity"}
+    figure5 = json.loads((repo / "reports/figure5.json").read_text())
+    assert figure5["sizes"][0] == 6 and figure5["sizes"][-1] <= 12 and len(figure5["scratch"]["mag"]) == 2
+    assert json.loads((repo / "reports/real_check.json").read_text())["n"] == 15
     assert registry["holder"] in registry["versions"].values()
     status = run([*dvc, "status"], repo, env)
     assert "up to date" in status

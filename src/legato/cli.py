@@ -290,6 +290,88 @@ def label_realistic(
         write_json(report, summary)
 
 
+ingest_app = typer.Typer(help="Ingest real data (GALFIT blocks, or a mosaic with a GALFIT catalogue) as a labelled stamp set.", no_args_is_help=True)
+app.add_typer(ingest_app, name="ingest")
+
+
+@ingest_app.command("galfit")
+@one_line_errors
+def ingest_galfit(
+    inputs: Annotated[list[Path], typer.Argument(help="GALFIT output blocks, or folders of them.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Stamp-set folder to write.")] = Path("datasets/real/uds"),
+    pattern: Annotated[str, typer.Option(help="File pattern inside folders (one band per set).")] = "H.gf*.fits",
+    size: Annotated[int, typer.Option(help="Stamp side, pixels (the network's input).")] = 64,
+    seed: Annotated[int, typer.Option(help="Seed of the noise that pads small blocks.")] = 0,
+    report: Annotated[Optional[Path], typer.Option(help="Write the summary (JSON) here.")] = None,
+):
+    """GALFIT output blocks -> stamps centred on the target and its GALFIT labels; unusable files are reported and skipped."""
+    from legato.io.ingest import ingest_galfit_blocks
+
+    paths = [p for item in inputs for p in (sorted(item.glob(pattern)) if item.is_dir() else [item])]
+    summary = ingest_galfit_blocks(paths, out, size=size, seed=seed)
+    for reason in summary["skipped"].values():
+        typer.echo(f"skipped: {reason}", err=True)
+    typer.echo(f"ingested {summary['ingested']} of {len(paths)} blocks ({summary['band']}) into {out}; skipped {len(summary['skipped'])}; flagged {summary['flagged']}")
+    if report is not None:
+        write_json(report, summary)
+
+
+@ingest_app.command("mosaic")
+@one_line_errors
+def ingest_mosaic_command(
+    mosaic: Annotated[Path, typer.Argument(help="Mosaic FITS image with a celestial WCS (electrons/s).")],
+    catalogue: Annotated[Path, typer.Argument(help="GALFIT catalogue in the van der Wel format (NUMBER RA DEC f mag dmag re dre n dn q dq pa dpa sn).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Stamp-set folder to write.")] = Path("datasets/real/mosaic"),
+    size: Annotated[int, typer.Option(help="Stamp side, pixels.")] = 64,
+    report: Annotated[Optional[Path], typer.Option(help="Write the summary (JSON) here.")] = None,
+):
+    """Cut the catalogue's sources out of a mosaic (RA/Dec through the WCS) with their GALFIT labels."""
+    from legato.io.ingest import ingest_mosaic
+
+    summary = ingest_mosaic(mosaic, catalogue, out, size=size)
+    typer.echo(f"ingested {summary['ingested']} sources into {out}; skipped {len(summary['skipped'])} (off the mosaic or bad pixels); flagged {summary['flagged']}")
+    if report is not None:
+        write_json(report, summary)
+
+
+@app.command()
+@one_line_errors
+def adapt(
+    params: ParamsOption = Path("params.yaml"),
+    base: Annotated[Optional[Path], typer.Option(help="Simulation-trained estimator (default: params adapt.base).")] = None,
+    test: Annotated[Path, typer.Option(help="Labelled test A.")] = Path("datasets/realistic/labelled/A"),
+    pool: Annotated[Path, typer.Option(help="Labelled pool B.")] = Path("datasets/realistic/labelled/B"),
+    real: Annotated[Optional[Path], typer.Option(help="Real labelled set for the real check (default: params adapt.real).")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Adapted estimator folder (default: params adapt.out).")] = None,
+    reports: Annotated[Path, typer.Option(help="Reports folder (figure5.json, table2.json, real_check.json, plots, figures).")] = Path("reports"),
+    tracking_uri: Annotated[Optional[str], typer.Option(help="MLflow tracking URI.")] = None,
+):
+    """Domain adaptation: fine-tune versus from scratch over |B_i| (Figure 5), Table 2, and the real check."""
+    from legato.config import load_params, section
+    from legato.tracking import tracking_settings
+    from legato.training.adapt import AdaptConfig, adaptation_curve, classical_versus_classical, real_check
+    from legato.training.data import load_split
+    from legato.evaluation.adaptation import write_adaptation_reports
+
+    loaded = load_params(params)
+    options = section(loaded, "adapt")
+    config = AdaptConfig.from_params(options)
+    base = base or Path(options.get("base", "models/arch1"))
+    out = out or Path(options.get("out", "models/arch1_adapted"))
+    real = real or (Path(options["real"]) if options.get("real") else None)
+    uri, experiment = tracking_settings(loaded, tracking_uri)
+    result = adaptation_curve(config, base, test, pool, out, uri, experiment)
+    _, test_labels, _ = load_split(test)
+    result["classical_vs_classical"] = classical_versus_classical(test_labels)
+    result["real_check"] = real_check({"simulation": base, "adapted": out}, real) if real is not None else None
+    written = write_adaptation_reports(result, reports)
+    from mlflow import MlflowClient
+
+    for path in written:
+        MlflowClient(tracking_uri=uri).log_artifact(result["parent_run_id"], str(path), "reports")
+    typer.echo(f"adapted model {out} (run {result['run_id']}); wrote {', '.join(str(p) for p in written)}")
+
+
 ModelOption = Annotated[Optional[str], typer.Option("--model", help="Registered model name (default: params registry.name).")]
 AliasOption = Annotated[str, typer.Option(help="Alias to move.")]
 

@@ -21,7 +21,6 @@ from astropy.table import Table
 
 from legato.classical.fitter import FLAG_AT_LIMIT, FLAG_BAD_INPUT, FLAG_FIT_ERROR, FLAG_NOT_CONVERGED, FitSettings
 from legato.classical.run import fit_stamp_set
-from legato.evaluation.evaluate import aligned_catalogue
 from legato.io.stamps import StampSetMeta, read_stamp_set, write_stamp_set
 
 UNUSABLE = FLAG_BAD_INPUT | FLAG_FIT_ERROR | FLAG_AT_LIMIT | FLAG_NOT_CONVERGED
@@ -54,17 +53,32 @@ def labelled_table(generation: Table, fits: Table, alternative: Table | None = N
     """
     ids = np.asarray(generation["id"])
     table = generation.copy(copy_data=True)
-    main = aligned_catalogue(fits, ids)
+    columns = (*LABEL_COLUMNS, "flags", "reduced_chi2")
+    main = rows_by_id(fits, ids, columns)
     for name in LABEL_COLUMNS:
         table[name] = main[name]
-    table["label_flags"] = np.asarray(main["flags"], dtype=np.int64)
+        table[name].unit = fits[name].unit
+    table["label_flags"] = main["flags"].astype(np.int64)
     table["reduced_chi2"] = main["reduced_chi2"]
     if alternative is not None:
-        other = aligned_catalogue(alternative, ids)
+        other = rows_by_id(alternative, ids, columns)
         for name in LABEL_COLUMNS:
             table[ALTERNATIVE_PREFIX + name] = other[name]
-        table[ALTERNATIVE_PREFIX + "flags"] = np.asarray(other["flags"], dtype=np.int64)
+        table[ALTERNATIVE_PREFIX + "flags"] = other["flags"].astype(np.int64)
     return table
+
+
+def rows_by_id(catalogue: Table, ids, columns) -> dict[str, np.ndarray]:
+    """Columns of a fit catalogue in the order of ``ids``; ids without a fit get NaN and the fit-error flag."""
+    order = {int(i): k for k, i in enumerate(catalogue["id"])}
+    rows = np.array([order.get(int(i), -1) for i in ids])
+    found = rows >= 0
+    out = {}
+    for name in columns:
+        values = np.asarray(catalogue[name], dtype=float)[np.clip(rows, 0, None)]
+        missing = FLAG_FIT_ERROR if name == "flags" else np.nan
+        out[name] = np.where(found, values, missing)
+    return out
 
 
 def label_stamp_sets(

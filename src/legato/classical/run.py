@@ -140,8 +140,13 @@ def fit_stamp_set(
 
     set_dir, out_path = Path(set_dir), Path(out_path)
     read_psf_image(psf_path, expected_pixel_scale=settings.pixel_scale)  # fail fast
+    fingerprint = run_fingerprint(set_dir, Path(psf_path), settings, block_size)
+    expected = sum(len(b[1]) for b in _blocks(set_dir, block_size, max_stamps))
+    finished = _finished_catalogue(out_path, fingerprint, expected)
+    if finished is not None:
+        return finished
     parts = out_path.with_name(out_path.name + ".parts")
-    _prepare_parts(parts, run_fingerprint(set_dir, Path(psf_path), settings, block_size))
+    _prepare_parts(parts, fingerprint)
     workers = workers or os.cpu_count() or 1
     todo = [b for b in _blocks(set_dir, block_size, max_stamps) if not (parts / f"part_{b[0]:05d}.fits").exists()]
     done_before = len(list(parts.glob("part_*.fits")))
@@ -163,11 +168,28 @@ def fit_stamp_set(
     wall = time.perf_counter() - start
     tables = [Table.read(p) for p in sorted(parts.glob("part_*.fits"))]
     catalogue = vstack(tables, metadata_conflicts="silent")
-    catalogue.meta.update({"METHOD": "imfit-sersic", "SOLVER": settings.solver, "MAGZPT": settings.zeropoint, "PIXSCALE": settings.pixel_scale})
+    catalogue.meta.update({"FINGERPR": fingerprint, "METHOD": "imfit-sersic", "SOLVER": settings.solver, "MAGZPT": settings.zeropoint, "PIXSCALE": settings.pixel_scale})
     tmp = out_path.with_name(out_path.name + ".tmp")
     catalogue.write(tmp, format="fits", overwrite=True)
     tmp.replace(out_path)
     shutil.rmtree(parts)
+    return _summary(catalogue, done_before, wall, workers, fitted_now)
+
+
+def _finished_catalogue(out_path: Path, fingerprint: str, expected: int) -> dict | None:
+    """The summary of an already finished fit of the same data and settings (nothing to redo), else None."""
+    if not out_path.is_file():
+        return None
+    try:
+        catalogue = Table.read(out_path)
+    except (OSError, ValueError):
+        return None
+    if catalogue.meta.get("FINGERPR") != fingerprint or len(catalogue) != expected:
+        return None
+    return _summary(catalogue, 0, 0.0, 0, 0)
+
+
+def _summary(catalogue: Table, done_before: int, wall: float, workers: int, fitted_now: int) -> dict:
     flags = np.asarray(catalogue["flags"])
     return {
         "fitted": len(catalogue),

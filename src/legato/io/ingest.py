@@ -47,21 +47,13 @@ def band_of_zeropoint(zeropoint: float, tolerance: float = 1e-3) -> str:
 
 
 def pixel_scale_of(header, default: float = PIXEL_SCALE_ARCSEC) -> float:
-    """Pixel scale (arcsec/pixel) from a header's celestial WCS, or ``default`` when it has none."""
-    import warnings
-
-    from astropy.wcs import WCS, FITSFixedWarning
-    from astropy.wcs.utils import proj_plane_pixel_scales
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FITSFixedWarning)
-        try:
-            wcs = WCS(header).celestial
-        except Exception:  # noqa: BLE001 - a header without a usable WCS uses the default scale
-            return default
-    if not wcs.has_celestial:
-        return default
-    return float(np.mean(proj_plane_pixel_scales(wcs)) * 3600.0)
+    """Pixel scale (arcsec/pixel) from a header's CD matrix or CDELT keywords, or ``default`` when it has neither."""
+    if all(k in header for k in ("CD1_1", "CD2_2")):
+        cd = np.array([[header["CD1_1"], header.get("CD1_2", 0.0)], [header.get("CD2_1", 0.0), header["CD2_2"]]], dtype=float)
+        return float(np.sqrt(abs(np.linalg.det(cd))) * 3600.0)
+    if all(k in header for k in ("CDELT1", "CDELT2")):
+        return float(np.sqrt(abs(header["CDELT1"] * header["CDELT2"])) * 3600.0)
+    return default
 
 
 def block_id(path: Path, fallback: int) -> int:

@@ -45,7 +45,7 @@ def register_estimator(client, name: str, folder: str | Path) -> tuple[object, b
         version, created = mlflow.register_model(summary["model_uri"], name), True
     run = client.get_run(summary["run_id"])
     tags = {key: run.data.tags[key] for key in TAG_KEYS if key in run.data.tags}
-    tags.update({key: f"{value:.5f}" for key, value in run.data.metrics.items() if key.startswith(("test_r2_", "val_r2_"))})
+    tags.update({key: f"{value:.5f}" for key, value in run.data.metrics.items() if key.startswith(("test_r2_", "val_r2_", "A_r2_"))})
     tags["estimator_folder"] = str(folder)
     for key, value in tags.items():
         client.set_model_version_tag(name, version.version, key, value)

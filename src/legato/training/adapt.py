@@ -93,6 +93,11 @@ class AdaptConfig:
             raise ConfigError(f"bad adapt parameters: {exc}") from None
 
 
+def effective_sizes(sizes, n_pool: int) -> list[int]:
+    """The sizes, those beyond the pool replaced by the whole pool (labelling drops a few per cent of B)."""
+    return sorted({min(int(s), n_pool) for s in sizes})
+
+
 def nested_subsets(n_pool: int, sizes, validation_fraction: float, seed: int) -> dict[int, tuple[np.ndarray, np.ndarray]]:
     """Row indices (train, validation) of nested subsets of a pool: each ``B_i`` contains the smaller ones.
 
@@ -221,19 +226,20 @@ def adaptation_curve(
     input_scale = float(base_model.get_layer("asinh_scaling").scale)
     test_x, test_labels, _ = load_split(test_dir)
     pool_x, pool_labels, _ = load_split(pool_dir)
-    subsets = nested_subsets(len(pool_x), config.sizes, config.validation_fraction, config.seed)
+    sizes = effective_sizes(config.sizes, len(pool_x))
+    subsets = nested_subsets(len(pool_x), sizes, config.validation_fraction, config.seed)
     start_tracking(tracking_uri, experiment)
     staging = out_dir.with_name(out_dir.name + ".partial")
     if staging.exists():
         shutil.rmtree(staging)
-    curve = {"sizes": [int(s) for s in config.sizes], "finetuned": {p: [] for p in PARAMETERS}, "scratch": {p: [] for p in PARAMETERS}, "runs": []}
+    curve = {"sizes": sizes, "requested_sizes": [int(s) for s in config.sizes], "finetuned": {p: [] for p in PARAMETERS}, "scratch": {p: [] for p in PARAMETERS}, "runs": []}
     with mlflow.start_run(run_name=f"adapt-{architecture}") as parent:
         mlflow.set_tags({"architecture": architecture, "method": "cnn", "training_domain": "realistic", "stage": "domain-adaptation", **provenance_tags(str(pool_dir))})
         mlflow.log_params({**{k: (",".join(map(str, v)) if isinstance(v, tuple) else v) for k, v in asdict(config).items()}, "base": str(base_dir), "n_test": len(test_x), "n_pool": len(pool_x)})
         before = r2_table(test_labels, base.predict(test_x))
         mlflow.log_metrics({f"A_r2_{p}_before": v for p, v in before.items()})
         best = None
-        for size in config.sizes:
+        for size in sizes:
             train_rows, val_rows = subsets[int(size)]
             train_x, val_x = pool_x[train_rows], pool_x[val_rows]
             train_labels, val_labels = pool_labels[train_rows], pool_labels[val_rows]
@@ -277,7 +283,7 @@ def classical_versus_classical(test_labels) -> dict:
         raise ConfigError("test A has no alternative classical fit (alt_* columns): run legato label-realistic")
     both = usable(test_labels[f"{ALTERNATIVE_PREFIX}flags"])
     truth = test_labels[both]
-    other = {name: np.asarray(truth[ALTERNATIVE_PREFIX + name], dtype=float) for name in LABEL_COLUMNS}
+    other = {name: np.asarray(truth[ALTERNATIVE_PREFIX + name], dtype=float) for name in LABEL_COLUMNS if ALTERNATIVE_PREFIX + name in truth.colnames}
     return {"r2": _rounded(r2_table(truth, other)), "n": int(both.sum())}
 
 

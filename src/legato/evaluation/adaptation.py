@@ -1,0 +1,114 @@
+"""Reports of the domain adaptation: Figure 5, Table 2, the real check and the issue's targets."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+
+from legato.evaluation.metrics import PARAMETERS
+
+PAPER_TABLE2 = {
+    "before": {"mag": 0.813, "re": -0.431, "n": -0.331, "ellipticity": 0.773},
+    "after": {"mag": 0.984, "re": 0.813, "n": 0.793, "ellipticity": 0.931},
+    "classical_vs_classical": {"mag": 0.987, "re": 0.860, "n": 0.819, "ellipticity": 0.914},
+}
+
+
+def adaptation_targets(curve: dict, after: dict, classical: dict, small: int = 400, tolerance: float = 0.02) -> dict:
+    """Check the three targets of the adaptation benchmark.
+
+    - the fine-tuned curve above the from-scratch curve at every size (per parameter);
+    - with at most ``small`` galaxies, fine-tuned R² within ``tolerance`` of the largest size's for mag and ellipticity;
+    - after adaptation, R² at or above the classical-versus-classical R² for every parameter.
+    """
+    sizes = np.asarray(curve["sizes"])
+    above = {p: bool(np.all(np.asarray(curve["finetuned"][p], float) > np.asarray(curve["scratch"][p], float))) for p in PARAMETERS}
+    largest = int(np.argmax(sizes))
+    within = {}
+    for p in ("mag", "ellipticity"):
+        values = np.asarray(curve["finetuned"][p], float)
+        gaps = values[largest] - values[sizes <= small]
+        within[p] = {"largest_gap": round(float(gaps.max()), 4) if gaps.size else None, "met": bool(gaps.size and gaps.max() <= tolerance)}
+    versus = {p: {"after": after.get(p), "classical_vs_classical": classical.get(p), "met": after.get(p) is not None and classical.get(p) is not None and after[p] >= classical[p]} for p in PARAMETERS}
+    return {"finetuned_above_scratch_at_every_size": above, f"small_within_{tolerance}_of_largest": within, "after_at_least_classical_vs_classical": versus}
+
+
+def figure5(curve: dict, path: str | Path, before: dict | None = None) -> Path:
+    """R² on test A versus |B_i|, fine-tuned versus from scratch, one panel per parameter."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(PARAMETERS), figsize=(4 * len(PARAMETERS), 3.4), sharex=True)
+    for ax, p in zip(axes, PARAMETERS):
+        ax.plot(curve["sizes"], curve["finetuned"][p], "o-", color="tab:blue", label="fine-tuned (simulation weights)")
+        ax.plot(curve["sizes"], curve["scratch"][p], "s-", color="tab:red", label="from scratch")
+        if before and before.get(p) is not None:
+            ax.axhline(before[p], color="grey", ls=":", label="before adaptation")
+        ax.set_xscale("log")
+        ax.set_title(p)
+        ax.set_xlabel("|B_i| (galaxies)")
+        low = min(np.nanmin(np.asarray(curve["scratch"][p], float)), np.nanmin(np.asarray(curve["finetuned"][p], float)))
+        ax.set_ylim(max(low - 0.05, -0.5), 1.0)
+    axes[0].set_ylabel("R² on test A")
+    axes[0].legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _write_json(path: Path, payload: dict) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+    tmp.replace(path)
+    return path
+
+
+def write_adaptation_reports(result: dict, reports: str | Path) -> list[Path]:
+    """Write figure5.json, table2.json, real_check.json, plots/figure5.csv and figures/figure5.png.
+
+    Parameters
+    ----------
+    result : dict
+        Output of :func:`legato.training.adapt.adaptation_curve` with ``classical_vs_classical`` and ``real_check`` added.
+    reports : str or Path
+        Reports folder.
+
+    Returns
+    -------
+    list of Path
+    """
+    reports = Path(reports)
+    curve = result["figure5"]
+    classical = result["classical_vs_classical"]
+    targets = adaptation_targets(curve, result["after"], classical["r2"])
+    written = [
+        _write_json(reports / "figure5.json", {**{k: curve[k] for k in ("sizes", "finetuned", "scratch")}, "runs": curve["runs"], "n_test": result["n_test"], "parent_run_id": result["parent_run_id"]}),
+        _write_json(
+            reports / "table2.json",
+            {
+                "before": result["before"], "after": result["after"], "classical_vs_classical": classical["r2"],
+                "n_test": result["n_test"], "n_classical_vs_classical": classical["n"], "adapted_on": result["adapted_on"],
+                "adapted_model_uri": result["model_uri"], "paper": PAPER_TABLE2, "targets": targets,
+            },
+        ),
+    ]
+    if result.get("real_check") is not None:
+        written.append(_write_json(reports / "real_check.json", result["real_check"]))
+    plot = reports / "plots" / "figure5.csv"
+    plot.parent.mkdir(parents=True, exist_ok=True)
+    with plot.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["size", *(f"{m}_{p}" for m in ("finetuned", "scratch") for p in PARAMETERS)])
+        for k, size in enumerate(curve["sizes"]):
+            writer.writerow([size, *(curve[m][p][k] for m in ("finetuned", "scratch") for p in PARAMETERS)])
+    written += [plot, figure5(curve, reports / "figures" / "figure5.png", result["before"])]
+    return written

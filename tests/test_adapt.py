@@ -1,0 +1,88 @@
+"""Domain adaptation: nested subsets, equal budgets, the curve with nested MLflow runs, Table 2 and its targets."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from legato.errors import ConfigError
+from legato.evaluation.adaptation import adaptation_targets, write_adaptation_reports
+from legato.io.stamps import StampSetMeta, read_stamp_set, write_stamp_set
+from legato.training.adapt import AdaptConfig, adaptation_curve, classical_versus_classical, effective_sizes, epochs_for, nested_subsets, real_check
+
+
+def test_subsets_are_nested_and_split_four_to_one():
+    subsets = nested_subsets(100, [10, 50, 100], 0.2, seed=1)
+    small, large = (set(np.concatenate(subsets[s])) for s in (10, 50))
+    assert small <= large and len(large) == 50
+    train, val = subsets[50]
+    assert (len(train), len(val)) == (40, 10) and not set(train) & set(val)
+    with pytest.raises(ConfigError, match="exceed"):
+        nested_subsets(20, [50], 0.2, seed=1)
+    assert effective_sizes([50, 100, 4000, 3000], 2900) == [50, 100, 2900]
+
+
+def test_both_methods_get_the_same_step_budget():
+    config = AdaptConfig(epochs=30, max_steps=200, batch_size=32)
+    assert epochs_for(40, config) == 30  # 2 steps per epoch
+    assert epochs_for(3200, config) == 2  # 100 steps per epoch
+    assert epochs_for(100000, config) == 1
+
+
+def test_targets_are_checked_not_assumed():
+    curve = {"sizes": [50, 400, 4000], "finetuned": {p: [0.95, 0.97, 0.98] for p in ("mag", "re", "n", "ellipticity")}, "scratch": {p: [0.1, 0.5, 0.99] for p in ("mag", "re", "n", "ellipticity")}}
+    targets = adaptation_targets(curve, {"mag": 0.98, "re": 0.9, "n": 0.8, "ellipticity": 0.9}, {"mag": 0.97, "re": 0.95, "n": 0.8, "ellipticity": 0.9})
+    assert targets["finetuned_above_scratch_at_every_size"]["mag"] is False  # scratch wins at 4000
+    assert targets["small_within_0.02_of_largest"]["mag"] == {"largest_gap": 0.03, "met": False}
+    assert targets["after_at_least_classical_vs_classical"]["re"]["met"] is False
+    assert targets["after_at_least_classical_vs_classical"]["n"]["met"] is True
+
+
+@pytest.fixture(scope="module")
+def labelled_sets(tiny_sim, tmp_path_factory):
+    """Stand-ins for test A and pool B: the tiny simulated sets relabelled with a shifted magnitude, plus an alternative fit."""
+    folder = tmp_path_factory.mktemp("realistic")
+    rng = np.random.default_rng(0)
+    for split, source in (("A", "test"), ("B", "train")):
+        stamps, labels, header = read_stamp_set(tiny_sim / source)
+        labels["mag"] = labels["mag"] + 0.3  # a domain shift the simulation network has not seen
+        for name in ("mag", "re_arcsec", "n", "q", "ellipticity"):
+            labels[f"alt_{name}"] = np.asarray(labels[name]) * (1 + 0.002 * rng.normal(size=len(labels)))
+        labels["alt_flags"] = np.zeros(len(labels), dtype=np.int64)
+        meta = StampSetMeta(pixel_scale=header["PIXSCALE"], zeropoint=header["MAGZPT"], band="F160W", psf_id="test", domain="realistic")
+        write_stamp_set(folder / split, stamps, labels, meta)
+    return folder
+
+
+def test_adaptation_curve_runs_nested_and_logs_the_adapted_model(trained, labelled_sets, tmp_path):
+    import mlflow
+
+    models, _ = trained
+    config = AdaptConfig(sizes=(24, 48, 500), epochs=2, max_steps=3, batch_size=16)
+    result = adaptation_curve(config, models / "arch1", labelled_sets / "A", labelled_sets / "B", tmp_path / "adapted")
+    curve = result["figure5"]
+    assert curve["sizes"] == [24, 48, 96] and curve["requested_sizes"] == [24, 48, 500]
+    assert all(len(curve[m][p]) == 3 for m in ("finetuned", "scratch") for p in ("mag", "re", "n", "ellipticity"))
+    assert result["adapted_on"] == 96 and (tmp_path / "adapted/estimator.json").is_file()
+    summary = json.loads((tmp_path / "adapted/run.json").read_text())
+    client = mlflow.MlflowClient()
+    children = client.search_runs([client.get_run(summary["parent_run_id"]).info.experiment_id], f"tags.mlflow.parentRunId = '{summary['parent_run_id']}'")
+    assert sorted(r.info.run_name for r in children) == sorted(f"{m}-n{s:04d}" for m in ("finetuned", "scratch") for s in (24, 48, 96))
+    adapted_run = client.get_run(summary["run_id"])
+    assert adapted_run.data.tags["training_domain"] == "realistic-adapted" and "A_r2_mag" in adapted_run.data.metrics
+    loaded = mlflow.pyfunc.load_model(summary["model_uri"])
+    stamps, _, _ = read_stamp_set(labelled_sets / "A")
+    assert list(loaded.predict(stamps[:3]).columns) == ["mag", "re_arcsec", "n", "q", "ellipticity"]
+
+    _, test_labels, _ = read_stamp_set(labelled_sets / "A")
+    result["classical_vs_classical"] = classical_versus_classical(test_labels)
+    assert result["classical_vs_classical"]["n"] == 48 and result["classical_vs_classical"]["r2"]["mag"] > 0.99
+    result["real_check"] = real_check({"simulation": models / "arch1", "adapted": tmp_path / "adapted"}, labelled_sets / "A")
+    written = write_adaptation_reports(result, tmp_path / "reports")
+    table2 = json.loads((tmp_path / "reports/table2.json").read_text())
+    assert set(table2) >= {"before", "after", "classical_vs_classical", "targets"}
+    assert set(table2["after"]) == {"mag", "re", "n", "ellipticity"}
+    assert (tmp_path / "reports/figures/figure5.png").stat().st_size > 10_000 and len(written) == 5
+    assert (tmp_path / "reports/plots/figure5.csv").read_text().count("\n") == 4
