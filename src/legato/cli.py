@@ -401,6 +401,7 @@ def register(
     from legato.errors import ConfigError
     from legato.registry.promotion import promote
     from legato.registry.store import DEFAULT_ALIAS, DEFAULT_MODEL_NAME, version_by_alias
+    from legato.evaluation.metrics import PARAMETERS
     from legato.registry.versions import register_estimator, version_metrics
 
     settings, client = _registry(params, tracking_uri, must_exist=False)
@@ -419,7 +420,11 @@ def register(
     state = {"model": name, "versions": {k: v.version for k, v in versions.items()}}
     if promote_best:
         alias = settings.get("alias", DEFAULT_ALIAS)
-        score = {k: sum(version_metrics(client, v, subset).values()) for k, v in versions.items()}
+        # only versions evaluated on the simulated test set (every gate metric present) are offered
+        gated = {k: version_metrics(client, v, subset) for k, v in versions.items()}
+        score = {k: sum(m.values()) for k, m in gated.items() if len(m) == len(PARAMETERS)}
+        if not score:
+            raise ConfigError(f"no registered version has the gate metrics test_r2_*_{subset}: run legato evaluate first")
         best = max(score, key=score.get)
         outcome = promote(client, name, versions[best].version, alias, subset, tolerance)
         holder = version_by_alias(client, name, alias, required=False)
