@@ -7,7 +7,6 @@ so ``legato --help`` stays fast.
 from __future__ import annotations
 
 import functools
-import json
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -15,6 +14,7 @@ from typing import Annotated, Optional
 import typer
 
 from legato.errors import LegatoError
+from legato.reports import write_json
 
 app = typer.Typer(
     name="legato",
@@ -42,14 +42,6 @@ def one_line_errors(command):
             raise typer.Exit(code=130) from None
 
     return wrapper
-
-
-def write_json(path: Path, payload: dict) -> None:
-    """Write a JSON report atomically (temporary file, then rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
-    tmp.replace(path)
 
 
 @app.command()

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import csv
-import json
 from pathlib import Path
 
 import numpy as np
 
 from legato.evaluation.metrics import PARAMETERS
+from legato.evaluation.plots import save_figure
+from legato.reports import write_json
 
 PAPER_TABLE2 = {
     "before": {"mag": 0.813, "re": -0.431, "n": -0.331, "ellipticity": 0.773},
@@ -56,20 +57,7 @@ def figure5(curve: dict, path: str | Path, before: dict | None = None) -> Path:
         ax.set_ylim(max(low - 0.05, -0.5), 1.0)
     axes[0].set_ylabel("R² on test A")
     axes[0].legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
-def _write_json(path: Path, payload: dict) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
-    tmp.replace(path)
-    return path
+    return save_figure(fig, path)
 
 
 def write_adaptation_reports(result: dict, reports: str | Path) -> list[Path]:
@@ -91,8 +79,8 @@ def write_adaptation_reports(result: dict, reports: str | Path) -> list[Path]:
     classical = result["classical_vs_classical"]
     targets = adaptation_targets(curve, result["after"], classical["r2"])
     written = [
-        _write_json(reports / "figure5.json", {**{k: curve[k] for k in ("sizes", "finetuned", "scratch")}, "runs": curve["runs"], "n_test": result["n_test"], "parent_run_id": result["parent_run_id"]}),
-        _write_json(
+        write_json(reports / "figure5.json", {**{k: curve[k] for k in ("sizes", "finetuned", "scratch")}, "runs": curve["runs"], "n_test": result["n_test"], "parent_run_id": result["parent_run_id"]}),
+        write_json(
             reports / "table2.json",
             {
                 "before": result["before"], "after": result["after"], "classical_vs_classical": classical["r2"],
@@ -102,7 +90,7 @@ def write_adaptation_reports(result: dict, reports: str | Path) -> list[Path]:
         ),
     ]
     if result.get("real_check") is not None:
-        written.append(_write_json(reports / "real_check.json", result["real_check"]))
+        written.append(write_json(reports / "real_check.json", result["real_check"]))
     plot = reports / "plots" / "figure5.csv"
     plot.parent.mkdir(parents=True, exist_ok=True)
     with plot.open("w", newline="") as handle:

@@ -66,6 +66,13 @@ def figure3(truth, estimates: dict, edges, path: str | Path, title: str = "") ->
     axes[-1].set_xlabel("input F160W magnitude (AB)")
     if title:
         fig.suptitle(title)
+    return save_figure(fig, path)
+
+
+def save_figure(fig, path: str | Path) -> Path:
+    """Lay out, save as PNG (110 dpi, creating the folder) and close a Matplotlib figure."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -123,6 +123,6 @@ def _finish(summary: dict, report: Path | None) -> None:
     if summary.get("problems"):
         typer.echo(f"{len(summary['problems'])} file(s) skipped", err=True)
     if report is not None:
-        from legato.cli import write_json
+        from legato.reports import write_json
 
         write_json(report, json.loads(json.dumps(summary, default=str)))

@@ -29,7 +29,7 @@ from astropy import units as u
 from astropy.table import Table
 
 from legato.conventions import PIXEL_SCALE_ARCSEC, ZEROPOINT_AB, ellipticity
-from legato.errors import ConfigError, DataError
+from legato.errors import DataError
 from legato.evaluation.metrics import robust_sigma
 from legato.io.galfit import GALFIT_FLAG_NAMES, read_galfit_block, target_flags
 from legato.io.stamps import StampSetMeta, write_stamp_set

@@ -322,17 +322,11 @@ def correlated_noise(shape: tuple[int, int], sigma: float, correlation_pix: floa
     white = rng.normal(size=shape)
     if correlation_pix <= 0:
         return sigma * white
-    # smoothing a unit white field by a Gaussian of width s leaves variance 1 / (4 pi s^2)
     smoothed = gaussian_filter(white, correlation_pix, mode="wrap")
-    return sigma * smoothed / np.sqrt(np.sum(_gaussian_kernel(correlation_pix) ** 2))
-
-
-def _gaussian_kernel(sigma: float) -> np.ndarray:
-    half = int(np.ceil(4 * sigma))
-    x = np.arange(-half, half + 1)
-    k1 = np.exp(-0.5 * (x / sigma) ** 2)
-    k1 /= k1.sum()
-    return np.outer(k1, k1)
+    # a unit white field smoothed by kernel k has variance sum(k**2): the filter's own kernel, from a delta
+    delta = np.zeros((int(8 * correlation_pix) + 3,) * 2)
+    delta[delta.shape[0] // 2, delta.shape[1] // 2] = 1.0
+    return sigma * smoothed / np.sqrt(np.sum(gaussian_filter(delta, correlation_pix, mode="constant") ** 2))
 
 
 def neighbour_profiles(count: int, catalogue_rows: Table, distance_pix: tuple, rng: np.random.Generator, zeropoint: float, pixel_scale: float):
