@@ -2,6 +2,7 @@
 #   make run   - set up .venv, fetch data/ from the in-repo DVC remote, run the pipeline (dvc repro)
 #   make test  - set up .venv, fetch data/, run the test suite
 #   make paper - the pipeline at the paper's training length (15 epochs), as a DVC experiment
+#   make production - retrain the production estimator (hours; resumable: rerun to continue), then record it in dvc.lock
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -11,7 +12,7 @@ export DVC_NO_ANALYTICS := 1
 export GX_ANALYTICS_ENABLED := false
 export MPLBACKEND := Agg
 
-.PHONY: run test data install clean paper
+.PHONY: run test data install clean paper production
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +24,7 @@ install: $(INSTALLED)
 
 data: $(INSTALLED)
 	$(BIN)/dvc pull --quiet data.dvc
+	$(BIN)/dvc pull --quiet train_production
 
 run: data
 	$(BIN)/dvc repro
@@ -30,6 +32,11 @@ run: data
 
 paper: data
 	$(BIN)/dvc exp run --name paper-scale -S train.epochs=15 -S train.patience=4
+
+production: data
+	$(BIN)/dvc repro simulate_noiseless
+	$(BIN)/legato train-production --params params.yaml --data datasets/noiseless --checkpoint checkpoints/production --out models/production --report reports/train_production.json
+	$(BIN)/dvc commit --force train_production
 
 test: data
 	$(BIN)/python -m pytest

@@ -11,7 +11,8 @@ from legato.classical.fitter import FLAG_AT_LIMIT, FLAG_POOR_FIT
 from legato.classical.labels import labelled_table, usable
 from legato.errors import ConfigError
 from legato.simulation import realistic
-from legato.simulation.realistic import KINDS, correlated_noise, draw_realistic_parameters, in_test_split, realistic_config
+from legato.simulation.noise import correlated_noise
+from legato.simulation.realistic import KINDS, draw_realistic_parameters, in_test_split, realistic_config
 
 
 @pytest.fixture(scope="module")

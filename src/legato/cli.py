@@ -6,6 +6,7 @@ so ``legato --help`` stays fast.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import sys
 from pathlib import Path
@@ -61,6 +62,7 @@ def simulate(
     seed: Annotated[Optional[int], typer.Option(help="Random seed.")] = None,
     band: Annotated[Optional[str], typer.Option(help="Filter (sets the zeropoint).")] = None,
     stamp_size: Annotated[Optional[int], typer.Option(help="Stamp side in pixels.")] = None,
+    noiseless: Annotated[bool, typer.Option(help="Single-Sérsic: store noiseless models (noise drawn at training time, legato train-production).")] = False,
     report: Annotated[Optional[Path], typer.Option(help="Write a JSON summary (timing) here.")] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ):
@@ -95,6 +97,8 @@ def simulate(
     overrides = {"mag_min": mag_min, "mag_max": mag_max, "seed": seed, "band": band, "stamp_size": stamp_size}
     overrides["sizes"] = sizes or None
     config = simulation_config(loaded, overrides)
+    if noiseless:
+        config = dataclasses.replace(config, noiseless=True)
     if workers is not None and workers < 1:
         raise ConfigError(f"--workers must be >= 1, got {workers}")
 
@@ -662,3 +666,30 @@ app.command("predict")(one_line_errors(_predict_command))
 def main() -> None:  # pragma: no cover - console entry
     """Console entry point."""
     sys.exit(app())
+
+from legato.training.production_command import train_production_command as _train_production  # noqa: E402
+
+app.command("train-production")(one_line_errors(_train_production))
+
+from legato.evaluation.production_command import evaluate_production_command as _evaluate_production  # noqa: E402
+
+app.command("evaluate-production")(one_line_errors(_evaluate_production))
+
+
+@app.command("track-estimator")
+@one_line_errors
+def track_estimator_command(
+    estimator: Annotated[Path, typer.Argument(help="Published estimator folder (e.g. models/production, from dvc pull).")],
+    out: Annotated[Path, typer.Option(help="Tracked copy (with run.json of this store).")],
+    params: ParamsOption = Path("params.yaml"),
+    tracking_uri: Annotated[Optional[str], typer.Option(help="MLflow tracking URI.")] = None,
+):
+    """Give a published estimator a run and a logged model in this MLflow store (for evaluation, registry, serving)."""
+    from legato.config import load_params
+    from legato.registry.publish import track_estimator
+    from legato.tracking import tracking_settings
+
+    uri, experiment = tracking_settings(load_params(params), tracking_uri)
+    summary = track_estimator(estimator, out, uri, experiment)
+    how = "its training run" if summary["reused"] else "a new run"
+    typer.echo(f"{estimator} -> {out}: {how} {summary['run_id']} ({summary['model_uri']})")

@@ -147,9 +147,47 @@ def _model_description(image: np.ndarray, guess: InitialGuess, noise_sigma: floa
     return description
 
 
+def sersic_log_flux_slope(n: float, step: float = 1e-4) -> float:
+    """d ln(total flux) / dn of a Sérsic profile at fixed I_e and r_e (Ciotti & Bertin 1999 b_n)."""
+    from scipy.special import gammaln
+
+    def log_flux(index):
+        b = 2 * index - 1 / 3 + 4 / (405 * index) + 46 / (25515 * index**2)
+        return np.log(index) + b + gammaln(2 * index) - 2 * index * np.log(b)
+
+    return float((log_flux(n + step) - log_flux(n - step)) / (2 * step))
+
+
+def formal_errors(fitter, params: np.ndarray, pixel_scale: float) -> dict:
+    """The fitter's formal 1-sigma errors of mag, re_arcsec, n and ellipticity (NaN when unavailable).
+
+    Imfit's Levenberg-Marquardt errors are the diagonal of the covariance: the
+    magnitude error propagates the I_e, r_e, n and ellipticity errors as if they
+    were independent (the covariances are not available), as a GALFIT user would.
+    """
+    try:
+        err = np.asarray(fitter.getParameterErrors(), dtype=float)
+    except Exception:  # noqa: BLE001 - solvers other than LM have no errors
+        err = np.full(len(params), np.nan)
+    if len(err) < 7:
+        err = np.full(len(params), np.nan)
+    _, _, _, ell, n, i_e, re_pix = params[:7]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        log_flux_error = np.sqrt(
+            (err[5] / i_e) ** 2 + (2 * err[6] / re_pix) ** 2 + (err[3] / (1 - ell)) ** 2 + (sersic_log_flux_slope(n) * err[4]) ** 2
+        )
+    return {
+        "mag_err": float(2.5 / np.log(10) * log_flux_error),
+        "re_arcsec_err": float(err[6] * pixel_scale),
+        "n_err": float(err[4]),
+        "ellipticity_err": float(err[3]),
+    }
+
+
 def empty_result(flag: int) -> dict:
     """A result row for a stamp that could not be fitted."""
     return {
+        "mag_err": np.nan, "re_arcsec_err": np.nan, "n_err": np.nan, "ellipticity_err": np.nan,
         "mag": np.nan, "re_arcsec": np.nan, "n": np.nan, "q": np.nan, "ellipticity": np.nan, "pa_deg": np.nan,
         "x_pix": np.nan, "y_pix": np.nan, "sky": np.nan, "reduced_chi2": np.nan, "n_evaluations": 0, "n_starts": 0,
         "flags": flag,
@@ -238,6 +276,7 @@ def _result(fitter, sky: float, settings: FitSettings, evaluations: int, starts:
         if min(abs(params[index] - low), abs(params[index] - high)) < 1e-3 * (high - low):
             flags |= FLAG_AT_LIMIT
     return {
+        **formal_errors(fitter, params, settings.pixel_scale),
         "mag": float(flux_to_mag(float(fitter.getModelFluxes()[1][0]), settings.zeropoint)),
         "re_arcsec": float(re_pix * settings.pixel_scale),
         "n": float(n),

@@ -20,7 +20,7 @@ from legato.classical.fitter import FLAG_NAMES, FitSettings, fit_stamp, fitting_
 from legato.io.stamps import chunk_paths, iter_stamp_set
 from legato.simulation.psf import read_psf_image
 
-UNITS = {"mag": "mag", "re_arcsec": "arcsec", "pa_deg": "deg", "x_pix": "pix", "y_pix": "pix", "fit_seconds": "s"}
+UNITS = {"mag": "mag", "re_arcsec": "arcsec", "mag_err": "mag", "re_arcsec_err": "arcsec", "pa_deg": "deg", "x_pix": "pix", "y_pix": "pix", "fit_seconds": "s"}
 _WORKER: dict = {}
 
 
@@ -108,7 +108,8 @@ def _prepare_parts(parts: Path, fingerprint: str) -> None:
 def fits_table(rows: list[dict]) -> Table:
     """Fit results as a table with units (the same columns as the networks' catalogues, plus fit details)."""
     table = Table(rows=rows)
-    order = ["id", "mag", "re_arcsec", "n", "q", "ellipticity", "pa_deg", "x_pix", "y_pix", "sky", "reduced_chi2", "n_evaluations", "n_starts", "flags", "fit_seconds"]
+    order = ["id", "mag", "re_arcsec", "n", "q", "ellipticity", "mag_err", "re_arcsec_err", "n_err", "ellipticity_err",
+             "pa_deg", "x_pix", "y_pix", "sky", "reduced_chi2", "n_evaluations", "n_starts", "flags", "fit_seconds"]
     table = table[order]
     for name, unit in UNITS.items():
         table[name].unit = unit

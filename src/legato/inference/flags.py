@@ -18,6 +18,13 @@ bit       name                    meaning
                                   (e.g. all-zero) stamp or a wrong pixel scale
 64        ``BAD_PIXSCALE``        the stamp's WCS pixel scale differs from the model's
                                   (0.06"/px) by more than 2% (not predicted)
+128       ``INPUT_OUT_OF_RANGE``  the *input* lies outside what the estimator was trained
+                                  on (its model card): noise level, or aperture flux
+                                  fainter / brighter than its training galaxies; the
+                                  row keeps its prediction (production estimator)
+256       ``NO_SOURCE``           no significant flux in the 1" aperture (S/N < 1): the
+                                  stamp cannot be measured, values are NaN (with
+                                  ``FAILED_VALIDATION``; production estimator)
 ========  ======================  ====================================================
 """
 
@@ -45,6 +52,8 @@ class StampFlag(enum.IntFlag):
     OUT_OF_RANGE = kernels.OUT_OF_RANGE
     FAILED_VALIDATION = kernels.FAILED_VALIDATION
     BAD_PIXSCALE = kernels.BAD_PIXSCALE
+    INPUT_OUT_OF_RANGE = kernels.INPUT_OUT_OF_RANGE
+    NO_SOURCE = kernels.NO_SOURCE
 
 
 #: Bits that mean "do not predict this stamp".

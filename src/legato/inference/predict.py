@@ -41,14 +41,22 @@ def predict_chunk(estimator, chunk: Chunk, training_range: TrainingRange | None,
     """
     flags = stamp_flags(chunk.stamps, chunk.flags)
     ok = (flags & int(NOT_PREDICTED)) == 0
-    columns = {name: np.full(len(flags), np.nan, dtype=np.float32) for name in OUTPUT_COLUMNS}
+    names = value_columns(estimator)
+    columns = {name: np.full(len(flags), np.nan, dtype=np.float32) for name in names}
     if ok.any():
         predicted = estimator.predict(chunk.stamps[ok], batch_size=batch_size)
-        for name in OUTPUT_COLUMNS:
+        for name in names:
             columns[name][ok] = np.asarray(predicted[name], dtype=np.float32)
+        if "flags" in predicted:  # the estimator's own input checks
+            flags[ok] |= np.asarray(predicted["flags"], dtype=flags.dtype)
     if training_range is not None:
         flags[training_range.outside(columns)] |= StampFlag.OUT_OF_RANGE
     return part_table(chunk.ids, columns, flags)
+
+
+def value_columns(estimator) -> tuple[str, ...]:
+    """The float columns an estimator writes (its ``output_columns`` without ``flags``)."""
+    return tuple(name for name in getattr(estimator, "output_columns", OUTPUT_COLUMNS) if name != "flags")
 
 
 def prefetch(iterator: Iterator, depth: int = 2) -> Iterator:

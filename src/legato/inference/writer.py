@@ -24,8 +24,7 @@ from legato.models.targets import OUTPUT_COLUMNS, UNITS
 
 FORMATS = {".fits": "fits", ".fit": "fits", ".ecsv": "ecsv", ".parquet": "parquet", ".pq": "parquet"}
 PART_PATTERN = "part_{:06d}.parquet"
-COLUMNS = ("id", *OUTPUT_COLUMNS, "flags")
-COLUMN_UNITS = {name: UNITS[name] for name in OUTPUT_COLUMNS}
+EXTRA_UNITS = {"sky_sigma": "ct / s", "mag_aper": "mag"}
 DESCRIPTIONS = {
     "id": "source id",
     "mag": "total AB magnitude (F160W)",
@@ -34,6 +33,8 @@ DESCRIPTIONS = {
     "q": "axis ratio b/a",
     "ellipticity": "1 - q",
     "flags": "StampFlag bits (legato.inference.flags)",
+    "sky_sigma": "per-pixel noise the network measured on the stamp (electrons/s)",
+    "mag_aper": "AB magnitude in a 1 arcsec radius aperture (input check)",
 }
 
 
@@ -96,28 +97,48 @@ class PartStore:
 
 
 def part_table(ids: np.ndarray, columns: dict[str, np.ndarray], flags: np.ndarray):
-    """One chunk as a ``pyarrow.Table`` with the output columns (float32 values, int32 flags)."""
+    """One chunk as a ``pyarrow.Table``: ``id``, the value columns in order (float32), ``flags`` (int32)."""
     import pyarrow as pa
 
     ids = np.asarray(ids)
     id_array = pa.array(ids.astype(str)) if ids.dtype.kind in "USO" else pa.array(ids.astype(np.int64))
-    arrays = [id_array] + [pa.array(np.asarray(columns[name], dtype=np.float32)) for name in OUTPUT_COLUMNS]
+    arrays = [id_array] + [pa.array(np.asarray(values, dtype=np.float32)) for values in columns.values()]
     arrays.append(pa.array(np.asarray(flags, dtype=np.int32)))
-    return pa.Table.from_arrays(arrays, names=list(COLUMNS))
+    return pa.Table.from_arrays(arrays, names=["id", *columns, "flags"])
 
 
-def _template(id_type: str, id_width: int, meta: dict):
+def column_unit(name: str) -> str:
+    """Unit of an output column (uncertainties carry their parameter's unit)."""
+    if name in EXTRA_UNITS:
+        return EXTRA_UNITS[name]
+    base = name.removesuffix("_err95").removesuffix("_err")
+    return UNITS.get(base, "")
+
+
+def column_description(name: str) -> str | None:
+    """Description of an output column."""
+    if name in DESCRIPTIONS:
+        return DESCRIPTIONS[name]
+    for suffix, text in (("_err95", "calibrated 95% interval half-width of {}"), ("_err", "calibrated 1-sigma (68.27%) error of {}")):
+        if name.endswith(suffix):
+            return text.format(name.removesuffix(suffix))
+    return None
+
+
+def _template(id_type: str, id_width: int, meta: dict, value_names):
     """An empty astropy table with the output's columns, units, descriptions and metadata."""
     from astropy.table import Table
 
     table = Table(meta=dict(meta))
     table["id"] = np.zeros(0, dtype=f"U{max(id_width, 1)}" if id_type == "str" else np.int64)
-    for name in OUTPUT_COLUMNS:
+    for name in value_names:
         table[name] = np.zeros(0, dtype=np.float32)
-        table[name].unit = COLUMN_UNITS[name] or None
+        table[name].unit = column_unit(name) or None
     table["flags"] = np.zeros(0, dtype=np.int32)
-    for name, text in DESCRIPTIONS.items():
-        table[name].description = text
+    for name in table.colnames:
+        text = column_description(name)
+        if text:
+            table[name].description = text
     return table
 
 
@@ -127,6 +148,7 @@ def scan_parts(parts: list[Path]) -> dict:
     import pyarrow.types as pat
 
     rows, width, id_type, flags = 0, 1, "int", []
+    names = [n for n in pq.read_schema(parts[0]).names if n not in ("id", "flags")] if parts else list(OUTPUT_COLUMNS)
     for path in parts:
         table = pq.read_table(path, columns=["id", "flags"])
         rows += table.num_rows
@@ -135,7 +157,13 @@ def scan_parts(parts: list[Path]) -> dict:
             lengths = [len(s.encode()) for s in table.column("id").to_pylist()]
             width = max([width, *lengths])
         flags.append(table.column("flags").to_numpy())
-    return {"rows": rows, "id_type": id_type, "id_width": width, "flags": np.concatenate(flags) if flags else np.zeros(0, np.int32)}
+    return {
+        "rows": rows,
+        "id_type": id_type,
+        "id_width": width,
+        "flags": np.concatenate(flags) if flags else np.zeros(0, np.int32),
+        "value_names": names,
+    }
 
 
 def finalize(parts: list[Path], output: str | Path, meta: dict, scan: dict | None = None) -> Path:
@@ -176,7 +204,7 @@ def _write_parquet(parts, tmp: Path, meta: dict, scan: dict) -> None:
 
     # astropy's own Parquet writer gives the schema metadata (units, descriptions, meta)
     template_path = tmp.with_name(tmp.name + ".template")
-    _template(scan["id_type"], scan["id_width"], meta).write(template_path, format="parquet", overwrite=True)
+    _template(scan["id_type"], scan["id_width"], meta, scan["value_names"]).write(template_path, format="parquet", overwrite=True)
     schema = pq.read_schema(template_path)
     template_path.unlink()
     with pq.ParquetWriter(tmp, schema) as writer:
@@ -188,7 +216,7 @@ def _write_ecsv(parts, tmp: Path, meta: dict, scan: dict) -> None:
     from astropy.table import Table
 
     buffer = io.StringIO()
-    _template(scan["id_type"], scan["id_width"], meta).write(buffer, format="ascii.ecsv")
+    _template(scan["id_type"], scan["id_width"], meta, scan["value_names"]).write(buffer, format="ascii.ecsv")
     with open(tmp, "w") as out:
         out.write(buffer.getvalue())  # the header and the column-name line
         for path in parts:
@@ -204,7 +232,7 @@ def _write_fits(parts, tmp: Path, meta: dict, scan: dict) -> None:
     """A binary table written row block by row block: header with the final row count, then the data."""
     from astropy.io import fits
 
-    template = _template(scan["id_type"], scan["id_width"], {})
+    template = _template(scan["id_type"], scan["id_width"], {}, scan["value_names"])
     hdu = fits.table_to_hdu(template)
     hdu.header["EXTNAME"] = "PREDICTIONS"
     for key, value in meta.items():  # long names as HIERARCH cards, values as scalars

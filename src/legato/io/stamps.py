@@ -181,3 +181,20 @@ def read_stamp_set(set_dir: str | Path) -> tuple[np.ndarray, Table, fits.Header]
         tables.append(labels)
         header = header if header is not None else chunk_header
     return np.concatenate(cubes), vstack(tables, metadata_conflicts="silent"), header
+
+
+def read_labels(set_dir: str | Path) -> Table:
+    """The label rows of a stamp set, without reading its stamps.
+
+    Raises
+    ------
+    DataError
+        If the folder holds no chunk or a chunk has no label table.
+    """
+    tables = []
+    for path in chunk_paths(set_dir):
+        try:
+            tables.append(Table.read(path, hdu="LABELS"))
+        except (OSError, KeyError, ValueError) as exc:
+            raise DataError(f"cannot read the labels of {path}: {exc}") from None
+    return vstack(tables, metadata_conflicts="silent")

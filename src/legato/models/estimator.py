@@ -15,9 +15,12 @@ from pathlib import Path
 import numpy as np
 
 from legato.errors import DataError
-from legato.models.targets import OUTPUT_COLUMNS, TargetScaler, physical_columns
+from legato.inference.kernels import FAILED_VALIDATION, INPUT_OUT_OF_RANGE, NO_SOURCE
+from legato.models.input_range import InputRange
+from legato.models.targets import LOG_TARGETS, OUTPUT_COLUMNS, TARGETS, TargetScaler, physical_columns
 
 MANIFEST = "estimator.json"
+ERROR_SUFFIXES = {"68": "_err", "95": "_err95"}
 MAX_BATCH = 4096
 
 
@@ -60,11 +63,29 @@ class LoadedEstimator:
             raise DataError(f"no estimator in {folder} (missing {MANIFEST})")
         self.manifest = json.loads(manifest_path.read_text())
         self.stamp_size = int(self.manifest["stamp_size"])
+        if self.manifest.get("kind") == "production":
+            import legato.models.production  # noqa: F401  (registers the production layers)
         self.members = [
             (keras.saving.load_model(folder / m["model"], compile=False), TargetScaler.from_json(folder / m["scaler"]))
             for m in self.manifest["members"]
         ]
+        self.uncertainty = self.manifest.get("uncertainty")
+        range_values = self.manifest.get("input_range")
+        self.input_range = InputRange.from_dict(range_values) if range_values else None
+        self.reference_sigma = float(self.manifest.get("reference_sigma", 0.0))
         self._compiled = None
+
+    @property
+    def output_columns(self) -> tuple[str, ...]:
+        """Columns :meth:`predict` returns, in order."""
+        columns = list(OUTPUT_COLUMNS)
+        if self.uncertainty:
+            for suffix in ERROR_SUFFIXES.values():
+                columns += [f"{name}{suffix}" for name in TARGETS]
+            columns.append("sky_sigma")
+        if self.input_range is not None:
+            columns += ["mag_aper", "flags"]
+        return tuple(columns)
 
     def predict(self, stamps, batch_size: int = 256) -> dict[str, np.ndarray]:
         """Physical parameters of each stamp (columns ``mag, re_arcsec, n, q, ellipticity``).
@@ -74,11 +95,41 @@ class LoadedEstimator:
         per-request overhead when serving single stamps).
         """
         x = validate_stamps(stamps, self.stamp_size, max_batch=np.iinfo(np.int64).max)
-        values = {}
+        values, extra = {}, {}
         for forward, (_, scaler) in zip(self._forward_passes(), self.members):
             outputs = np.concatenate([forward(x[start : start + batch_size]).numpy() for start in range(0, len(x), batch_size)])
-            values.update(scaler.inverse(outputs))
-        return physical_columns(values)
+            count = len(scaler.targets)
+            values.update(scaler.inverse(outputs[:, :count]))
+            if outputs.shape[1] > count:  # Gaussian head: log-variances, then ln(sigma / reference)
+                extra.update(self._uncertainties(scaler, outputs[:, count : 2 * count], values))
+                extra["sky_sigma"] = self.reference_sigma * np.exp(outputs[:, 2 * count].astype(np.float64))
+        columns = {**physical_columns(values), **extra}
+        if self.input_range is not None:
+            columns.update(self._input_checks(x, columns))
+        return columns
+
+    def _uncertainties(self, scaler: TargetScaler, log_variance: np.ndarray, values: dict) -> dict[str, np.ndarray]:
+        """Calibrated 68% and 95% half-widths in physical units (relative errors of ln re and ln n times the value)."""
+        from legato.models.production import LOG_VARIANCE_RANGE
+
+        sigma = np.exp(0.5 * np.clip(log_variance.astype(np.float64), *LOG_VARIANCE_RANGE)) * np.array(scaler.std)
+        out = {}
+        for key, suffix in ERROR_SUFFIXES.items():
+            for i, name in enumerate(scaler.targets):
+                width = self.uncertainty[key][i] * sigma[:, i]
+                out[f"{name}{suffix}"] = width * values[name] if name in LOG_TARGETS else width
+        return out
+
+    def _input_checks(self, stamps: np.ndarray, columns: dict) -> dict[str, np.ndarray]:
+        """``mag_aper`` and the input flags; unmeasurable stamps get NaN in every estimate column."""
+        checks = self.input_range.check(stamps, columns["sky_sigma"])
+        flags = np.where(checks["outside"], INPUT_OUT_OF_RANGE, 0).astype(np.int32)
+        unmeasurable = checks["unmeasurable"]
+        flags[unmeasurable] |= NO_SOURCE | FAILED_VALIDATION
+        for name, values in columns.items():
+            if name != "sky_sigma":
+                columns[name] = np.where(unmeasurable, np.nan, values)
+        return {"mag_aper": checks["mag_aper"], "flags": flags}
 
     def _forward_passes(self):
         if self._compiled is None:

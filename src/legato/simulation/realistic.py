@@ -44,6 +44,7 @@ from legato.catalog.vanderwel import read_vanderwel_catalog, select_good_fits
 from legato.conventions import circular_half_light_radius, galfit_pa_to_galsim_beta_deg, mag_to_flux
 from legato.errors import ConfigError
 from legato.io.stamps import StampSetMeta, write_stamp_set
+from legato.simulation.noise import correlated_noise
 from legato.simulation.parameters import draw_parameters
 from legato.simulation.psf import read_psf_image
 from legato.simulation.render import FOLDING_THRESHOLD
@@ -298,35 +299,6 @@ def brighten_within_noise(galaxy, psf, flux: float, noise_limit: float, size: in
     if unit_noise > 0:
         boost = min(boost, noise_limit / unit_noise)
     return galaxy.withScaledFlux(boost), unit_noise * boost
-
-
-def correlated_noise(shape: tuple[int, int], sigma: float, correlation_pix: float, rng: np.random.Generator) -> np.ndarray:
-    """Gaussian sky noise of per-pixel standard deviation ``sigma`` with a Gaussian correlation kernel.
-
-    Parameters
-    ----------
-    shape : tuple of int
-        Image shape.
-    sigma : float
-        Per-pixel standard deviation (electrons/s).
-    correlation_pix : float
-        Kernel sigma in pixels (0: white noise).
-    rng : numpy.random.Generator
-
-    Returns
-    -------
-    numpy.ndarray
-    """
-    from scipy.ndimage import gaussian_filter
-
-    white = rng.normal(size=shape)
-    if correlation_pix <= 0:
-        return sigma * white
-    smoothed = gaussian_filter(white, correlation_pix, mode="wrap")
-    # a unit white field smoothed by kernel k has variance sum(k**2): the filter's own kernel, from a delta
-    delta = np.zeros((int(8 * correlation_pix) + 3,) * 2)
-    delta[delta.shape[0] // 2, delta.shape[1] // 2] = 1.0
-    return sigma * smoothed / np.sqrt(np.sum(gaussian_filter(delta, correlation_pix, mode="constant") ** 2))
 
 
 def neighbour_profiles(count: int, catalogue_rows: Table, distance_pix: tuple, rng: np.random.Generator, zeropoint: float, pixel_scale: float):

@@ -55,6 +55,9 @@ class SimulationConfig:
         Noise model.
     snr_threshold_sigma : float
         Segmentation threshold used for the stored S/N, in sky sigmas.
+    noiseless : bool
+        Store the noiseless PSF-convolved models instead of noisy stamps (the
+        production estimator draws its noise at training time, at every depth).
     """
 
     catalog: str
@@ -68,6 +71,7 @@ class SimulationConfig:
     space: ParameterSpace = field(default_factory=ParameterSpace)
     noise: NoiseModel = field(default_factory=lambda: NoiseModel(sky_sigma=0.0067, exposure_time=5000.0))
     snr_threshold_sigma: float = 1.0
+    noiseless: bool = False
 
     def __post_init__(self):
         zeropoint(self.band)
@@ -113,8 +117,11 @@ def _render_task(task: tuple[int, np.ndarray, np.ndarray]) -> tuple[int, np.ndar
         model = render_sersic_stamp(
             *p, psf=psf, size=size, pixel_scale=config.pixel_scale, zeropoint=config.zeropoint
         )
-        rng = np.random.default_rng([config.seed, split_index, int(row)])
-        stamps[k] = config.noise.add_noise(model, rng)
+        if config.noiseless:
+            stamps[k] = model
+        else:
+            rng = np.random.default_rng([config.seed, split_index, int(row)])
+            stamps[k] = config.noise.add_noise(model, rng)
         snr[k] = segmentation_snr(model, config.noise, config.snr_threshold_sigma)
     return split_index, rows, stamps, snr
 
@@ -252,8 +259,9 @@ def simulate(
             zeropoint=config.zeropoint,
             band=config.band,
             psf_id=psf_id,
-            domain="simulated-sersic",
-            extra={"SEED": config.seed, "SPLIT": split, "SKYSIG": config.noise.sky_sigma, "EXPTIME": config.noise.exposure_time},
+            domain="simulated-sersic-noiseless" if config.noiseless else "simulated-sersic",
+            extra={"SEED": config.seed, "SPLIT": split, "SKYSIG": config.noise.sky_sigma, "EXPTIME": config.noise.exposure_time}
+            | ({"SKYSIG": 0.0, "NOMSKY": config.noise.sky_sigma} if config.noiseless else {}),
         )
         write_stamp_set(staging / split, stamps[split], table, meta, chunk_size=config.chunk_size)
     if out_dir.exists():
