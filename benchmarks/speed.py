@@ -2,9 +2,12 @@
 
 Both use every core of this machine: the networks predict the whole test set
 in batches (TensorFlow's own threads), the fitter runs one process per core.
-Writes reports/speed.json.
+With ``--end-to-end N`` it also runs the real ``legato predict`` on a FITS cube
+of N stamps (the test set under its 8 flips/rotations) for the production
+estimator (uncertainties and input checks included) and for Arch1, and times a
+single stamp in process. Run it on an idle machine. Writes reports/speed.json.
 
-    python benchmarks/speed.py --test datasets/simulated/test --classical-stamps 400
+    python benchmarks/speed.py --test datasets/simulated/test --classical-stamps 400 --end-to-end 30000
 """
 
 from __future__ import annotations
@@ -13,8 +16,13 @@ import argparse
 import json
 import os
 import platform
+import subprocess
+import sys
 import tempfile
+import time
 from pathlib import Path
+
+import numpy as np
 
 from legato.classical.fitter import FitSettings
 from legato.classical.run import fit_stamp_set
@@ -30,6 +38,8 @@ def main() -> None:
     parser.add_argument("--test", type=Path, default=Path("datasets/simulated/test"))
     parser.add_argument("--model", action="append", default=None, help="name=estimator folder (default: arch1, arch2 from params)")
     parser.add_argument("--classical-stamps", type=int, default=400)
+    parser.add_argument("--end-to-end", type=int, default=0, help="stamps in the legato predict cube (0: skip)")
+    parser.add_argument("--production", default="production", help="name of the production estimator among the models")
     parser.add_argument("--out", type=Path, default=Path("reports/speed.json"))
     args = parser.parse_args()
 
@@ -58,9 +68,60 @@ def main() -> None:
         "paper_speedup": 50,
         "target_speedup": 500,
     }
+    if args.end_to_end and args.production in models:
+        end_to_end = {
+            name: predict_command_rate(Path(models[name]), stamps, args.end_to_end) for name in (args.production, "arch1") if name in models
+        }
+        production = end_to_end[args.production]
+        production["single_stamp_ms"] = single_stamp_latency(Path(models[args.production]), stamps)
+        production["speedup_vs_classical"] = round(production["predict_end_to_end_stamps_per_s"] / classical, 1)
+        results["production"] = production
+        results["end_to_end"] = end_to_end
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results, indent=2))
+
+
+def predict_command_rate(estimator: Path, stamps: np.ndarray, count: int) -> dict:
+    """Run ``legato predict`` on a FITS cube of ``count`` stamps; its own rate and the whole process's."""
+    import pyarrow.parquet as pq
+    from astropy.io import fits
+
+    from legato.training.noisy_batches import dihedral
+
+    repeats = int(np.ceil(count / len(stamps)))
+    cube = np.concatenate([dihedral(stamps, np.full(len(stamps), k % 8)) for k in range(repeats)])[:count]
+    with tempfile.TemporaryDirectory() as tmp:
+        path, out, report = Path(tmp) / "cube.fits", Path(tmp) / "catalogue.parquet", Path(tmp) / "report.json"
+        fits.PrimaryHDU(cube.astype(np.float32)).writeto(path)
+        command = [sys.executable, "-m", "legato", "predict", str(path), "-o", str(out), "--model", str(estimator), "--no-progress", "--report", str(report)]
+        start = time.perf_counter()
+        subprocess.run(command, check=True, capture_output=True)
+        wall = time.perf_counter() - start
+        summary = json.loads(report.read_text())
+        columns = pq.read_schema(out).names
+    return {
+        "stamps": count,
+        "predict_end_to_end_stamps_per_s": summary["stamps_per_s"],
+        "process_wall_seconds": round(wall, 2),
+        "process_stamps_per_s": round(count / wall, 1),
+        "columns": columns,
+    }
+
+
+def single_stamp_latency(estimator_dir: Path, stamps: np.ndarray, repeats: int = 200) -> float:
+    """Median milliseconds of one in-process ``predict`` call on one stamp (after warm-up)."""
+    from legato.models.estimator import LoadedEstimator
+
+    estimator = LoadedEstimator(estimator_dir)
+    for stamp in stamps[:5]:
+        estimator.predict(stamp[None])
+    times = []
+    for stamp in stamps[:repeats]:
+        start = time.perf_counter()
+        estimator.predict(stamp[None])
+        times.append(time.perf_counter() - start)
+    return round(1000 * float(np.median(times)), 2)
 
 
 if __name__ == "__main__":

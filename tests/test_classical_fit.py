@@ -128,3 +128,26 @@ def test_corrupt_stamp_in_a_set_is_a_flagged_row(tmp_path, raw_data, tiny_sim):
     fit_stamp_set(tmp_path / "set", tmp_path / "out.fits", raw_data["psf"], SETTINGS, workers=1, progress=False)
     flags = list(Table.read(tmp_path / "out.fits")["flags"])
     assert flags[1] == FLAG_BAD_INPUT and len(flags) == 3
+
+
+def test_fits_carry_formal_errors_propagated_to_the_magnitude(psf_array, galsim_psf):
+    from scipy.special import gammaincinv, gammaln
+
+    from legato.classical.fitter import sersic_log_flux_slope
+
+    truth = dict(mag=22.0, re_arcsec=0.4, n=1.5, q=0.7, pa_deg=0.0, x_offset_pix=0.0, y_offset_pix=0.0)
+    image = render_sersic_stamp(**truth, psf=galsim_psf, size=64, pixel_scale=PIXEL_SCALE_ARCSEC, zeropoint=SETTINGS.zeropoint)
+    noisy = image + np.random.default_rng(2).normal(0.0, 0.008725, image.shape)
+    result = fit_stamp(noisy, noise_map(image, 0.008725, None), psf_array, SETTINGS)
+    for name in ("mag_err", "re_arcsec_err", "n_err", "ellipticity_err"):
+        assert np.isfinite(result[name]) and result[name] > 0, name
+    assert result["mag_err"] < 0.2 and result["re_arcsec_err"] < 0.2 * result["re_arcsec"]
+
+    def exact_log_flux(n):  # b_n from the incomplete gamma function, not the series
+        b = gammaincinv(2 * n, 0.5)
+        return np.log(n) + b + gammaln(2 * n) - 2 * n * np.log(b)
+
+    for n in (0.5, 1.0, 4.0):
+        exact = (exact_log_flux(n + 1e-4) - exact_log_flux(n - 1e-4)) / 2e-4
+        assert sersic_log_flux_slope(n) == pytest.approx(exact, rel=0.01)
+    assert np.isnan(fit_stamp(np.zeros((64, 64)), np.ones((64, 64)), psf_array, SETTINGS)["mag_err"])

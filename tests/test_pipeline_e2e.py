@@ -47,6 +47,8 @@ def test_fresh_copy_pulls_data_and_reproduces_pipeline(repo_copy):
     dvc = [sys.executable, "-m", "dvc"]
     assert not (repo / "data").exists()
     run([*dvc, "pull", "-q", "data.dvc"], repo, env)
+    run([*dvc, "pull", "-q", "train_production"], repo, env)  # the published production estimator, not retrained
+    assert json.loads((repo / "models/production/estimator.json").read_text())["kind"] == "production"
     assert (repo / "data/vanderwel2014_3dhst/cosmos_3dhst.v4.1_f160w.galfit").is_file()
     assert (repo / "data/candels_uds_galfit_blocks/H.gf1.fits").is_file()
 
@@ -81,7 +83,12 @@ def test_fresh_copy_pulls_data_and_reproduces_pipeline(repo_copy):
     assert json.loads((repo / "expectations/domain_shift.json").read_text())["meta"]["batch_size"] == 8
     # registration ends the pipeline with a champion that the server can load
     registry = json.loads((repo / "reports/registry.json").read_text())
-    assert registry["model"] == "legato-sersic" and set(registry["versions"]) == {"arch1", "arch2", "arch1_adapted"}
+    assert registry["model"] == "legato-sersic" and set(registry["versions"]) == {"arch1", "arch2", "arch1_adapted", "production"}
+    # the published production estimator is tracked in this store, scored in Table 1 and against its targets
+    assert "production" in table1 and set(table1["production"]) == {"mag", "re", "n", "ellipticity"}
+    production = json.loads((repo / "reports/production.json").read_text())
+    assert production["n_test"] == 16 and set(production["depths"]["white"]) == {"0.25", "0.5", "1.0", "2.0"}
+    assert production["real"]["n"] == 15 and "table1_h23_vs_classical" in production["targets"]
     # real data ingested, the realistic domain labelled by classical fits, and the adaptation curve
     assert json.loads((repo / "reports/ingest_uds.json").read_text())["ingested"] == 15
     labelling = json.loads((repo / "reports/label_realistic.json").read_text())

@@ -125,8 +125,10 @@ def test_estimator_gives_calibrated_errors_the_noise_and_input_flags(production,
 
     folder, summary = production
     manifest = json.loads((folder / "estimator.json").read_text())
-    assert manifest["kind"] == "production" and set(manifest["uncertainty"]) == {"68", "95"}
-    assert all(s95 > s68 > 0 for s68, s95 in zip(manifest["uncertainty"]["68"], manifest["uncertainty"]["95"]))
+    calibration = manifest["uncertainty"]
+    assert manifest["kind"] == "production" and set(calibration) == {"68", "95", "mag_edges"}
+    assert len(calibration["68"]) == len(calibration["mag_edges"]) + 1  # one row of factors per predicted-magnitude bin
+    assert (np.array(calibration["95"]) > np.array(calibration["68"])).all() and (np.array(calibration["68"]) > 0).all()
     assert (folder / "MODEL_CARD.md").read_text().startswith("# Model card") and summary["steps"] == 6
     estimator = LoadedEstimator(folder)
     models, labels, _ = load_split(tiny_noiseless / "test")
@@ -232,3 +234,19 @@ def test_a_published_estimator_gets_a_run_in_a_new_store(production, tmp_path):
     other = track_estimator(folder, tmp_path / "copy", tracking_uri=f"sqlite:///{tmp_path / 'fresh.db'}")
     assert not other["reused"] and other["original_run_id"] == summary["run_id"] and other["run_id"] != summary["run_id"]
     assert json.loads((tmp_path / "copy" / "run.json").read_text())["model_uri"] == other["model_uri"]
+
+
+def test_binned_calibration_factors_follow_the_predicted_magnitude():
+    from legato.evaluation.uncertainty import binned_calibration_scales, scale_for
+
+    rng = np.random.default_rng(3)
+    mean = np.zeros((4000, 1))
+    sigma = np.ones((4000, 1))
+    predicted_mag = np.where(np.arange(4000) < 2000, 19.0, 23.0)
+    truth = rng.normal(0.0, np.where(predicted_mag < 21, 2.0, 1.0))[:, None]  # bright: errors twice the predicted sigma
+    calibration = binned_calibration_scales(truth, mean, sigma, predicted_mag, [21.0])
+    np.testing.assert_allclose(np.array(calibration["68"])[:, 0], [2.0, 1.0], rtol=0.1)
+    factors = scale_for(calibration, "68", np.array([18.0, 22.5]))
+    np.testing.assert_allclose(factors[:, 0], np.array(calibration["68"])[:, 0])
+    few = binned_calibration_scales(truth[:150], mean[:150], sigma[:150], predicted_mag[:150], [21.0])  # 0 faint galaxies: global
+    assert few["68"][1] == few["68"][0]

@@ -33,7 +33,15 @@ SPARK_CONF = {
     "spark.ui.enabled": "false",
     "spark.sql.shuffle.partitions": "8",
 }
-RESULT_TYPE = ", ".join(f"{name} float" for name in OUTPUT_COLUMNS)
+
+
+def model_output_columns(model_uri: str) -> tuple[list[str], bool]:
+    """Value columns of a logged model's output signature, and whether it returns its own ``flags``."""
+    from mlflow.models import get_model_info
+
+    signature = get_model_info(model_uri).signature
+    names = signature.outputs.input_names() if signature is not None and signature.outputs is not None else list(OUTPUT_COLUMNS)
+    return [n for n in names if n != "flags"], "flags" in names
 
 
 def spark_session(master: str = "local[2]", app_name: str = "legato-predict", conf: dict | None = None):
@@ -169,10 +177,13 @@ def predict_spark(
     frame = read_stamps(spark, input_path, stamp_size)
     frame = frame.withColumn("flags", pandas_udf(stamp_flags, "int")("stamp", "flags"))
     ok = (F.col("flags").bitwiseAND(F.lit(kernels.NOT_PREDICTED))) == 0
-    udf = mlflow.pyfunc.spark_udf(spark, model_uri, env_manager="local", result_type=RESULT_TYPE)
+    values, own_flags = model_output_columns(model_uri)
+    result_type = ", ".join([f"{name} float" for name in values] + (["flags int"] if own_flags else []))
+    udf = mlflow.pyfunc.spark_udf(spark, model_uri, env_manager="local", result_type=result_type)
 
     predicted = frame.filter(ok).withColumn("p", udf("stamp"))
-    predicted = predicted.select("id", *[F.col(f"p.{name}").alias(name) for name in OUTPUT_COLUMNS], "flags")
+    merged_flags = F.col("flags").bitwiseOR(F.col("p.flags")) if own_flags else F.col("flags")
+    predicted = predicted.select("id", *[F.col(f"p.{name}").alias(name) for name in values], merged_flags.alias("flags"))
     if training_range is not None:
         outside = F.lit(False)
         for name, (low, high) in training_range.as_meta().items():
@@ -180,13 +191,16 @@ def predict_spark(
         predicted = predicted.withColumn(
             "flags", F.when(outside, F.col("flags").bitwiseOR(F.lit(kernels.OUT_OF_RANGE))).otherwise(F.col("flags"))
         )
-    rejected = frame.filter(~ok).select("id", *[F.lit(float("nan")).cast("float").alias(name) for name in OUTPUT_COLUMNS], "flags")
+    rejected = frame.filter(~ok).select("id", *[F.lit(float("nan")).cast("float").alias(name) for name in values], "flags")
     result = predicted.unionByName(rejected)
     result.write.mode("overwrite").parquet(str(output_path))
     seconds = time.perf_counter() - start
 
     written = spark.read.parquet(str(output_path))
-    bits = {name: getattr(kernels, name) for name in ("BAD_PIXELS", "NEAR_EDGE", "OFF_IMAGE", "RESIZED", "OUT_OF_RANGE", "FAILED_VALIDATION", "BAD_PIXSCALE")}
+    bits = {
+        name: getattr(kernels, name)
+        for name in ("BAD_PIXELS", "NEAR_EDGE", "OFF_IMAGE", "RESIZED", "OUT_OF_RANGE", "FAILED_VALIDATION", "BAD_PIXSCALE", "INPUT_OUT_OF_RANGE", "NO_SOURCE")
+    }
     aggregates = [F.count(F.lit(1)).alias("rows")] + [
         F.sum((F.col("flags").bitwiseAND(F.lit(bit)) != 0).cast("int")).alias(name) for name, bit in bits.items()
     ]

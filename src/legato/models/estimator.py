@@ -112,11 +112,14 @@ class LoadedEstimator:
         """Calibrated 68% and 95% half-widths in physical units (relative errors of ln re and ln n times the value)."""
         from legato.models.production import LOG_VARIANCE_RANGE
 
+        from legato.evaluation.uncertainty import scale_for
+
         sigma = np.exp(0.5 * np.clip(log_variance.astype(np.float64), *LOG_VARIANCE_RANGE)) * np.array(scaler.std)
         out = {}
         for key, suffix in ERROR_SUFFIXES.items():
+            factors = scale_for(self.uncertainty, key, values["mag"])
             for i, name in enumerate(scaler.targets):
-                width = self.uncertainty[key][i] * sigma[:, i]
+                width = factors[:, i] * sigma[:, i]
                 out[f"{name}{suffix}"] = width * values[name] if name in LOG_TARGETS else width
         return out
 

@@ -29,6 +29,9 @@ from legato.training.noisy_batches import DepthRange
 
 CHECKPOINT_MODEL = "network.keras"
 CHECKPOINT_STATE = "state.json"
+SNAPSHOT_EVERY = 5_000  # steps between kept copies of the network (learning-curve benchmark)
+SNAPSHOTS = "snapshots"
+TRAINING_FIELDS = ("steps", "batch_size", "learning_rate", "depths", "seed")
 
 
 @dataclass(frozen=True)
@@ -50,7 +53,7 @@ class ProductionConfig:
     validation_stamps : int
         Validation galaxies scored at every checkpoint.
     calibration_stamps : int
-        Validation galaxies used to calibrate the uncertainties (at the depths of ``depths``).
+        Validation stamps calibrating the uncertainties (the validation galaxies at random depths, repeated as needed).
     seed : int
         Seed of the weights and of every batch.
     """
@@ -61,7 +64,7 @@ class ProductionConfig:
     checkpoint_every: int = 1_000
     depths: DepthRange = field(default_factory=DepthRange)
     validation_stamps: int = 2_000
-    calibration_stamps: int = 5_000
+    calibration_stamps: int = 15_000
     seed: int = 2026
 
     def __post_init__(self):
@@ -98,6 +101,11 @@ class ProductionConfig:
         values = asdict(self)
         values["depths"] = {k: list(v) for k, v in values["depths"].items()}
         return values
+
+
+def training_recipe(values: dict) -> dict:
+    """The recipe entries that decide the weights (a checkpoint continues only under the same ones)."""
+    return {k: values.get(k) for k in TRAINING_FIELDS}
 
 
 def compile_network(model, config: ProductionConfig):
@@ -137,6 +145,9 @@ def write_checkpoint(checkpoint_dir: Path, model, state: TrainingState) -> None:
     partial = checkpoint_dir / f".{CHECKPOINT_MODEL}.partial.keras"
     model.save(partial)
     os.replace(partial, checkpoint_dir / CHECKPOINT_MODEL)
+    if state.step % SNAPSHOT_EVERY == 0:
+        (checkpoint_dir / SNAPSHOTS).mkdir(exist_ok=True)
+        shutil.copyfile(checkpoint_dir / CHECKPOINT_MODEL, checkpoint_dir / SNAPSHOTS / f"step_{state.step:06d}.keras")
     text = json.dumps(asdict(state), indent=2)
     partial_state = checkpoint_dir / f".{CHECKPOINT_STATE}.partial"
     partial_state.write_text(text)
@@ -228,7 +239,7 @@ def train_production(
     train_targets = scaler.transform(train_labels)
 
     state = read_state(checkpoint_dir)
-    if state is not None and state.config != config.as_dict():
+    if state is not None and training_recipe(state.config) != training_recipe(config.as_dict()):
         raise ConfigError(
             f"the checkpoint in {checkpoint_dir} was written by another recipe; "
             "use the same production parameters or another --checkpoint folder"

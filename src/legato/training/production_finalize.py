@@ -18,21 +18,26 @@ import numpy as np
 from legato.training.production import ProductionConfig, read_state
 
 MODEL_CARD = "MODEL_CARD.md"
+CALIBRATION_MAG_EDGES = (20.0, 21.0, 22.0, 23.0, 24.0)  # predicted-magnitude bins of the uncertainty calibration
 
 
 def calibration_set(config: ProductionConfig, data_dir: Path):
-    """Validation stamps at random training depths (seeded apart from the monitoring set), with labels and noise model."""
+    """Validation stamps at random training depths (seeded apart from the monitoring set), with labels and noise model.
+
+    ``config.calibration_stamps`` beyond the number of validation galaxies repeat
+    them with other depths, symmetries and noise.
+    """
     from legato.training.data import load_split
-    from legato.training.noisy_batches import noisy_copies
+    from legato.training.noisy_batches import dihedral, noisy_copies
     from legato.training.production import noiseless_set_noise
 
     models, labels, header = load_split(data_dir / "val")
     noise = noiseless_set_noise(header, data_dir)
-    count = min(config.calibration_stamps, len(models))
+    rows = np.arange(config.calibration_stamps) % len(models)
     rng = np.random.default_rng([config.seed, 2])
-    scale, correlation = config.depths.draw(count, rng)
-    stamps = noisy_copies(models[:count], noise, scale, correlation, seed=config.seed + 2)
-    return stamps, labels[:count], noise, header
+    scale, correlation = config.depths.draw(len(rows), rng)
+    stamps = noisy_copies(dihedral(models[rows], rng.integers(0, 8, len(rows))), noise, scale, correlation, seed=config.seed + 2)
+    return stamps, labels[rows], noise, header
 
 
 def finalize_production(
@@ -55,7 +60,7 @@ def finalize_production(
     import mlflow
 
     from legato.evaluation.metrics import r2_table
-    from legato.evaluation.uncertainty import calibration_scales
+    from legato.evaluation.uncertainty import binned_calibration_scales
     from legato.models.estimator import write_manifest
     from legato.models.input_range import InputRange
     from legato.models.production import LOG_VARIANCE_RANGE, N_TARGETS
@@ -74,7 +79,7 @@ def finalize_production(
     outputs = np.concatenate([model(stamps[i : i + 512], training=False).numpy() for i in range(0, len(stamps), 512)])
     mean = outputs[:, :N_TARGETS] * np.array(scaler.std) + np.array(scaler.mean)
     sigma = np.exp(0.5 * np.clip(outputs[:, N_TARGETS : 2 * N_TARGETS], *LOG_VARIANCE_RANGE)) * np.array(scaler.std)
-    scales = calibration_scales(to_network_space(labels, TARGETS), mean, sigma)
+    scales = binned_calibration_scales(to_network_space(labels, TARGETS), mean, sigma, mean[:, 0], CALIBRATION_MAG_EDGES)
     sky_sigma = noise.sky_sigma * np.exp(outputs[:, 2 * N_TARGETS].astype(np.float64))
     train_mags = np.asarray(read_labels(data_dir / "train")["mag"])
     mag_range = (float(np.min(train_mags)), float(np.max(train_mags)))
@@ -114,7 +119,7 @@ def finalize_production(
     start_tracking(tracking_uri, experiment)
     with mlflow.start_run(run_id=state.run_id):
         metrics = {f"val_r2_{p}": float(v) for p, v in r2.items() if np.isfinite(v)}
-        metrics.update({f"uncertainty_scale{k}_{t}": v for k, values in scales.items() for t, v in zip(TARGETS, values)})
+        metrics.update({f"uncertainty_scale{k}_{t}": float(np.median([b[i] for b in scales[k]])) for k in ("68", "95") for i, t in enumerate(TARGETS)})
         metrics.update({"train_seconds": state.seconds, "steps": state.step})
         mlflow.log_metrics(metrics)
         mlflow.log_artifact(str(staging / MODEL_CARD))
@@ -135,6 +140,15 @@ def finalize_production(
         shutil.rmtree(out_dir)
     staging.rename(out_dir)
     return summary
+
+
+def calibration_rows(scales: dict) -> str:
+    """Markdown rows of the binned calibration factors."""
+    edges = ["-inf", *(f"{e:g}" for e in scales["mag_edges"]), "inf"]
+    return "\n".join(
+        f"| {edges[b]} - {edges[b + 1]} | {', '.join(f'{v:.2f}' for v in scales['68'][b])} | {', '.join(f'{v:.2f}' for v in scales['95'][b])} |"
+        for b in range(len(scales["68"]))
+    )
 
 
 def model_card(training: dict, scales: dict, input_range: dict, history: list) -> str:
@@ -166,8 +180,14 @@ with calibrated per-galaxy uncertainties. Architecture and conventions: docs/pro
   separate (gradient-stopped) log-variance branch. {training['train_seconds'] / 60:.0f} min on 2 CPU cores.
 
 ## Uncertainty calibration
-On {training['calibration_stamps']} validation galaxies at random training depths: `*_err` = {', '.join(f'{s:.3f}' for s in scales['68'])}
-x the predicted sigma (68.27%), `*_err95` = {', '.join(f'{s:.3f}' for s in scales['95'])} x (95%), for mag, ln re, ln n, ellipticity.
+On {training['calibration_stamps']} validation galaxies at random training depths, per bin of predicted magnitude
+(edges {', '.join(f'{e:g}' for e in scales['mag_edges'])}), the factors that turn the predicted sigma of
+mag, ln re, ln n, ellipticity into the 68.27% (`*_err`) and 95% (`*_err95`) half-widths:
+
+| predicted mag bin | 68% factors | 95% factors |
+|---|---|---|
+{calibration_rows(scales)}
+
 Errors of re and n are relative (the sigma of ln re, ln n) times the value.
 
 ## Input range (inputs outside are flagged INPUT_OUT_OF_RANGE whatever the network predicts)
