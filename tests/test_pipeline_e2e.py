@@ -89,6 +89,8 @@ def test_fresh_copy_pulls_data_and_reproduces_pipeline(repo_copy):
     production = json.loads((repo / "reports/production.json").read_text())
     assert production["n_test"] == 16 and set(production["depths"]["white"]) == {"0.25", "0.5", "1.0", "2.0"}
     assert production["real"]["n"] == 15 and "table1_h23_vs_classical" in production["targets"]
+    # the published estimator passes the gates against the toy networks and serves as champion
+    assert registry["offered"] == "production" and registry["holder"] == registry["versions"]["production"]
     # real data ingested, the realistic domain labelled by classical fits, and the adaptation curve
     assert json.loads((repo / "reports/ingest_uds.json").read_text())["ingested"] == 15
     labelling = json.loads((repo / "reports/label_realistic.json").read_text())

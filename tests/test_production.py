@@ -250,3 +250,33 @@ def test_binned_calibration_factors_follow_the_predicted_magnitude():
     np.testing.assert_allclose(factors[:, 0], np.array(calibration["68"])[:, 0])
     few = binned_calibration_scales(truth[:150], mean[:150], sigma[:150], predicted_mag[:150], [21.0])  # 0 faint galaxies: global
     assert few["68"][1] == few["68"][0]
+
+
+def test_spark_engine_returns_the_production_columns_and_flags(production, tiny_noiseless, tmp_path):
+    pytest.importorskip("pyspark")
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from legato.inference.spark import predict_spark, spark_session
+    from legato.models.estimator import LoadedEstimator
+    from legato.training.data import load_split
+    from legato.training.noisy_batches import noisy_copies
+
+    folder, summary = production
+    models, _, _ = load_split(tiny_noiseless / "test")
+    stamps = noisy_copies(models[:10], NOISE, 1.0, 0.7, seed=12)
+    stamps[2] = noisy_copies(np.zeros((1, 64, 64), np.float32), NOISE, 1.0, 0.0, seed=6)[0] - 0.002  # no source
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    pq.write_table(pa.table({"id": np.arange(10), "stamp": pa.array([s.ravel() for s in stamps], type=pa.list_(pa.float32()))}), shards / "s.parquet")
+    session = spark_session("local[2]", app_name="legato-production-test")
+    try:
+        report = predict_spark(session, summary["model_uri"], shards, tmp_path / "out")
+    finally:
+        session.stop()
+    frame = pd.read_parquet(tmp_path / "out").sort_values("id").reset_index(drop=True)
+    local = LoadedEstimator(folder).predict(stamps)
+    assert {"mag_err", "n_err95", "sky_sigma", "mag_aper"} <= set(frame.columns) and report["flag_counts"]["NO_SOURCE"] == 1
+    np.testing.assert_array_equal(frame["flags"].to_numpy(), local["flags"])
+    np.testing.assert_allclose(frame["mag_err"].to_numpy(), local["mag_err"], rtol=1e-4)

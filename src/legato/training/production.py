@@ -333,7 +333,3 @@ def _resume_or_start_run(run_id: str | None):
             pass
     return mlflow.start_run(run_name="production")
 
-
-def clear_checkpoint(checkpoint_dir: str | Path) -> None:
-    """Remove a checkpoint folder (a fresh start)."""
-    shutil.rmtree(checkpoint_dir, ignore_errors=True)
