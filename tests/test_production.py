@@ -231,7 +231,13 @@ def test_a_published_estimator_gets_a_run_in_a_new_store(production, tmp_path):
     folder, summary = production
     same = track_estimator(folder, tmp_path / "same")
     assert same["reused"] and same["run_id"] == summary["run_id"]
-    other = track_estimator(folder, tmp_path / "copy", tracking_uri=f"sqlite:///{tmp_path / 'fresh.db'}")
+    import mlflow
+
+    session_store = mlflow.get_tracking_uri()
+    try:
+        other = track_estimator(folder, tmp_path / "copy", tracking_uri=f"sqlite:///{tmp_path / 'fresh.db'}")
+    finally:
+        mlflow.set_tracking_uri(session_store)  # the other tests keep the session's store
     assert not other["reused"] and other["original_run_id"] == summary["run_id"] and other["run_id"] != summary["run_id"]
     assert json.loads((tmp_path / "copy" / "run.json").read_text())["model_uri"] == other["model_uri"]
 

@@ -261,7 +261,7 @@ def train_production(
     val_labels = val_labels[:count]
 
     start_tracking(tracking_uri, experiment)
-    run = _resume_or_start_run(state.run_id)
+    run = resume_or_start_run(state.run_id)
     state.run_id = run.info.run_id
     if state.step == 0:
         mlflow.set_tags({"architecture": "production", "training_domain": "sim-noise-range", "method": "cnn", **provenance_tags(str(data_dir))})
@@ -323,7 +323,8 @@ def _physical(scaler, means: np.ndarray) -> dict:
     return physical_columns(scaler.inverse(means))
 
 
-def _resume_or_start_run(run_id: str | None):
+def resume_or_start_run(run_id: str | None):
+    """The MLflow run ``run_id`` continued, or a new ``production`` run when this store does not have it."""
     import mlflow
 
     if run_id:

@@ -67,7 +67,7 @@ def finalize_production(
     from legato.models.targets import TARGETS, TargetScaler, physical_columns, to_network_space
     from legato.tracking import start_tracking
     from legato.io.stamps import read_labels
-    from legato.training.production import CHECKPOINT_MODEL
+    from legato.training.production import CHECKPOINT_MODEL, resume_or_start_run
     from legato.training.train import log_estimator_model
 
     data_dir, checkpoint_dir, out_dir = Path(data_dir), Path(checkpoint_dir), Path(out_dir)
@@ -117,7 +117,7 @@ def finalize_production(
     (staging / MODEL_CARD).write_text(model_card(training, scales, input_range.as_dict(), state.history))
 
     start_tracking(tracking_uri, experiment)
-    with mlflow.start_run(run_id=state.run_id):
+    with resume_or_start_run(state.run_id) as run:
         metrics = {f"val_r2_{p}": float(v) for p, v in r2.items() if np.isfinite(v)}
         metrics.update({f"uncertainty_scale{k}_{t}": float(np.median([b[i] for b in scales[k]])) for k in ("68", "95") for i, t in enumerate(TARGETS)})
         metrics.update({"train_seconds": state.seconds, "steps": state.step})
@@ -125,7 +125,7 @@ def finalize_production(
         mlflow.log_artifact(str(staging / MODEL_CARD))
         info = log_estimator_model(staging, stamps[:2])
     summary = {
-        "run_id": state.run_id,
+        "run_id": run.info.run_id,
         "model_uri": info.model_uri,
         "architecture": "production",
         "mode": "multi_output",
