@@ -126,8 +126,9 @@ def test_estimator_gives_calibrated_errors_the_noise_and_input_flags(production,
     folder, summary = production
     manifest = json.loads((folder / "estimator.json").read_text())
     calibration = manifest["uncertainty"]
-    assert manifest["kind"] == "production" and set(calibration) == {"68", "95", "mag_edges"}
-    assert len(calibration["68"]) == len(calibration["mag_edges"]) + 1  # one row of factors per predicted-magnitude bin
+    assert manifest["kind"] == "production" and set(calibration) == {"68", "95", "mag_edges", "noise_edges"}
+    # factors per noise bin and predicted-magnitude bin
+    assert np.shape(calibration["68"]) == (len(calibration["noise_edges"]) + 1, len(calibration["mag_edges"]) + 1, 4)
     assert (np.array(calibration["95"]) > np.array(calibration["68"])).all() and (np.array(calibration["68"]) > 0).all()
     assert (folder / "MODEL_CARD.md").read_text().startswith("# Model card") and summary["steps"] == 6
     estimator = LoadedEstimator(folder)
@@ -250,12 +251,14 @@ def test_binned_calibration_factors_follow_the_predicted_magnitude():
     sigma = np.ones((4000, 1))
     predicted_mag = np.where(np.arange(4000) < 2000, 19.0, 23.0)
     truth = rng.normal(0.0, np.where(predicted_mag < 21, 2.0, 1.0))[:, None]  # bright: errors twice the predicted sigma
-    calibration = binned_calibration_scales(truth, mean, sigma, predicted_mag, [21.0])
-    np.testing.assert_allclose(np.array(calibration["68"])[:, 0], [2.0, 1.0], rtol=0.1)
-    factors = scale_for(calibration, "68", np.array([18.0, 22.5]))
-    np.testing.assert_allclose(factors[:, 0], np.array(calibration["68"])[:, 0])
+    noise = np.where(np.arange(4000) % 2 == 0, 0.5, 2.0)
+    truth[noise > 1] *= 1.5  # at high noise the errors are 1.5x larger again
+    calibration = binned_calibration_scales(truth, mean, sigma, predicted_mag, [21.0], noise, [1.0])
+    np.testing.assert_allclose(np.array(calibration["68"])[:, :, 0], [[2.0, 1.0], [3.0, 1.5]], rtol=0.1)
+    factors = scale_for(calibration, "68", np.array([18.0, 22.5, 22.5]), np.array([0.3, 0.3, 1.7]))
+    np.testing.assert_allclose(factors[:, 0], np.array(calibration["68"])[[0, 0, 1], [0, 1, 1], 0])
     few = binned_calibration_scales(truth[:150], mean[:150], sigma[:150], predicted_mag[:150], [21.0])  # 0 faint galaxies: global
-    assert few["68"][1] == few["68"][0]
+    assert few["68"][0][1] == few["68"][0][0]
 
 
 def test_spark_engine_returns_the_production_columns_and_flags(production, tiny_noiseless, tmp_path):

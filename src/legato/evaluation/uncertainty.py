@@ -32,33 +32,60 @@ def calibration_scales(truth: np.ndarray, mean: np.ndarray, sigma: np.ndarray) -
     return {key: [float(np.quantile(z[:, t], level)) for t in range(z.shape[1])] for key, level in LEVELS.items()}
 
 
-def binned_calibration_scales(truth, mean, sigma, predicted_mag, edges, min_count: int = 100) -> dict:
-    """:func:`calibration_scales` per bin of *predicted* magnitude (a bin with fewer than ``min_count`` galaxies takes the global factors).
+def binned_calibration_scales(truth, mean, sigma, predicted_mag, edges, noise_ratio=None, noise_edges=(), min_count: int = 100) -> dict:
+    """:func:`calibration_scales` per bin of *predicted* magnitude and of measured noise (a bin with fewer than ``min_count`` galaxies takes the factors of its magnitude bin, or the global ones).
+
+    Parameters
+    ----------
+    truth, mean, sigma : numpy.ndarray
+        ``(N, T)`` values in the network's target space.
+    predicted_mag : numpy.ndarray
+        ``(N,)`` predicted magnitudes.
+    edges : sequence of float
+        Inner magnitude edges: bins ``(-inf, e1), [e1, e2), ..., [ek, inf)``.
+    noise_ratio : numpy.ndarray, optional
+        ``(N,)`` measured sky sigma over the calibrated one.
+    noise_edges : sequence of float
+        Inner edges of the noise-ratio bins (none: one noise bin).
 
     Returns
     -------
     dict
-        ``{"mag_edges": [...], "68": [[s per target] per bin], "95": [...]}``; bins are
-        ``(-inf, e1), [e1, e2), ..., [ek, inf)`` for ``edges = [e1, ..., ek]``.
+        ``{"mag_edges", "noise_edges", "68": [noise bin][mag bin][target], "95": ...}``.
     """
     overall = calibration_scales(truth, mean, sigma)
-    index = np.searchsorted(np.asarray(edges), np.asarray(predicted_mag), side="right")
-    result = {"mag_edges": [float(e) for e in edges], "68": [], "95": []}
-    for b in range(len(edges) + 1):
-        members = index == b
-        scales = calibration_scales(truth[members], mean[members], sigma[members]) if members.sum() >= min_count else overall
-        for key in LEVELS:
-            result[key].append(scales[key])
+    mag_index = np.searchsorted(np.asarray(edges), np.asarray(predicted_mag), side="right")
+    noise_index = (
+        np.zeros(len(mag_index), dtype=int) if noise_ratio is None else np.searchsorted(np.asarray(noise_edges), np.asarray(noise_ratio), side="right")
+    )
+    result = {"mag_edges": [float(e) for e in edges], "noise_edges": [float(e) for e in noise_edges], "68": [], "95": []}
+    for level in LEVELS:
+        result[level] = [[None] * (len(edges) + 1) for _ in range(len(noise_edges) + 1)]
+    for m in range(len(edges) + 1):
+        in_mag = mag_index == m
+        mag_scales = calibration_scales(truth[in_mag], mean[in_mag], sigma[in_mag]) if in_mag.sum() >= min_count else overall
+        for k in range(len(noise_edges) + 1):
+            members = in_mag & (noise_index == k)
+            scales = calibration_scales(truth[members], mean[members], sigma[members]) if members.sum() >= min_count else mag_scales
+            for level in LEVELS:
+                result[level][k][m] = scales[level]
     return result
 
 
-def scale_for(calibration: dict, level: str, predicted_mag) -> np.ndarray:
-    """``(N, T)`` calibration factors of ``level`` for galaxies of predicted magnitude ``predicted_mag``."""
+def scale_for(calibration: dict, level: str, predicted_mag, noise_ratio=None) -> np.ndarray:
+    """``(N, T)`` calibration factors of ``level`` for galaxies of predicted magnitude ``predicted_mag`` and measured noise ratio."""
     factors = np.asarray(calibration[level], dtype=float)
     if factors.ndim == 1:  # global factors only
         return np.broadcast_to(factors, (len(predicted_mag), len(factors)))
-    index = np.searchsorted(np.asarray(calibration["mag_edges"]), np.asarray(predicted_mag), side="right")
-    return factors[np.clip(index, 0, len(factors) - 1)]
+    if factors.ndim == 2:  # magnitude bins only
+        factors = factors[None]
+    mag_index = np.clip(np.searchsorted(np.asarray(calibration["mag_edges"]), np.asarray(predicted_mag), side="right"), 0, factors.shape[1] - 1)
+    noise_edges = np.asarray(calibration.get("noise_edges") or [])
+    if noise_ratio is None or factors.shape[0] == 1:
+        noise_index = np.zeros(len(mag_index), dtype=int)
+    else:
+        noise_index = np.clip(np.searchsorted(noise_edges, np.asarray(noise_ratio), side="right"), 0, factors.shape[0] - 1)
+    return factors[noise_index, mag_index]
 
 
 def covered(truth: np.ndarray, mean: np.ndarray, half_width: np.ndarray) -> np.ndarray:

@@ -101,14 +101,15 @@ class LoadedEstimator:
             count = len(scaler.targets)
             values.update(scaler.inverse(outputs[:, :count]))
             if outputs.shape[1] > count:  # Gaussian head: log-variances, then ln(sigma / reference)
-                extra.update(self._uncertainties(scaler, outputs[:, count : 2 * count], values))
-                extra["sky_sigma"] = self.reference_sigma * np.exp(outputs[:, 2 * count].astype(np.float64))
+                noise_ratio = np.exp(outputs[:, 2 * count].astype(np.float64))
+                extra.update(self._uncertainties(scaler, outputs[:, count : 2 * count], values, noise_ratio))
+                extra["sky_sigma"] = self.reference_sigma * noise_ratio
         columns = {**physical_columns(values), **extra}
         if self.input_range is not None:
             columns.update(self._input_checks(x, columns))
         return columns
 
-    def _uncertainties(self, scaler: TargetScaler, log_variance: np.ndarray, values: dict) -> dict[str, np.ndarray]:
+    def _uncertainties(self, scaler: TargetScaler, log_variance: np.ndarray, values: dict, noise_ratio: np.ndarray) -> dict[str, np.ndarray]:
         """Calibrated 68% and 95% half-widths in physical units (relative errors of ln re and ln n times the value)."""
         from legato.models.production import LOG_VARIANCE_RANGE
 
@@ -117,7 +118,7 @@ class LoadedEstimator:
         sigma = np.exp(0.5 * np.clip(log_variance.astype(np.float64), *LOG_VARIANCE_RANGE)) * np.array(scaler.std)
         out = {}
         for key, suffix in ERROR_SUFFIXES.items():
-            factors = scale_for(self.uncertainty, key, values["mag"])
+            factors = scale_for(self.uncertainty, key, values["mag"], noise_ratio)
             for i, name in enumerate(scaler.targets):
                 width = factors[:, i] * sigma[:, i]
                 out[f"{name}{suffix}"] = width * values[name] if name in LOG_TARGETS else width

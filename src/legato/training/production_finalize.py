@@ -19,6 +19,7 @@ from legato.training.production import ProductionConfig, read_state
 
 MODEL_CARD = "MODEL_CARD.md"
 CALIBRATION_MAG_EDGES = (20.0, 21.0, 22.0, 23.0, 24.0)  # predicted-magnitude bins of the uncertainty calibration
+CALIBRATION_NOISE_EDGES = (0.4, 0.7, 1.4)  # measured sky sigma / calibrated one: bins of the uncertainty calibration
 
 
 def calibration_set(config: ProductionConfig, data_dir: Path):
@@ -79,8 +80,11 @@ def finalize_production(
     outputs = np.concatenate([model(stamps[i : i + 512], training=False).numpy() for i in range(0, len(stamps), 512)])
     mean = outputs[:, :N_TARGETS] * np.array(scaler.std) + np.array(scaler.mean)
     sigma = np.exp(0.5 * np.clip(outputs[:, N_TARGETS : 2 * N_TARGETS], *LOG_VARIANCE_RANGE)) * np.array(scaler.std)
-    scales = binned_calibration_scales(to_network_space(labels, TARGETS), mean, sigma, mean[:, 0], CALIBRATION_MAG_EDGES)
-    sky_sigma = noise.sky_sigma * np.exp(outputs[:, 2 * N_TARGETS].astype(np.float64))
+    noise_ratio = np.exp(outputs[:, 2 * N_TARGETS].astype(np.float64))
+    sky_sigma = noise.sky_sigma * noise_ratio
+    scales = binned_calibration_scales(
+        to_network_space(labels, TARGETS), mean, sigma, mean[:, 0], CALIBRATION_MAG_EDGES, noise_ratio, CALIBRATION_NOISE_EDGES
+    )
     train_mags = np.asarray(read_labels(data_dir / "train")["mag"])
     mag_range = (float(np.min(train_mags)), float(np.max(train_mags)))
     input_range = InputRange.measure(stamps, sky_sigma, config.depths.sky_scale, noise.sky_sigma, mag_range, float(header["MAGZPT"]))
@@ -119,7 +123,7 @@ def finalize_production(
     start_tracking(tracking_uri, experiment)
     with resume_or_start_run(state.run_id) as run:
         metrics = {f"val_r2_{p}": float(v) for p, v in r2.items() if np.isfinite(v)}
-        metrics.update({f"uncertainty_scale{k}_{t}": float(np.median([b[i] for b in scales[k]])) for k in ("68", "95") for i, t in enumerate(TARGETS)})
+        metrics.update({f"uncertainty_scale{k}_{t}": float(np.median(np.asarray(scales[k])[..., i])) for k in ("68", "95") for i, t in enumerate(TARGETS)})
         metrics.update({"train_seconds": state.seconds, "steps": state.step})
         mlflow.log_metrics(metrics)
         mlflow.log_artifact(str(staging / MODEL_CARD))
@@ -143,11 +147,14 @@ def finalize_production(
 
 
 def calibration_rows(scales: dict) -> str:
-    """Markdown rows of the binned calibration factors."""
-    edges = ["-inf", *(f"{e:g}" for e in scales["mag_edges"]), "inf"]
+    """Markdown rows of the binned calibration factors (noise bin, magnitude bin)."""
+    mags = ["-inf", *(f"{e:g}" for e in scales["mag_edges"]), "inf"]
+    noises = ["0", *(f"{e:g}" for e in scales["noise_edges"]), "inf"]
     return "\n".join(
-        f"| {edges[b]} - {edges[b + 1]} | {', '.join(f'{v:.2f}' for v in scales['68'][b])} | {', '.join(f'{v:.2f}' for v in scales['95'][b])} |"
-        for b in range(len(scales["68"]))
+        f"| {noises[k]} - {noises[k + 1]} | {mags[b]} - {mags[b + 1]} | {', '.join(f'{v:.2f}' for v in scales['68'][k][b])} "
+        f"| {', '.join(f'{v:.2f}' for v in scales['95'][k][b])} |"
+        for k in range(len(scales["68"]))
+        for b in range(len(scales["68"][k]))
     )
 
 
@@ -180,12 +187,12 @@ with calibrated per-galaxy uncertainties. Architecture and conventions: docs/pro
   separate (gradient-stopped) log-variance branch. {training['train_seconds'] / 60:.0f} min on 2 CPU cores.
 
 ## Uncertainty calibration
-On {training['calibration_stamps']} validation galaxies at random training depths, per bin of predicted magnitude
-(edges {', '.join(f'{e:g}' for e in scales['mag_edges'])}), the factors that turn the predicted sigma of
+On {training['calibration_stamps']} validation stamps at random training depths, per bin of measured noise (sky sigma
+over the calibrated one) and of predicted magnitude, the factors that turn the predicted sigma of
 mag, ln re, ln n, ellipticity into the 68.27% (`*_err`) and 95% (`*_err95`) half-widths:
 
-| predicted mag bin | 68% factors | 95% factors |
-|---|---|---|
+| noise ratio | predicted mag | 68% factors | 95% factors |
+|---|---|---|---|
 {calibration_rows(scales)}
 
 Errors of re and n are relative (the sigma of ln re, ln n) times the value.
