@@ -37,7 +37,7 @@ def main() -> None:
 
     import legato.models.production  # noqa: F401  (registers the layers)
     from legato.evaluation.metrics import r2_table
-    from legato.models.production import N_TARGETS
+    from legato.models.production import N_TARGETS, forward_in_batches
     from legato.models.targets import TargetScaler, physical_columns
     from legato.training.data import load_split
     from legato.training.production import CHECKPOINT_MODEL, SNAPSHOTS, read_state
@@ -54,7 +54,7 @@ def main() -> None:
     test_curve = []
     for step, path in sorted(networks.items()):
         model = keras.saving.load_model(path, compile=False)
-        outputs = np.concatenate([model(stamps[i : i + 512], training=False).numpy() for i in range(0, len(stamps), 512)])
+        outputs = forward_in_batches(model, stamps)
         values = physical_columns(scaler.inverse(outputs[:, :N_TARGETS]))
         row = {"step": step, "seconds": seconds_at.get(step)}
         for name, limit in (("paper_h23", 23.0), ("full_h245", 24.5)):

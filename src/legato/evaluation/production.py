@@ -201,7 +201,7 @@ def real_stamp_check(estimator, real_dir: str | Path, mag_limit: float = 24.5) -
         }
         for m, v, e, r, s, f, g in zip(mag, values["mag"], values["mag_err"], rel_re, values["sky_sigma"], values["flags"], good)
     ]
-    inside = np.asarray([covered(m, v, e) for m, v, e in zip(mag[good], np.asarray(values["mag"])[good], np.asarray(values["mag_err"])[good])])
+    inside = covered(mag[good], np.asarray(values["mag"])[good], np.asarray(values["mag_err"])[good])
     return {
         "source": str(real_dir),
         "n": len(stamps),

@@ -111,11 +111,10 @@ class LoadedEstimator:
 
     def _uncertainties(self, scaler: TargetScaler, log_variance: np.ndarray, values: dict, noise_ratio: np.ndarray) -> dict[str, np.ndarray]:
         """Calibrated 68% and 95% half-widths in physical units (relative errors of ln re and ln n times the value)."""
-        from legato.models.production import LOG_VARIANCE_RANGE
-
         from legato.evaluation.uncertainty import scale_for
+        from legato.models.production import gaussian_sigma
 
-        sigma = np.exp(0.5 * np.clip(log_variance.astype(np.float64), *LOG_VARIANCE_RANGE)) * np.array(scaler.std)
+        sigma = gaussian_sigma(log_variance, scaler.std)
         out = {}
         for key, suffix in ERROR_SUFFIXES.items():
             factors = scale_for(self.uncertainty, key, values["mag"], noise_ratio)

@@ -111,8 +111,7 @@ class InputRange:
         Returns
         -------
         dict
-            ``mag_aper`` (AB, NaN for a non-positive flux), ``aperture_snr``,
-            ``outside`` (noise outside the range, fainter or brighter than the
+            ``mag_aper`` (AB, NaN for a non-positive flux), ``outside`` (noise outside the range, fainter or brighter than the
             training set) and ``unmeasurable`` (aperture S/N below 1: no source).
         """
         flux, error = aperture_photometry(stamps, sky_sigma)
@@ -125,7 +124,6 @@ class InputRange:
         too_bright = np.nan_to_num(mag_aper, nan=np.inf) < self.mag_bright
         return {
             "mag_aper": mag_aper,
-            "aperture_snr": snr,
             "outside": noisy | too_faint | too_bright,
             "unmeasurable": ~(snr >= MIN_APERTURE_SNR),
         }

@@ -33,7 +33,6 @@ from keras import ops
 from legato.conventions import DEFAULT_STAMP_SIZE
 
 N_TARGETS = 4
-OUTPUT_WIDTH = 2 * N_TARGETS + 1
 LOG_VARIANCE_RANGE = (-14.0, 6.0)
 BORDER_PIX = 4
 MAD_TO_SIGMA = 1.482602218505602
@@ -147,6 +146,16 @@ def mean_and_variance_loss(y_true, y_pred):
     squared = ops.square(y_true - mean)
     nll = 0.5 * (log_variance + ops.stop_gradient(squared) * ops.exp(-log_variance))
     return ops.mean(squared, axis=-1) + ops.mean(nll, axis=-1)
+
+
+def forward_in_batches(model, stamps: np.ndarray, batch_size: int = 512) -> np.ndarray:
+    """The network's raw outputs for ``stamps`` ``(N, H, W)`` in inference mode, ``batch_size`` stamps at a time."""
+    return np.concatenate([model(stamps[i : i + batch_size], training=False).numpy() for i in range(0, len(stamps), batch_size)])
+
+
+def gaussian_sigma(log_variance: np.ndarray, std) -> np.ndarray:
+    """Standard deviations in the unstandardised target space from predicted log-variances and the scaler's ``std``."""
+    return np.exp(0.5 * np.clip(np.asarray(log_variance, dtype=np.float64), *LOG_VARIANCE_RANGE)) * np.asarray(std)
 
 
 def build_production(

@@ -19,7 +19,7 @@ import os
 import shutil
 import threading
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -224,8 +224,8 @@ def train_production(
 
     import legato.models.production  # noqa: F401  (registers the custom layers and loss)
     from legato.evaluation.metrics import r2_table
-    from legato.models.production import N_TARGETS, build_production
-    from legato.models.targets import TargetScaler
+    from legato.models.production import N_TARGETS, build_production, forward_in_batches
+    from legato.models.targets import TargetScaler, physical_columns
     from legato.simulation.noise import NoiseModel
     from legato.tracking import provenance_tags, start_tracking
     from legato.training.data import load_split
@@ -279,14 +279,14 @@ def train_production(
             done = step + 1
             out_of_time = max_seconds is not None and time.perf_counter() - began >= max_seconds
             if done % config.checkpoint_every == 0 or done == config.steps or out_of_time:
-                outputs = _forward(model, val_x)
-                r2 = r2_table(val_labels, _physical(scaler, outputs[:, :N_TARGETS]))
+                outputs = forward_in_batches(model, val_x)
+                r2 = r2_table(val_labels, physical_columns(scaler.inverse(outputs[:, :N_TARGETS])))
                 last_metrics = {"train_loss": float(np.mean(losses)), **{f"val_r2_{p}": float(v) for p, v in r2.items() if np.isfinite(v)}}
                 mlflow.log_metrics(last_metrics, step=done)
                 elapsed = time.perf_counter() - began
                 state.step, losses = done, []
                 state.history.append({"step": done, "seconds": round(state.seconds + elapsed, 1), **{k: round(v, 5) for k, v in last_metrics.items()}})
-                write_checkpoint(checkpoint_dir, model, TrainingState(**{**asdict(state), "seconds": round(state.seconds + elapsed, 1)}))
+                write_checkpoint(checkpoint_dir, model, replace(state, seconds=round(state.seconds + elapsed, 1)))
                 log(f"step {done}/{config.steps}  " + "  ".join(f"{k} {v:.4f}" for k, v in last_metrics.items()))
                 if out_of_time and done < config.steps:
                     break
@@ -311,16 +311,6 @@ def noiseless_set_noise(header, data_dir) -> NoiseModel:
     if "NOMSKY" not in header:
         raise ConfigError(f"{data_dir} is not a noiseless set (no NOMSKY keyword): make it with legato simulate --noiseless")
     return NoiseModel(sky_sigma=float(header["NOMSKY"]), exposure_time=float(header["EXPTIME"]))
-
-
-def _forward(model, stamps: np.ndarray, batch_size: int = 512) -> np.ndarray:
-    return np.concatenate([model(stamps[i : i + batch_size], training=False).numpy() for i in range(0, len(stamps), batch_size)])
-
-
-def _physical(scaler, means: np.ndarray) -> dict:
-    from legato.models.targets import physical_columns
-
-    return physical_columns(scaler.inverse(means))
 
 
 def resume_or_start_run(run_id: str | None):

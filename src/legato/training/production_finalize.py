@@ -64,10 +64,10 @@ def finalize_production(
     from legato.evaluation.uncertainty import binned_calibration_scales
     from legato.models.estimator import write_manifest
     from legato.models.input_range import InputRange
-    from legato.models.production import LOG_VARIANCE_RANGE, N_TARGETS
+    from legato.models.production import N_TARGETS, forward_in_batches, gaussian_sigma
     from legato.models.targets import TARGETS, TargetScaler, physical_columns, to_network_space
-    from legato.tracking import dvc_output_hash, git_revision, start_tracking
     from legato.io.stamps import read_labels
+    from legato.tracking import dvc_output_hash, git_revision, start_tracking
     from legato.training.production import CHECKPOINT_MODEL, resume_or_start_run
     from legato.training.train import log_estimator_model
 
@@ -77,9 +77,9 @@ def finalize_production(
     scaler = TargetScaler.from_json(checkpoint_dir / "scaler.json")
     stamps, labels, noise, header = calibration_set(config, data_dir)
 
-    outputs = np.concatenate([model(stamps[i : i + 512], training=False).numpy() for i in range(0, len(stamps), 512)])
+    outputs = forward_in_batches(model, stamps)
     mean = outputs[:, :N_TARGETS] * np.array(scaler.std) + np.array(scaler.mean)
-    sigma = np.exp(0.5 * np.clip(outputs[:, N_TARGETS : 2 * N_TARGETS], *LOG_VARIANCE_RANGE)) * np.array(scaler.std)
+    sigma = gaussian_sigma(outputs[:, N_TARGETS : 2 * N_TARGETS], scaler.std)
     noise_ratio = np.exp(outputs[:, 2 * N_TARGETS].astype(np.float64))
     sky_sigma = noise.sky_sigma * noise_ratio
     scales = binned_calibration_scales(
