@@ -186,12 +186,21 @@ def evaluate(
     validation = settings.get("validation_report")
     if validation and not Path(validation).is_file():
         raise ConfigError(f"validation report {validation} does not exist: run `legato validate` first")
+    crb = None
+    if settings.get("crb_table"):
+        if not Path(settings["crb_table"]).is_file():
+            raise ConfigError(f"Cramér-Rao bound table {settings['crb_table']} does not exist: run `legato crb` first")
+        crb_bins = (loaded.get("crb") or {}).get("mag_bins", settings["mag_bins"])
+        crb = {"table": settings["crb_table"], "mag_bins": crb_bins}
     table1 = run_evaluation(
-        test, estimators, catalogues, settings["subsets"], settings["mag_bins"], reports_dir=reports, validation_report=validation
+        test, estimators, catalogues, settings["subsets"], settings["mag_bins"], reports_dir=reports,
+        validation_report=validation, crb=crb,
     )
     for method in [*estimators, *catalogues]:
         row = table1[method]
         typer.echo(f"{method:>10} (H <= 23)  R2 " + "  ".join(f"{p} {v:.4f}" for p, v in row.items()))
+    if "limit" in table1:
+        typer.echo(f"{'limit':>10} (H <= 23)  R2 " + "  ".join(f"{p} {v:.4f}" for p, v in table1["limit"].items()))
 
 
 @app.command("fit-classical")
@@ -693,3 +702,7 @@ def track_estimator_command(
     summary = track_estimator(estimator, out, uri, experiment)
     how = "its training run" if summary["reused"] else "a new run"
     typer.echo(f"{estimator} -> {out}: {how} {summary['run_id']} ({summary['model_uri']})")
+
+from legato.evaluation.crb_command import crb_command as _crb_command  # noqa: E402
+
+app.command("crb")(one_line_errors(_crb_command))

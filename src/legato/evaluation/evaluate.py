@@ -104,6 +104,7 @@ def evaluate(
     reports_dir: str | Path = "reports",
     predictions_dir: str | Path = "datasets/predictions",
     validation_report: str | Path | None = None,
+    crb: dict | None = None,
 ) -> dict:
     """Score every method on the test set and write the reports.
 
@@ -125,6 +126,10 @@ def evaluate(
     validation_report : str or Path, optional
         The Great Expectations report of the test set (``legato validate``);
         its verdict joins the evaluation's own data check in the ``validation`` tag.
+    crb : dict, optional
+        ``{"table": path, "mag_bins": edges}``: the per-galaxy Cramér-Rao bounds of the
+        test set (``legato crb``). Table 1 then gains the ``limit`` column and
+        ``reports/crb.json`` the efficiency of every method (:mod:`legato.evaluation.efficiency`).
 
     Returns
     -------
@@ -172,13 +177,37 @@ def evaluate(
     for method, est in methods.items():
         est.write(predictions_dir / f"{method}_test.fits", overwrite=True)
     reports_dir.mkdir(parents=True, exist_ok=True)
-    (reports_dir / "table1.json").write_text(json.dumps(table1, indent=2) + "\n")
     evaluation = {"binned": binned, "cnn_stamps_per_second": {m: round(v, 1) for m, v in speed.items()}, "mag_bins": list(mag_bins)}
     (reports_dir / "evaluation.json").write_text(json.dumps(evaluation, indent=2) + "\n")
     write_plot_tables(binned, mag_bins, reports_dir / "plots")
     figure = figure3(truth, methods, mag_bins, reports_dir / "figures" / "figure3.png", title="input - output, simulated test set")
-    log_to_mlflow(estimators, catalogues or {}, table1, subsets, figure)
+    figures = [figure]
+    if crb is not None:
+        figures.append(write_efficiency(truth, methods, crb, subsets, table1, reports_dir))
+    (reports_dir / "table1.json").write_text(json.dumps(table1, indent=2) + "\n")
+    log_to_mlflow(estimators, catalogues or {}, table1, subsets, figures)
     return table1
+
+
+def write_efficiency(truth, methods: dict, crb: dict, subsets: dict, table1: dict, reports_dir: Path) -> Path:
+    """Score every method against the Cramér-Rao bound: reports/crb.json, its figure and plot tables.
+
+    Adds the ``limit`` column (R² of an efficient unbiased estimator) to ``table1`` and
+    each method's RMSE / CRB ratio per subset to the ``efficiency`` block; returns the figure.
+    """
+    from legato.evaluation.efficiency import aligned_bounds, efficiency_figure, efficiency_report, write_efficiency_plots
+
+    table_path = Path(crb["table"])
+    bound_table = Table.read(table_path)
+    report = efficiency_report(truth, methods, aligned_bounds(bound_table, truth["id"]), subsets, crb["mag_bins"])
+    report["bounds"] = {"table": str(table_path), "galaxies": len(bound_table), "valid": int(np.sum(np.asarray(bound_table["crb_flags"]) == 0))}
+    for subset, block in report["subsets"].items():
+        target = table1 if subset == PAPER_SUBSET else table1[subset]
+        target["limit"] = block["limit_r2"]
+        table1.setdefault("efficiency", {})[subset] = {m: v["ratio"] for m, v in block["methods"].items()}
+    (reports_dir / "crb.json").write_text(json.dumps(report, indent=2) + "\n")
+    write_efficiency_plots(report, reports_dir / "plots")
+    return efficiency_figure(report, reports_dir / "figures" / "crb_efficiency.png")
 
 
 def write_plot_tables(binned: dict, mag_bins, folder: Path) -> None:
@@ -198,8 +227,8 @@ def _run_id(folder: Path) -> str | None:
     return json.loads(path.read_text()).get("run_id") if path.is_file() else None
 
 
-def log_to_mlflow(estimators: dict, catalogues: dict, table1: dict, subsets: dict, figure: Path) -> None:
-    """Add the test metrics and Figure 3 to each method's MLflow run (same metric names for every method)."""
+def log_to_mlflow(estimators: dict, catalogues: dict, table1: dict, subsets: dict, figures: list[Path]) -> None:
+    """Add the test metrics and figures to each method's MLflow run (same metric names for every method)."""
     import mlflow
 
     for method, folder in {**estimators, **catalogues}.items():
@@ -211,8 +240,11 @@ def log_to_mlflow(estimators: dict, catalogues: dict, table1: dict, subsets: dic
         for subset in subsets:
             scores = table1[method] if subset == PAPER_SUBSET else table1[subset][method]
             metrics.update({f"test_r2_{p}_{subset}": v for p, v in scores.items() if np.isfinite(v)})
+            ratios = table1.get("efficiency", {}).get(subset, {}).get(method, {})
+            metrics.update({f"test_rmse_over_crb_{p}_{subset}": v for p, v in ratios.items() if v is not None})
         with mlflow.start_run(run_id=run_id):
             mlflow.log_metrics(metrics)
             mlflow.set_tag("validation", table1["validation"].split(":")[0])
             mlflow.set_tag("validation_detail", table1["validation"])
-            mlflow.log_artifact(str(figure), artifact_path="evaluation")
+            for figure in figures:
+                mlflow.log_artifact(str(figure), artifact_path="evaluation")

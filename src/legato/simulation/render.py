@@ -12,7 +12,7 @@ from legato.conventions import circular_half_light_radius, galfit_pa_to_galsim_b
 FOLDING_THRESHOLD = 2e-2
 
 
-def sersic_profile(mag: float, re_arcsec: float, n: float, q: float, pa_deg: float, zeropoint: float):
+def sersic_profile(mag: float, re_arcsec: float, n: float, q: float, pa_deg: float, zeropoint: float, folding_threshold: float = FOLDING_THRESHOLD):
     """A sheared single-Sérsic GalSim profile in the project's conventions.
 
     Parameters
@@ -29,6 +29,9 @@ def sersic_profile(mag: float, re_arcsec: float, n: float, q: float, pa_deg: flo
         Position angle, degrees counter-clockwise from the stamp's +y axis (GALFIT).
     zeropoint : float
         AB zeropoint (magnitude of 1 electron/s).
+    folding_threshold : float
+        Fraction of flux GalSim may fold into its FFT box (an accuracy setting,
+        not a convention: smaller is slower and smoother in the parameters).
 
     Returns
     -------
@@ -38,7 +41,7 @@ def sersic_profile(mag: float, re_arcsec: float, n: float, q: float, pa_deg: flo
     import galsim
 
     flux = float(mag_to_flux(mag, zeropoint))
-    gsparams = galsim.GSParams(folding_threshold=FOLDING_THRESHOLD)
+    gsparams = galsim.GSParams(folding_threshold=folding_threshold)
     radius = float(circular_half_light_radius(re_arcsec, q))
     profile = galsim.Sersic(n=float(n), half_light_radius=radius, flux=flux, gsparams=gsparams)
     if q < 1.0:
@@ -59,6 +62,7 @@ def render_sersic_stamp(
     size: int,
     pixel_scale: float,
     zeropoint: float,
+    folding_threshold: float = FOLDING_THRESHOLD,
 ) -> np.ndarray:
     """Noiseless stamp of a PSF-convolved Sérsic galaxy, integrated over pixels.
 
@@ -79,6 +83,8 @@ def render_sersic_stamp(
         Arcsec / pixel.
     zeropoint : float
         AB zeropoint.
+    folding_threshold : float
+        GalSim FFT accuracy (see :func:`sersic_profile`).
 
     Returns
     -------
@@ -87,7 +93,7 @@ def render_sersic_stamp(
     """
     import galsim
 
-    galaxy = sersic_profile(mag, re_arcsec, n, q, pa_deg, zeropoint)
+    galaxy = sersic_profile(mag, re_arcsec, n, q, pa_deg, zeropoint, folding_threshold)
     if psf is not None:
         galaxy = galsim.Convolve(galaxy, psf, gsparams=galaxy.gsparams)
     # GalSim centres an even-sized image between pixels; shift so the nominal
