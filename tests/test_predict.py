@@ -201,3 +201,25 @@ def test_pyfunc_accepts_flattened_stamps(champion, cube):
     a = model.predict(flat)
     b = model.predict(good)
     pd.testing.assert_frame_equal(a, b)
+
+
+def test_crb_adds_the_cramer_rao_bound_at_each_estimate(champion, cube, tmp_path, repo_root, raw_data):
+    _, folder = champion
+    path, _, ids = cube
+    out = tmp_path / "bounds.fits"
+    result = run(path, "-o", out, "--model", folder, "--params", repo_root / "params.yaml", "--no-progress", "--crb", "--psf", raw_data["psf"])
+    assert result.exit_code == 0, result.output
+    table = Table.read(out, mask_invalid=False)
+    assert table.colnames == ["id", "mag", "re_arcsec", "n", "q", "ellipticity", "crb_mag", "crb_re_arcsec", "crb_n", "crb_ellipticity", "flags"]
+    assert str(table["crb_mag"].unit) == "mag" and str(table["crb_re_arcsec"].unit) == "arcsec"
+    flags = np.asarray(table["flags"])
+    predicted = np.isfinite(np.asarray(table["mag"]))
+    bounded = predicted & ((flags & StampFlag.NO_BOUND) == 0)
+    assert bounded.sum() >= 0.8 * predicted.sum()
+    for column in ("crb_mag", "crb_re_arcsec", "crb_n", "crb_ellipticity"):
+        values = np.asarray(table[column])
+        assert np.all(values[bounded] > 0) and np.all(np.isnan(values[~bounded])), column
+    # stamps that were not predicted (3: NaN pixel, 5: all zeros) get no bound and no NO_BOUND flag
+    assert not np.any(flags[[3, 5]] & StampFlag.NO_BOUND) and np.isnan(table["crb_mag"][3])
+    result = run(path, "-o", tmp_path / "s.parquet", "--model", folder, "--engine", "spark", "--crb")
+    assert result.exit_code == 1 and "--crb runs with the local engine only" in result.output

@@ -49,6 +49,15 @@ def predict(
         Optional[str], typer.Option(help="Spark master, e.g. local[2] or spark://host:7077 (default: local[2]; under spark-submit: its own).")
     ] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    crb: Annotated[
+        bool, typer.Option("--crb", help="Add the Cramér-Rao bound at each estimate (crb_* columns; ~40 ms per stamp per core).")
+    ] = False,
+    psf: Annotated[Path, typer.Option(help="PSF image for --crb (sampled without the output-pixel response).")] = Path(
+        "data/psf/wfc3ir_f160w_psf.fits"
+    ),
+    exposure_time: Annotated[
+        Optional[float], typer.Option(min=0.0, help="Effective exposure time (s) for --crb's source Poisson noise (default: sky noise only).")
+    ] = None,
 ) -> None:
     """Predict mag, re_arcsec, n, q and ellipticity for every stamp of INPUT into a catalogue.
 
@@ -67,6 +76,8 @@ def predict(
     if training_range is None:
         typer.echo(f"note: {params} not found: no OUT_OF_RANGE check", err=True)
 
+    if crb and engine == "spark":
+        raise ConfigError("--crb runs with the local engine only")
     if engine == "spark":  # paths stay strings: URIs such as s3a://bucket/key are Spark's to read
         if not output.lower().rstrip("/").endswith(".parquet"):
             raise ConfigError(f"the Spark engine writes a Parquet dataset: give an output ending in .parquet, not {output}")
@@ -94,14 +105,26 @@ def predict(
     options = {"id_column": id_column, "ra": ra, "dec": dec, "x": x, "y": y, "pixel_origin": pixel_origin} if catalog else {}
     source = open_source(input_path, catalog=catalog, hdu=hdu_value, **options)
     resolved = resolve_model(model, name=model_name, tracking_uri=tracking_uri)
+    estimator = bound_estimator(resolved.load(), psf, exposure_time) if crb else None
     try:
         summary = predict_catalogue(
-            source, resolved, output, chunk_size=chunk_size, batch_size=batch_size, training_range=training_range, progress=progress
+            source, resolved, output, chunk_size=chunk_size, batch_size=batch_size, training_range=training_range, progress=progress,
+            estimator=estimator,
         )
     except KeyboardInterrupt:
         typer.echo(f"interrupted: finished chunks are kept in {output}.parts; rerun the same command to resume", err=True)
         raise typer.Exit(code=130) from None
     _finish(summary, report)
+
+
+def bound_estimator(estimator, psf_path: Path, exposure_time: float | None):
+    """``estimator`` wrapped to add the Cramér-Rao bound at each estimate (``--crb``)."""
+    from legato.conventions import PIXEL_SCALE_ARCSEC, ZEROPOINT_AB
+    from legato.inference.bounds import BoundEstimator
+    from legato.simulation.psf import read_psf_image
+
+    psf = read_psf_image(psf_path, expected_pixel_scale=PIXEL_SCALE_ARCSEC).galsim_profile()
+    return BoundEstimator(estimator, psf, PIXEL_SCALE_ARCSEC, ZEROPOINT_AB["F160W"], exposure_time or None)
 
 
 def _under_spark_submit() -> bool:

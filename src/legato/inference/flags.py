@@ -25,6 +25,9 @@ bit       name                    meaning
 256       ``NO_SOURCE``           no significant flux in the 1" aperture (S/N < 1): the
                                   stamp cannot be measured, values are NaN (with
                                   ``FAILED_VALIDATION``; production estimator)
+512       ``NO_BOUND``            ``--crb`` only: no Cramér-Rao bound at the estimate
+                                  (singular Fisher matrix, e.g. unresolved, or n / q
+                                  at a model limit); the ``crb_*`` columns are NaN
 ========  ======================  ====================================================
 """
 
@@ -54,6 +57,7 @@ class StampFlag(enum.IntFlag):
     BAD_PIXSCALE = kernels.BAD_PIXSCALE
     INPUT_OUT_OF_RANGE = kernels.INPUT_OUT_OF_RANGE
     NO_SOURCE = kernels.NO_SOURCE
+    NO_BOUND = kernels.NO_BOUND
 
 
 #: Bits that mean "do not predict this stamp".

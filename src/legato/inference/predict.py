@@ -98,11 +98,12 @@ def prefetch(iterator: Iterator, depth: int = 2) -> Iterator:
         thread.join(timeout=5)
 
 
-def run_fingerprint(source: StampSource, model, chunk_size: int) -> tuple[str, dict]:
-    """Hash (and description) of what makes part files reusable: input, model, chunk size."""
+def run_fingerprint(source: StampSource, model, chunk_size: int, columns: tuple[str, ...] = OUTPUT_COLUMNS) -> tuple[str, dict]:
+    """Hash (and description) of what makes part files reusable: input, model, chunk size, output columns."""
     description = {
         "input": source.fingerprint(),
         "model": model.fingerprint(),
+        "columns": list(columns),
         "chunk_size": chunk_size,
         "stamp_size": source.stamp_size,
         "part_format": PART_FORMAT_VERSION,
@@ -146,7 +147,8 @@ def predict_catalogue(
         Called with the chunk index after each part is on disk (tests use it to
         interrupt a run).
     estimator : LoadedEstimator, optional
-        An already loaded estimator (default: ``model.load()``).
+        An already loaded estimator (default: ``model.load()``), e.g. one wrapped in
+        :class:`legato.inference.bounds.BoundEstimator` for ``--crb``.
 
     Returns
     -------
@@ -158,10 +160,10 @@ def predict_catalogue(
     fmt = output_format(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(output)
-    fingerprint, description = run_fingerprint(source, model, chunk_size)
+    estimator = estimator if estimator is not None else model.load()
+    fingerprint, description = run_fingerprint(source, model, chunk_size, value_columns(estimator))
     store = PartStore(output, fingerprint)
     done = store.prepare(description)
-    estimator = estimator if estimator is not None else model.load()
 
     start = time.perf_counter()
     processed = 0

@@ -111,7 +111,7 @@ def column_unit(name: str) -> str:
     """Unit of an output column (uncertainties carry their parameter's unit)."""
     if name in EXTRA_UNITS:
         return EXTRA_UNITS[name]
-    base = name.removesuffix("_err95").removesuffix("_err")
+    base = name.removesuffix("_err95").removesuffix("_err").removeprefix("crb_")
     return UNITS.get(base, "")
 
 
@@ -122,6 +122,8 @@ def column_description(name: str) -> str | None:
     for suffix, text in (("_err95", "calibrated 95% interval half-width of {}"), ("_err", "calibrated 1-sigma (68.27%) error of {}")):
         if name.endswith(suffix):
             return text.format(name.removesuffix(suffix))
+    if name.startswith("crb_"):
+        return f"Cramer-Rao bound (1-sigma) of {name.removeprefix('crb_')} at the estimate"
     return None
 
 
