@@ -222,4 +222,38 @@ def test_crb_adds_the_cramer_rao_bound_at_each_estimate(champion, cube, tmp_path
     # stamps that were not predicted (3: NaN pixel, 5: all zeros) get no bound and no NO_BOUND flag
     assert not np.any(flags[[3, 5]] & StampFlag.NO_BOUND) and np.isnan(table["crb_mag"][3])
     result = run(path, "-o", tmp_path / "s.parquet", "--model", folder, "--engine", "spark", "--crb")
-    assert result.exit_code == 1 and "--crb runs with the local engine only" in result.output
+    assert result.exit_code == 1 and "run with the local engine only" in result.output
+
+
+def test_residuals_gallery_and_inspect(champion, cube, tmp_path, repo_root, raw_data):
+    _, folder = champion
+    path, _, ids = cube
+    out = tmp_path / "fit.fits"
+    gallery = tmp_path / "gallery"
+    result = run(path, "-o", out, "--model", folder, "--params", repo_root / "params.yaml", "--no-progress", "--residuals",
+                 "--exposure-time", 20000, "--psf", raw_data["psf"], "--gallery", gallery)
+    assert result.exit_code == 0, result.output
+    table = Table.read(out, mask_invalid=False)
+    assert table.colnames[-4:] == ["chi2_nu", "residual_flux_fraction", "residual_asymmetry", "flags"]
+    predicted = np.isfinite(np.asarray(table["mag"]))
+    chi2 = np.asarray(table["chi2_nu"])
+    assert np.all(chi2[predicted] > 0) and np.all(np.isnan(chi2[~predicted]))
+    flagged = (np.asarray(table["flags"]) & StampFlag.BAD_FIT) > 0
+    assert np.array_equal(flagged, predicted & (chi2 > 3.0))  # params fit_quality.chi2_threshold
+    assert (gallery / "gallery.png").is_file() and len(list(gallery.glob("*.fits"))) == 16
+
+    blocks = tmp_path / "blocks"
+    result = CliRunner().invoke(app, ["inspect", str(out), "--stamps", str(path), "--out", str(blocks), "--id", str(ids[3]),
+                                      "--id", str(ids[10]), "--worst", "2", "--psf", str(raw_data["psf"])])
+    assert result.exit_code == 0, result.output
+    with fits.open(blocks / f"{ids[3]}.fits") as hdul:  # stamp 3 has a NaN pixel: no estimate, no model
+        assert hdul["MODEL"].header["NOMODEL"] is True
+    with fits.open(blocks / f"{ids[10]}.fits") as hdul:
+        assert hdul["MODEL"].header["MAG"] == pytest.approx(float(table["mag"][10]), abs=1e-4)
+    worst = [str(i) for i in np.asarray(table["id"])[np.argsort(-np.nan_to_num(chi2, nan=-1))[:2]]]
+    assert all((blocks / f"{i}.fits").is_file() for i in worst) and len(list(blocks.glob("*.fits"))) == 4
+
+    result = CliRunner().invoke(app, ["inspect", str(out), "--stamps", str(path), "--out", str(tmp_path / "x"), "--id", "999999", "--id", "nope",
+                                      "--psf", str(raw_data["psf"])])
+    assert result.exit_code == 1 and "id(s) not in the catalogue: 999999, nope" in result.output
+    assert not (tmp_path / "x").exists()

@@ -706,3 +706,7 @@ def track_estimator_command(
 from legato.evaluation.crb_command import crb_command as _crb_command  # noqa: E402
 
 app.command("crb")(one_line_errors(_crb_command))
+
+from legato.fit_quality.command import inspect_command as _inspect_command  # noqa: E402
+
+app.command("inspect")(one_line_errors(_inspect_command))

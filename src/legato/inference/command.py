@@ -52,12 +52,22 @@ def predict(
     crb: Annotated[
         bool, typer.Option("--crb", help="Add the Cramér-Rao bound at each estimate (crb_* columns; ~40 ms per stamp per core).")
     ] = False,
-    psf: Annotated[Path, typer.Option(help="PSF image for --crb (sampled without the output-pixel response).")] = Path(
+    residuals: Annotated[
+        bool, typer.Option("--residuals", help="Add the goodness of fit of each estimate's model (chi2_nu, residual flux fraction, asymmetry; BAD_FIT flag).")
+    ] = False,
+    gallery: Annotated[
+        Optional[Path], typer.Option(help="Also write a gallery (PNG and GALFIT-style blocks) of the worst-chi² and random rows here.")
+    ] = None,
+    psf: Annotated[Path, typer.Option(help="PSF image of the models (sampled without the output-pixel response).")] = Path(
         "data/psf/wfc3ir_f160w_psf.fits"
     ),
     exposure_time: Annotated[
-        Optional[float], typer.Option(min=0.0, help="Effective exposure time (s) for --crb's source Poisson noise (default: sky noise only).")
+        Optional[float], typer.Option(min=0.0, help="Effective exposure time (s): the galaxy's Poisson noise in --crb / --residuals (default: sky noise only).")
     ] = None,
+    chi2_threshold: Annotated[
+        Optional[float], typer.Option(min=0.0, help="Reduced chi² above which --residuals flags BAD_FIT (default: params fit_quality.chi2_threshold).")
+    ] = None,
+    workers: Annotated[int, typer.Option(min=1, help="Processes for --crb / --residuals.")] = 2,
 ) -> None:
     """Predict mag, re_arcsec, n, q and ellipticity for every stamp of INPUT into a catalogue.
 
@@ -76,8 +86,10 @@ def predict(
     if training_range is None:
         typer.echo(f"note: {params} not found: no OUT_OF_RANGE check", err=True)
 
-    if crb and engine == "spark":
-        raise ConfigError("--crb runs with the local engine only")
+    if (crb or residuals or gallery) and engine == "spark":
+        raise ConfigError("--crb, --residuals and --gallery run with the local engine only")
+    if residuals and chi2_threshold is None:
+        chi2_threshold = _chi2_threshold(params)
     if engine == "spark":  # paths stay strings: URIs such as s3a://bucket/key are Spark's to read
         if not output.lower().rstrip("/").endswith(".parquet"):
             raise ConfigError(f"the Spark engine writes a Parquet dataset: give an output ending in .parquet, not {output}")
@@ -105,7 +117,11 @@ def predict(
     options = {"id_column": id_column, "ra": ra, "dec": dec, "x": x, "y": y, "pixel_origin": pixel_origin} if catalog else {}
     source = open_source(input_path, catalog=catalog, hdu=hdu_value, **options)
     resolved = resolve_model(model, name=model_name, tracking_uri=tracking_uri)
-    estimator = bound_estimator(resolved.load(), psf, exposure_time) if crb else None
+    renderer = model_renderer(psf) if crb or residuals or gallery else None
+    augmentations = augmentations_for(renderer, crb, residuals, exposure_time, chi2_threshold)
+    from legato.inference.augment import AugmentedEstimator
+
+    estimator = AugmentedEstimator(resolved.load(), augmentations, workers) if augmentations else None
     try:
         summary = predict_catalogue(
             source, resolved, output, chunk_size=chunk_size, batch_size=batch_size, training_range=training_range, progress=progress,
@@ -114,17 +130,46 @@ def predict(
     except KeyboardInterrupt:
         typer.echo(f"interrupted: finished chunks are kept in {output}.parts; rerun the same command to resume", err=True)
         raise typer.Exit(code=130) from None
+    finally:
+        if estimator is not None:
+            estimator.close()
+    if gallery is not None:
+        from legato.fit_quality.inspect import inspect_catalogue
+
+        shown = inspect_catalogue(output, input_path, gallery, renderer, worst=8, random=8, exposure_time=exposure_time)
+        summary["gallery"] = shown["gallery"]
+        typer.echo(f"gallery of {len(shown['ids'])} rows -> {shown['gallery']}", err=True)
     _finish(summary, report)
 
 
-def bound_estimator(estimator, psf_path: Path, exposure_time: float | None):
-    """``estimator`` wrapped to add the Cramér-Rao bound at each estimate (``--crb``)."""
-    from legato.conventions import PIXEL_SCALE_ARCSEC, ZEROPOINT_AB
-    from legato.inference.bounds import BoundEstimator
+def model_renderer(psf_path: Path):
+    """The renderer of estimate models with the PSF image at ``psf_path`` (0.06"/px, F160W zeropoint)."""
+    from legato.fit_quality.model import ModelRenderer
     from legato.simulation.psf import read_psf_image
 
-    psf = read_psf_image(psf_path, expected_pixel_scale=PIXEL_SCALE_ARCSEC).galsim_profile()
-    return BoundEstimator(estimator, psf, PIXEL_SCALE_ARCSEC, ZEROPOINT_AB["F160W"], exposure_time or None)
+    return ModelRenderer(read_psf_image(psf_path).galsim_profile())
+
+
+def augmentations_for(renderer, crb: bool, residuals: bool, exposure_time: float | None, chi2_threshold: float | None) -> list:
+    """The per-stamp measurements ``--crb`` and ``--residuals`` ask for."""
+    from legato.inference.augment import BoundAugmentation, ResidualAugmentation
+
+    exposure_time = exposure_time or None
+    chosen = []
+    if crb:
+        chosen.append(BoundAugmentation(renderer, exposure_time))
+    if residuals:
+        chosen.append(ResidualAugmentation(renderer, chi2_threshold, exposure_time))
+    return chosen
+
+
+def _chi2_threshold(params: Path) -> float:
+    from legato.config import load_params
+
+    value = (load_params(params).get("fit_quality") or {}).get("chi2_threshold") if params.is_file() else None
+    if value is None:
+        raise ConfigError(f"--residuals needs a chi² threshold: give --chi2-threshold or fit_quality.chi2_threshold in {params}")
+    return float(value)
 
 
 def _under_spark_submit() -> bool:

@@ -28,6 +28,9 @@ bit       name                    meaning
 512       ``NO_BOUND``            ``--crb`` only: no Cramér-Rao bound at the estimate
                                   (singular Fisher matrix, e.g. unresolved, or n / q
                                   at a model limit); the ``crb_*`` columns are NaN
+1024      ``BAD_FIT``             ``--residuals`` only: the model of the estimate does not
+                                  describe the stamp (reduced chi² above the threshold
+                                  calibrated on the simulated test set); values kept
 ========  ======================  ====================================================
 """
 
@@ -58,6 +61,7 @@ class StampFlag(enum.IntFlag):
     INPUT_OUT_OF_RANGE = kernels.INPUT_OUT_OF_RANGE
     NO_SOURCE = kernels.NO_SOURCE
     NO_BOUND = kernels.NO_BOUND
+    BAD_FIT = kernels.BAD_FIT
 
 
 #: Bits that mean "do not predict this stamp".
