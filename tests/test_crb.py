@@ -127,7 +127,9 @@ def test_crb_stage_refuses_a_noiseless_set_with_one_line(tmp_path, raw_data, rep
     assert not out.exists()
 
 
-def test_evaluation_reports_efficiency_and_the_limit_column(bound_table, trained, tiny_sim, tmp_path):
+def test_evaluation_reports_efficiency_the_limit_column_and_galleries(bound_table, trained, tiny_sim, raw_data, tmp_path):
+    from mlflow import MlflowClient
+
     from legato.evaluation.evaluate import evaluate
 
     models, _ = trained
@@ -135,6 +137,7 @@ def test_evaluation_reports_efficiency_and_the_limit_column(bound_table, trained
     table1 = evaluate(
         tiny_sim / "test", {"arch1": models / "arch1"}, None, {"paper_h23": 23.0, "full_h245": 24.5}, [16.0, 24.5],
         reports_dir=reports, predictions_dir=tmp_path / "p", crb={"table": bound_table, "mag_bins": [16.0, 20.0, 22.0, 24.5]},
+        gallery_psf=raw_data["psf"],
     )
     assert set(table1["limit"]) == {"mag", "re", "n", "ellipticity"} and "limit" in table1["full_h245"]
     # an efficient unbiased estimator beats a two-epoch network on toy data: limit R² above the network's
@@ -149,3 +152,7 @@ def test_evaluation_reports_efficiency_and_the_limit_column(bound_table, trained
     assert report["closest"]["mag"] == ["arch1" if r["count"] else None for r in rows]
     assert (reports / "figures" / "crb_efficiency.png").stat().st_size > 0
     assert (reports / "plots" / "crb_re.csv").read_text().startswith("mag,crb,arch1")
+    # the method's worst and typical galaxies, logged with the efficiency figure to its run
+    run_id = json.loads((models / "arch1" / "run.json").read_text())["run_id"]
+    logged = {a.path for a in MlflowClient().list_artifacts(run_id, "evaluation")}
+    assert {"evaluation/gallery_arch1.png", "evaluation/crb_efficiency.png"} <= logged

@@ -194,7 +194,7 @@ def evaluate(
         crb = {"table": settings["crb_table"], "mag_bins": crb_bins}
     table1 = run_evaluation(
         test, estimators, catalogues, settings["subsets"], settings["mag_bins"], reports_dir=reports,
-        validation_report=validation, crb=crb,
+        validation_report=validation, crb=crb, gallery_psf=(loaded.get("simulate") or {}).get("psf"),
     )
     for method in [*estimators, *catalogues]:
         row = table1[method]

@@ -105,6 +105,7 @@ def evaluate(
     predictions_dir: str | Path = "datasets/predictions",
     validation_report: str | Path | None = None,
     crb: dict | None = None,
+    gallery_psf: str | Path | None = None,
 ) -> dict:
     """Score every method on the test set and write the reports.
 
@@ -130,6 +131,9 @@ def evaluate(
         ``{"table": path, "mag_bins": edges}``: the per-galaxy Cramér-Rao bounds of the
         test set (``legato crb``). Table 1 then gains the ``limit`` column and
         ``reports/crb.json`` the efficiency of every method (:mod:`legato.evaluation.efficiency`).
+    gallery_psf : str or Path, optional
+        PSF image: each method's worst and typical galaxies are drawn as stamp | model |
+        residual (``reports/figures/gallery_<method>.png``) and logged to its MLflow run.
 
     Returns
     -------
@@ -137,7 +141,7 @@ def evaluate(
         The Table 1 content.
     """
     reports_dir, predictions_dir = Path(reports_dir), Path(predictions_dir)
-    stamps, truth, _ = read_stamp_set(test_dir)
+    stamps, truth, header = read_stamp_set(test_dir)
     methods, speed = predict_with_estimators(stamps, truth["id"], estimators)
     for method, path in (catalogues or {}).items():
         methods[method] = aligned_catalogue(Table.read(path), truth["id"])
@@ -185,7 +189,13 @@ def evaluate(
     if crb is not None:
         figures.append(write_efficiency(truth, methods, crb, subsets, table1, reports_dir))
     (reports_dir / "table1.json").write_text(json.dumps(table1, indent=2) + "\n")
-    log_to_mlflow(estimators, catalogues or {}, table1, subsets, figures)
+    galleries = {}
+    if gallery_psf is not None:
+        from legato.evaluation.gallery import method_galleries
+
+        exposure_time = float(header["EXPTIME"]) if "EXPTIME" in header else None
+        galleries = method_galleries(stamps, truth, methods, gallery_psf, exposure_time, reports_dir / "figures")
+    log_to_mlflow(estimators, catalogues or {}, table1, subsets, figures, galleries)
     return table1
 
 
@@ -227,8 +237,8 @@ def _run_id(folder: Path) -> str | None:
     return json.loads(path.read_text()).get("run_id") if path.is_file() else None
 
 
-def log_to_mlflow(estimators: dict, catalogues: dict, table1: dict, subsets: dict, figures: list[Path]) -> None:
-    """Add the test metrics and figures to each method's MLflow run (same metric names for every method)."""
+def log_to_mlflow(estimators: dict, catalogues: dict, table1: dict, subsets: dict, figures: list[Path], galleries: dict | None = None) -> None:
+    """Add the test metrics, the shared figures and the method's own gallery to each method's MLflow run."""
     import mlflow
 
     for method, folder in {**estimators, **catalogues}.items():
@@ -246,5 +256,5 @@ def log_to_mlflow(estimators: dict, catalogues: dict, table1: dict, subsets: dic
             mlflow.log_metrics(metrics)
             mlflow.set_tag("validation", table1["validation"].split(":")[0])
             mlflow.set_tag("validation_detail", table1["validation"])
-            for figure in figures:
+            for figure in [*figures, *([galleries[method]] if method in (galleries or {}) else [])]:
                 mlflow.log_artifact(str(figure), artifact_path="evaluation")

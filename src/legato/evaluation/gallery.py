@@ -1,0 +1,52 @@
+"""Galleries of the evaluation: each method's worst and typical galaxies as stamp | model | residual."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from legato.evaluation.metrics import COLUMN, PARAMETERS, errors, robust_sigma
+
+
+def error_score(truth, estimates) -> np.ndarray:
+    """Sum over parameters of (error / the method's robust scatter)²: how far off a galaxy is (NaN: no estimate)."""
+    score = np.zeros(len(truth))
+    for p in PARAMETERS:
+        err = errors(p, truth[COLUMN[p]], estimates[COLUMN[p]])
+        scale = robust_sigma(err)
+        score += (err / scale) ** 2 if scale > 0 else 0.0
+    return score
+
+
+def worst_and_typical(score: np.ndarray, count: int) -> tuple[list[int], list[int]]:
+    """Indices of the ``count`` largest scores and of the ``count`` closest to the median score."""
+    finite = np.flatnonzero(np.isfinite(score))
+    worst = finite[np.argsort(-score[finite], kind="stable")[:count]]
+    typical = finite[np.argsort(np.abs(score[finite] - np.median(score[finite])), kind="stable")[:count]]
+    return [int(k) for k in worst], [int(k) for k in typical if k not in worst]
+
+
+def method_galleries(stamps, truth, methods: dict, psf_path: str | Path, exposure_time: float | None, folder: str | Path, count: int = 4) -> dict[str, Path]:
+    """One PNG per method (``gallery_<method>.png``): its ``count`` worst and ``count`` typical galaxies.
+
+    Each panel's title gives the estimate, the reduced chi² of its model and the truth.
+    """
+    from legato.fit_quality.gallery import gallery_figure
+    from legato.fit_quality.inspect import inspect_row
+    from legato.fit_quality.model import ModelRenderer
+    from legato.simulation.psf import read_psf_image
+
+    renderer = ModelRenderer(read_psf_image(psf_path).galsim_profile(), size=stamps.shape[-1])
+    folder = Path(folder)
+    figures = {}
+    for method, estimates in methods.items():
+        worst, typical = worst_and_typical(error_score(truth, estimates), count)
+        inspections = []
+        for kind, rows in (("worst", worst), ("typical", typical)):
+            for k in rows:
+                t = truth[k]
+                label = f"{kind}; true H {t['mag']:.2f} re {t['re_arcsec']:.2f}\" n {t['n']:.2f} e {t['ellipticity']:.2f}"
+                inspections.append(inspect_row(estimates[k], stamps[k], renderer, exposure_time, label))
+        figures[method] = gallery_figure(inspections, folder / f"gallery_{method}.png", title=f"{method}: worst and typical test galaxies")
+    return figures
