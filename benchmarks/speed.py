@@ -5,9 +5,12 @@ in batches (TensorFlow's own threads), the fitter runs one process per core.
 With ``--end-to-end N`` it also runs the real ``legato predict`` on a FITS cube
 of N stamps (the test set under its 8 flips/rotations) for the production
 estimator (uncertainties and input checks included) and for Arch1, and times a
-single stamp in process. Run it on an idle machine. Writes reports/speed.json.
+single stamp in process; with ``--residuals`` also the production estimator with
+``legato predict --residuals`` (model, reduced chi², residual flux fraction and
+asymmetry of every stamp) on the same cube. Run it on an idle machine. Writes
+reports/speed.json.
 
-    python benchmarks/speed.py --test datasets/simulated/test --classical-stamps 400 --end-to-end 30000
+    python benchmarks/speed.py --test datasets/simulated/test --classical-stamps 400 --end-to-end 30000 --residuals
 """
 
 from __future__ import annotations
@@ -39,13 +42,14 @@ def main() -> None:
     parser.add_argument("--model", action="append", default=None, help="name=estimator folder (default: arch1, arch2 from params)")
     parser.add_argument("--classical-stamps", type=int, default=400)
     parser.add_argument("--end-to-end", type=int, default=0, help="stamps in the legato predict cube (0: skip)")
+    parser.add_argument("--residuals", action="store_true", help="also time legato predict --residuals (production estimator)")
     parser.add_argument("--production", default="production", help="name of the production estimator among the models")
     parser.add_argument("--out", type=Path, default=Path("reports/speed.json"))
     args = parser.parse_args()
 
     params = load_params(args.params)
     models = dict(m.split("=", 1) for m in args.model) if args.model else params["evaluate"]["estimators"]
-    stamps, labels, _ = read_stamp_set(args.test)
+    stamps, labels, header = read_stamp_set(args.test)
     workers = os.cpu_count() or 1
     _, rates = predict_with_estimators(stamps, labels["id"], {name: Path(folder) for name, folder in models.items()})
     cnn = {name: round(rate, 1) for name, rate in rates.items()}
@@ -76,14 +80,20 @@ def main() -> None:
         production["single_stamp_ms"] = single_stamp_latency(Path(models[args.production]), stamps)
         production["speedup_vs_classical"] = round(production["predict_end_to_end_stamps_per_s"] / classical, 1)
         results["production"] = production
+        if args.residuals:
+            options = ["--residuals", "--exposure-time", str(header["EXPTIME"]), "--psf", params["simulate"]["psf"], "--params", str(args.params)]
+            residuals = predict_command_rate(Path(models[args.production]), stamps, args.end_to_end, options)
+            residuals["target_stamps_per_s"] = 300
+            residuals["slowdown_vs_without"] = round(production["predict_end_to_end_stamps_per_s"] / residuals["predict_end_to_end_stamps_per_s"], 2)
+            end_to_end[f"{args.production}_residuals"] = residuals
         results["end_to_end"] = end_to_end
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results, indent=2))
 
 
-def predict_command_rate(estimator: Path, stamps: np.ndarray, count: int) -> dict:
-    """Run ``legato predict`` on a FITS cube of ``count`` stamps; its own rate and the whole process's."""
+def predict_command_rate(estimator: Path, stamps: np.ndarray, count: int, options: list[str] | None = None) -> dict:
+    """Run ``legato predict`` (with ``options``) on a FITS cube of ``count`` stamps; its own rate and the whole process's."""
     import pyarrow.parquet as pq
     from astropy.io import fits
 
@@ -94,7 +104,7 @@ def predict_command_rate(estimator: Path, stamps: np.ndarray, count: int) -> dic
     with tempfile.TemporaryDirectory() as tmp:
         path, out, report = Path(tmp) / "cube.fits", Path(tmp) / "catalogue.parquet", Path(tmp) / "report.json"
         fits.PrimaryHDU(cube.astype(np.float32)).writeto(path)
-        command = [sys.executable, "-m", "legato", "predict", str(path), "-o", str(out), "--model", str(estimator), "--no-progress", "--report", str(report)]
+        command = [sys.executable, "-m", "legato", "predict", str(path), "-o", str(out), "--model", str(estimator), "--no-progress", "--report", str(report), *(options or [])]
         start = time.perf_counter()
         subprocess.run(command, check=True, capture_output=True)
         wall = time.perf_counter() - start

@@ -151,3 +151,41 @@ def test_fits_carry_formal_errors_propagated_to_the_magnitude(psf_array, galsim_
         exact = (exact_log_flux(n + 1e-4) - exact_log_flux(n - 1e-4)) / 2e-4
         assert sersic_log_flux_slope(n) == pytest.approx(exact, rel=0.01)
     assert np.isnan(fit_stamp(np.zeros((64, 64)), np.ones((64, 64)), psf_array, SETTINGS)["mag_err"])
+
+
+def test_network_started_fits_start_from_the_estimate(tiny_sim, raw_data, tmp_path, repo_root):
+    from astropy.table import Table
+    from typer.testing import CliRunner
+
+    from legato.cli import app
+    from legato.classical.run import fit_stamp_set, start_estimates
+    from legato.io.stamps import read_labels
+
+    labels = read_labels(tiny_sim / "test")
+    starts_path = tmp_path / "starts.fits"
+    starts = labels["id", "mag", "re_arcsec", "n", "ellipticity"].copy()
+    starts["mag"][1] = np.nan  # a row without an estimate starts from the moments
+    starts.write(starts_path)
+    loaded = start_estimates(starts_path)
+    assert set(loaded) == set(int(i) for i in labels["id"]) and np.isnan(loaded[int(labels["id"][1])][0])
+    network = tmp_path / "network.fits"
+    fit_stamp_set(tiny_sim / "test", network, raw_data["psf"], SETTINGS, workers=1, block_size=4, max_stamps=8, progress=False, starts=loaded)
+    moments = tmp_path / "moments.fits"
+    fit_stamp_set(tiny_sim / "test", moments, raw_data["psf"], SETTINGS, workers=1, block_size=4, max_stamps=8, progress=False)
+    network_fits, moments_fits = Table.read(network), Table.read(moments)
+    assert network_fits.meta["START"] == "network" and moments_fits.meta["START"] == "moments"
+    assert network_fits.meta["FINGERPR"] != moments_fits.meta["FINGERPR"]
+    # started at the truth, a fit needs fewer function evaluations than from the moments
+    assert np.mean(network_fits["n_evaluations"]) < np.mean(moments_fits["n_evaluations"])
+    good = (network_fits["flags"] == 0) & (np.asarray(labels["mag"][:8]) < 23)
+    assert np.all(np.abs(network_fits["mag"][good] - labels["mag"][:8][good]) < 0.3)
+
+    runner = CliRunner()
+    base = ["fit-classical", "--params", str(repo_root / "params.yaml"), "--stamps", str(tiny_sim / "test"), "--out", str(tmp_path / "x.fits"),
+            "--psf", str(raw_data["psf"]), "--no-track", "--no-progress", "--max-stamps", "2"]
+    result = runner.invoke(app, [*base, "--start", "network"])
+    assert result.exit_code == 1 and "--start network needs --starts" in result.output
+    starts.remove_column("n")
+    starts.write(tmp_path / "incomplete.fits")
+    result = runner.invoke(app, [*base, "--start", "network", "--starts", str(tmp_path / "incomplete.fits")])
+    assert result.exit_code == 1 and "lacks the column(s) n" in result.output and not (tmp_path / "x.fits").exists()

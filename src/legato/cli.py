@@ -213,6 +213,8 @@ def fit_classical(
     workers: Annotated[Optional[int], typer.Option(help="Worker processes (default: params, else all cores).")] = None,
     max_stamps: Annotated[Optional[int], typer.Option(help="Fit only the first N stamps (default: params).")] = None,
     sky: Annotated[Optional[str], typer.Option(help="zero, border or free (default: params).")] = None,
+    start: Annotated[Optional[str], typer.Option(help="moments (image moments) or network (a network's estimates, --starts) (default: params).")] = None,
+    starts: Annotated[Optional[Path], typer.Option(help="Catalogue of network estimates (id, mag, re_arcsec, n, ellipticity) for --start network.")] = None,
     tracking_uri: Annotated[Optional[str], typer.Option(help="MLflow tracking URI.")] = None,
     track: Annotated[bool, typer.Option(help="Log the fit as the MLflow run classical-imfit.")] = True,
     report: Annotated[Optional[Path], typer.Option(help="Write the run summary (JSON) here.")] = None,
@@ -226,7 +228,12 @@ def fit_classical(
 
     loaded = load_params(params)
     options = dict(section(loaded, "classical")) if "classical" in loaded else {}
-    options.update({k: v for k, v in {"workers": workers, "max_stamps": max_stamps, "sky": sky}.items() if v is not None})
+    options.update({k: v for k, v in {"workers": workers, "max_stamps": max_stamps, "sky": sky, "start": start, "starts": starts}.items() if v is not None})
+    start_from = options.get("start", "moments")
+    if start_from not in ("moments", "network"):
+        raise ConfigError(f"--start must be moments or network, got {start_from!r}")
+    if start_from == "network" and not options.get("starts"):
+        raise ConfigError("--start network needs --starts CATALOGUE (a network's estimates of these stamps, e.g. legato predict output)")
     for name in ("workers", "max_stamps", "block_size"):
         if options.get(name) is not None and int(options[name]) < 1:
             raise ConfigError(f"{name} must be >= 1, got {options[name]}")
@@ -234,13 +241,15 @@ def fit_classical(
     if not stamps.is_dir():
         raise ConfigError(f"stamp set {stamps} does not exist")
     settings = FitSettings.from_params(options, pixel_scale=PIXEL_SCALE_ARCSEC, zeropoint=ZEROPOINT_AB["F160W"])
-    from legato.classical.run import fit_stamp_set
+    from legato.classical.run import fit_stamp_set, start_estimates
 
     out.parent.mkdir(parents=True, exist_ok=True)
     summary = fit_stamp_set(
         stamps, out, psf, settings, workers=options.get("workers"), block_size=int(options.get("block_size", 50)),
         max_stamps=options.get("max_stamps"), progress=progress,
+        starts=start_estimates(options["starts"]) if start_from == "network" else None,
     )
+    summary["start"] = start_from
     if track:
         from legato.classical.tracking import log_classical_run
         from legato.tracking import start_tracking, tracking_settings

@@ -24,7 +24,7 @@ import numpy as np
 
 from legato.analysis.morphometry import border_background, neighbour_mask
 from legato.classical.initial import InitialGuess, initial_guess, sersic_surface_brightness_at_re
-from legato.conventions import SERSIC_N_MAX, SERSIC_N_MIN, Q_MIN, flux_to_mag
+from legato.conventions import SERSIC_N_MAX, SERSIC_N_MIN, Q_MIN, flux_to_mag, mag_to_flux
 from legato.errors import ConfigError
 
 FLAG_OK = 0
@@ -211,7 +211,23 @@ def _fit_from(image, sigma, psf, settings: FitSettings, guess: InitialGuess, mas
     return fitter
 
 
-def fit_stamp(image: np.ndarray, sigma: np.ndarray, psf: np.ndarray, settings: FitSettings) -> dict:
+def network_guess(moments: InitialGuess, estimate, settings: FitSettings) -> InitialGuess:
+    """Start from a network's estimate (mag, re_arcsec, n, ellipticity): the moments keep the centre and angle.
+
+    The networks estimate neither centre nor position angle; the moments measure both
+    well. Values are clipped into the fitter's parameter limits.
+    """
+    mag, re_arcsec, n, ellipticity = (float(v) for v in estimate)
+    return replace(
+        moments,
+        flux=float(mag_to_flux(mag, settings.zeropoint)),
+        re_pix=float(max(re_arcsec / settings.pixel_scale, 2 * RE_MIN_PIX)),
+        n=float(np.clip(n, SERSIC_N_MIN, SERSIC_N_MAX)),
+        q=float(np.clip(1.0 - ellipticity, Q_MIN, 1.0)),
+    )
+
+
+def fit_stamp(image: np.ndarray, sigma: np.ndarray, psf: np.ndarray, settings: FitSettings, start_estimate=None) -> dict:
     """Fit one stamp.
 
     Parameters
@@ -225,6 +241,9 @@ def fit_stamp(image: np.ndarray, sigma: np.ndarray, psf: np.ndarray, settings: F
         :func:`fitting_psf` (unit total flux before cropping; not renormalised).
     settings : FitSettings
         Pixel scale, zeropoint, solver, sky treatment, restarts.
+    start_estimate : sequence of float, optional
+        A network's (mag, re_arcsec, n, ellipticity) to start from instead of the
+        moments (:func:`network_guess`); ignored when not all finite (moments start).
 
     Returns
     -------
@@ -246,6 +265,8 @@ def fit_stamp(image: np.ndarray, sigma: np.ndarray, psf: np.ndarray, settings: F
         guess = initial_guess(image if mask is None else np.where(mask, 0.0, image), float(np.median(sigma)))
     except Exception:  # noqa: BLE001 - a stamp the moments cannot describe is a failed fit
         return empty_result(FLAG_FIT_ERROR)
+    if start_estimate is not None and np.all(np.isfinite(start_estimate)):
+        guess = network_guess(guess, start_estimate, settings)
     if settings.start_n is not None:
         guess = replace(guess, n=settings.start_n)
     best, evaluations, starts = None, 0, 0

@@ -22,6 +22,8 @@ from legato.simulation.psf import read_psf_image
 
 UNITS = {"mag": "mag", "re_arcsec": "arcsec", "mag_err": "mag", "re_arcsec_err": "arcsec", "pa_deg": "deg", "x_pix": "pix", "y_pix": "pix", "fit_seconds": "s"}
 _WORKER: dict = {}
+START_COLUMNS = ("mag", "re_arcsec", "n", "ellipticity")
+NO_START = np.full(len(START_COLUMNS), np.nan)
 
 
 def _pin_to_core(cores) -> None:
@@ -54,21 +56,22 @@ def _core_queue(context, workers: int):
     return queue
 
 
-def _fit_block(block: tuple[int, np.ndarray, np.ndarray, float, float | None]) -> tuple[int, list[dict]]:
-    index, ids, stamps, sky_sigma, exposure_time = block
+def _fit_block(block: tuple) -> tuple[int, list[dict]]:
+    index, ids, stamps, sky_sigma, exposure_time, starts = block
     rows = []
-    for stamp_id, stamp in zip(ids, stamps):
+    for k, (stamp_id, stamp) in enumerate(zip(ids, stamps)):
         start = time.perf_counter()
         sigma = sky_sigma if sky_sigma else border_sigma(stamp)
-        result = fit_stamp(stamp, noise_map(stamp, sigma, exposure_time), _WORKER["psf"], _WORKER["settings"])
+        start_estimate = None if starts is None else starts[k]
+        result = fit_stamp(stamp, noise_map(stamp, sigma, exposure_time), _WORKER["psf"], _WORKER["settings"], start_estimate)
         result["id"] = int(stamp_id)
         result["fit_seconds"] = time.perf_counter() - start
         rows.append(result)
     return index, rows
 
 
-def _blocks(set_dir: Path, block_size: int, max_stamps: int | None):
-    """(block index, ids, stamps, sky sigma, exposure time) in set order."""
+def _blocks(set_dir: Path, block_size: int, max_stamps: int | None, starts: dict | None = None):
+    """(block index, ids, stamps, sky sigma, exposure time, start estimates or None) in set order."""
     index, seen = 0, 0
     for stamps, labels, header in iter_stamp_set(set_dir):
         sky_sigma = header.get("SKYSIG")
@@ -80,12 +83,34 @@ def _blocks(set_dir: Path, block_size: int, max_stamps: int | None):
             stop = min(start + block_size, len(stamps))
             if max_stamps is not None:
                 stop = min(stop, start + max_stamps - seen)
-            yield index, ids[start:stop], stamps[start:stop], sky_sigma, exposure_time
+            block_starts = None if starts is None else np.array([starts.get(int(i), NO_START) for i in ids[start:stop]])
+            yield index, ids[start:stop], stamps[start:stop], sky_sigma, exposure_time, block_starts
             seen += stop - start
             index += 1
 
 
-def run_fingerprint(set_dir: Path, psf_path: Path, settings: FitSettings, block_size: int) -> str:
+def start_estimates(catalogue: str | Path) -> dict[int, np.ndarray]:
+    """Network estimates to start fits from, by id: ``(mag, re_arcsec, n, ellipticity)`` (NaN rows start from moments).
+
+    Raises
+    ------
+    DataError
+        If the catalogue cannot be read or lacks ``id`` or an estimate column.
+    """
+    from legato.errors import DataError
+
+    try:
+        table = Table.read(catalogue)
+    except (OSError, ValueError, TypeError) as exc:
+        raise DataError(f"cannot read the start catalogue {catalogue}: {exc}") from None
+    missing = [c for c in ("id", *START_COLUMNS) if c not in table.colnames]
+    if missing:
+        raise DataError(f"start catalogue {catalogue} lacks the column(s) {', '.join(missing)}")
+    values = np.stack([np.ma.filled(np.asarray(table[c], dtype=float), np.nan) for c in START_COLUMNS], axis=1)
+    return {int(i): v for i, v in zip(table["id"], values)}
+
+
+def run_fingerprint(set_dir: Path, psf_path: Path, settings: FitSettings, block_size: int, starts: dict | None = None) -> str:
     """A digest of everything that decides the fitted rows: finished parts are reused only when it matches."""
     files = [(p.name, p.stat().st_size, int(p.stat().st_mtime)) for p in chunk_paths(set_dir)]
     psf = Path(psf_path)
@@ -93,6 +118,9 @@ def run_fingerprint(set_dir: Path, psf_path: Path, settings: FitSettings, block_
         "settings": asdict(settings), "files": files, "psf": (psf.name, psf.stat().st_size, int(psf.stat().st_mtime)),
         "block_size": block_size,
     }
+    if starts is not None:
+        ordered = np.array([starts[k] for k in sorted(starts)])
+        description["starts"] = hashlib.sha256(np.ascontiguousarray(ordered).tobytes()).hexdigest()
     return hashlib.sha256(json.dumps(description, sort_keys=True).encode()).hexdigest()
 
 
@@ -125,8 +153,13 @@ def fit_stamp_set(
     block_size: int = 50,
     max_stamps: int | None = None,
     progress: bool = True,
+    starts: dict | None = None,
 ) -> dict:
     """Fit every stamp of a set and write the catalogue atomically.
+
+    With ``starts`` (:func:`start_estimates`: a network's estimates by id) each fit
+    starts from the network's estimate instead of the image moments; stamps without
+    one start from the moments.
 
     Finished blocks are kept in ``<out>.parts/`` until the end, so an
     interrupted run resumes where it stopped without refitting or duplicating
@@ -141,7 +174,7 @@ def fit_stamp_set(
 
     set_dir, out_path = Path(set_dir), Path(out_path)
     read_psf_image(psf_path, expected_pixel_scale=settings.pixel_scale)  # fail fast
-    fingerprint = run_fingerprint(set_dir, Path(psf_path), settings, block_size)
+    fingerprint = run_fingerprint(set_dir, Path(psf_path), settings, block_size, starts)
     expected = sum(len(b[1]) for b in _blocks(set_dir, block_size, max_stamps))
     finished = _finished_catalogue(out_path, fingerprint, expected)
     if finished is not None:
@@ -149,7 +182,7 @@ def fit_stamp_set(
     parts = out_path.with_name(out_path.name + ".parts")
     _prepare_parts(parts, fingerprint)
     workers = workers or os.cpu_count() or 1
-    todo = [b for b in _blocks(set_dir, block_size, max_stamps) if not (parts / f"part_{b[0]:05d}.fits").exists()]
+    todo = [b for b in _blocks(set_dir, block_size, max_stamps, starts) if not (parts / f"part_{b[0]:05d}.fits").exists()]
     done_before = len(list(parts.glob("part_*.fits")))
     start = time.perf_counter()
     fitted_now = 0
@@ -169,7 +202,7 @@ def fit_stamp_set(
     wall = time.perf_counter() - start
     tables = [Table.read(p) for p in sorted(parts.glob("part_*.fits"))]
     catalogue = vstack(tables, metadata_conflicts="silent")
-    catalogue.meta.update({"FINGERPR": fingerprint, "METHOD": "imfit-sersic", "SOLVER": settings.solver, "MAGZPT": settings.zeropoint, "PIXSCALE": settings.pixel_scale})
+    catalogue.meta.update({"FINGERPR": fingerprint, "METHOD": "imfit-sersic", "START": "network" if starts else "moments", "SOLVER": settings.solver, "MAGZPT": settings.zeropoint, "PIXSCALE": settings.pixel_scale})
     tmp = out_path.with_name(out_path.name + ".tmp")
     catalogue.write(tmp, format="fits", overwrite=True)
     tmp.replace(out_path)
