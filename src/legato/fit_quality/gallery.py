@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 from astropy.io import fits
 
+from legato.analysis.morphometry import border_sigma
 from legato.fit_quality.model import Geometry
 
 # FITS keywords of an estimate in a block's MODEL header: (column, keyword, comment)
@@ -120,22 +121,22 @@ def gallery_figure(inspections: list[Inspection], path: str | Path, title: str =
 
     rows = max(len(inspections), 1)
     figure, axes = plt.subplots(rows, 3, figsize=(7.5, 2.6 * rows), squeeze=False)
-    for axis_row, inspection in zip(axes, inspections):
+    for number, (axis_row, inspection) in enumerate(zip(axes, inspections)):
         stamp = inspection.stamp
-        peak = float(np.nanmax(stamp)) if np.any(np.isfinite(stamp)) else 1.0
-        low = float(np.nanpercentile(stamp, 1)) if np.any(np.isfinite(stamp)) else 0.0
+        low, peak = (float(np.nanpercentile(stamp, 1)), float(np.nanmax(stamp))) if np.any(np.isfinite(stamp)) else (0.0, 1.0)
         norm = ImageNormalize(vmin=low, vmax=max(peak, low + 1e-12), stretch=AsinhStretch(0.05))
         residual = inspection.residual
-        limit = float(np.nanmax(np.abs(residual))) if np.any(np.isfinite(residual)) else 1.0
+        # linear and symmetric about zero, so sign and size read directly; +-5 sky sigma unless the residual is larger
+        scale = 5.0 * border_sigma(stamp) if np.all(np.isfinite(stamp)) else 0.0
+        limit = max(float(np.nanpercentile(np.abs(residual), 99.5)) if np.any(np.isfinite(residual)) else 0.0, scale, 1e-12)
         panels = (("stamp", stamp, norm, "gray"), ("model", inspection.model, norm, "gray"),
-                  ("residual", residual, ImageNormalize(vmin=-limit, vmax=limit, stretch=AsinhStretch(0.1)), "RdBu_r"))
+                  ("residual", residual, ImageNormalize(vmin=-limit, vmax=limit), "RdBu_r"))
         for axis, (name, image, image_norm, cmap) in zip(axis_row, panels):
             if image is not None:
                 axis.imshow(image, origin="lower", norm=image_norm, cmap=cmap)
             axis.set_xticks([])
             axis.set_yticks([])
             axis.set_xlabel(name, fontsize=8)
-        axis_row[0].set_title(inspection.title(), fontsize=7, loc="left")
-    if title:
-        figure.suptitle(title, fontsize=9)
+        heading = f"{title}\n" if title and number == 0 else ""
+        axis_row[0].set_title(heading + inspection.title(), fontsize=7, loc="left")
     return save_figure(figure, path)
