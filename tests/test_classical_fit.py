@@ -92,6 +92,8 @@ def test_stamp_set_fit_is_chunked_resumable_and_flags_corrupt_stamps(tiny_sim, r
     # a previous, interrupted run left the first block behind: it is reused, not refitted
     first = fit_stamp_set(tiny_sim / "test", out, raw_data["psf"], SETTINGS, workers=1, block_size=4, max_stamps=4, progress=False)
     assert first["fitted"] == 4 and not out.with_name(out.name + ".parts").exists()
+    reused = fit_stamp_set(tiny_sim / "test", out, raw_data["psf"], SETTINGS, workers=1, block_size=4, max_stamps=4, progress=False)
+    assert reused["reused"] and reused["fits_per_second"] == first["fits_per_second"]  # the speed of the fit that made it
     parts = out.with_name(out.name + ".parts")
     parts.mkdir()
     Table.read(out).write(parts / "part_00000.fits")
@@ -111,7 +113,9 @@ def test_stamp_set_fit_is_chunked_resumable_and_flags_corrupt_stamps(tiny_sim, r
     # a finished catalogue of the same data and settings is not fitted again
     written = out.stat().st_mtime_ns
     again = fit_stamp_set(tiny_sim / "test", out, raw_data["psf"], SETTINGS, workers=1, block_size=4, max_stamps=8, progress=False)
-    assert again["fitted"] == 8 and again["fits_per_second"] is None and out.stat().st_mtime_ns == written
+    assert again["fitted"] == 8 and again["reused"] and out.stat().st_mtime_ns == written
+    # a resumed fit has no one wall time; the per-worker rate comes from each fit's own seconds
+    assert again["fits_per_second"] is None and again["fits_per_second_per_worker"] > 0
 
 
 def test_corrupt_stamp_in_a_set_is_a_flagged_row(tmp_path, raw_data, tiny_sim):

@@ -202,6 +202,10 @@ def fit_stamp_set(
     wall = time.perf_counter() - start
     tables = [Table.read(p) for p in sorted(parts.glob("part_*.fits"))]
     catalogue = vstack(tables, metadata_conflicts="silent")
+    for key in ("FITWALL", "FITRATE", "WORKERS"):
+        catalogue.meta.pop(key, None)
+    if fitted_now and not done_before:  # the whole catalogue fitted in this call: keep its speed with it
+        catalogue.meta.update({"FITWALL": round(wall, 2), "FITRATE": round(fitted_now / wall, 3), "WORKERS": workers})
     catalogue.meta.update({"FINGERPR": fingerprint, "METHOD": "imfit-sersic", "START": "network" if starts else "moments", "SOLVER": settings.solver, "MAGZPT": settings.zeropoint, "PIXSCALE": settings.pixel_scale})
     tmp = out_path.with_name(out_path.name + ".tmp")
     catalogue.write(tmp, format="fits", overwrite=True)
@@ -220,11 +224,16 @@ def _finished_catalogue(out_path: Path, fingerprint: str, expected: int) -> dict
         return None
     if catalogue.meta.get("FINGERPR") != fingerprint or len(catalogue) != expected:
         return None
-    return _summary(catalogue, 0, 0.0, 0, 0)
+    summary = _summary(catalogue, 0, 0.0, 0, 0)
+    summary["reused"] = True
+    if "FITRATE" in catalogue.meta:  # the speed of the fit that made it
+        summary.update(wall_seconds=catalogue.meta["FITWALL"], fits_per_second=catalogue.meta["FITRATE"], workers=catalogue.meta["WORKERS"])
+    return summary
 
 
 def _summary(catalogue: Table, done_before: int, wall: float, workers: int, fitted_now: int) -> dict:
     flags = np.asarray(catalogue["flags"])
+    fit_seconds = np.asarray(catalogue["fit_seconds"], dtype=float)
     return {
         "fitted": len(catalogue),
         "resumed_blocks": done_before,
@@ -232,5 +241,6 @@ def _summary(catalogue: Table, done_before: int, wall: float, workers: int, fitt
         "wall_seconds": round(wall, 2),
         "workers": workers,
         "fits_per_second": round(fitted_now / wall, 3) if wall > 0 and fitted_now else None,
-        "median_fit_seconds": float(np.median(catalogue["fit_seconds"])),
+        "median_fit_seconds": float(np.median(fit_seconds)),
+        "fits_per_second_per_worker": round(len(fit_seconds) / float(np.sum(fit_seconds)), 3),
     }
