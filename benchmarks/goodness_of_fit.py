@@ -138,7 +138,7 @@ def realistic_block(args, estimator, renderer, threshold: float) -> tuple[dict, 
 
 def estimates_by_id(ids, values) -> dict:
     """Network estimates as fit starts: id -> (mag, re_arcsec, n, ellipticity)."""
-    from legato.classical.run import START_COLUMNS
+    from legato.classical.starts import START_COLUMNS
 
     stacked = np.stack([np.asarray(values[c], float) for c in START_COLUMNS], axis=1)
     return {int(i): v for i, v in zip(ids, stacked)}

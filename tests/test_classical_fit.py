@@ -157,12 +157,13 @@ def test_fits_carry_formal_errors_propagated_to_the_magnitude(psf_array, galsim_
     assert np.isnan(fit_stamp(np.zeros((64, 64)), np.ones((64, 64)), psf_array, SETTINGS)["mag_err"])
 
 
-def test_network_started_fits_start_from_the_estimate(tiny_sim, raw_data, tmp_path, repo_root):
+def test_network_started_fits_start_from_the_estimate(tiny_sim, raw_data, tmp_path, repo_root, trained):
     from astropy.table import Table
     from typer.testing import CliRunner
 
     from legato.cli import app
-    from legato.classical.run import fit_stamp_set, start_estimates
+    from legato.classical.run import fit_stamp_set
+    from legato.classical.starts import start_estimates
     from legato.io.stamps import read_labels
 
     labels = read_labels(tiny_sim / "test")
@@ -172,6 +173,11 @@ def test_network_started_fits_start_from_the_estimate(tiny_sim, raw_data, tmp_pa
     starts.write(starts_path)
     loaded = start_estimates(starts_path)
     assert set(loaded) == set(int(i) for i in labels["id"]) and np.isnan(loaded[int(labels["id"][1])][0])
+    # an estimator folder predicts the set first
+    from legato.classical.starts import network_starts
+
+    predicted = network_starts(trained[0] / "arch1", tiny_sim / "test")
+    assert set(predicted) == set(loaded) and all(np.all(np.isfinite(v)) for v in predicted.values())
     network = tmp_path / "network.fits"
     fit_stamp_set(tiny_sim / "test", network, raw_data["psf"], SETTINGS, workers=1, block_size=4, max_stamps=8, progress=False, starts=loaded)
     moments = tmp_path / "moments.fits"

@@ -214,7 +214,7 @@ def fit_classical(
     max_stamps: Annotated[Optional[int], typer.Option(help="Fit only the first N stamps (default: params).")] = None,
     sky: Annotated[Optional[str], typer.Option(help="zero, border or free (default: params).")] = None,
     start: Annotated[Optional[str], typer.Option(help="moments (image moments) or network (a network's estimates, --starts) (default: params).")] = None,
-    starts: Annotated[Optional[Path], typer.Option(help="Catalogue of network estimates (id, mag, re_arcsec, n, ellipticity) for --start network.")] = None,
+    starts: Annotated[Optional[Path], typer.Option(help="For --start network: an estimator folder (predicts the stamps first) or a catalogue of its estimates (id, mag, re_arcsec, n, ellipticity).")] = None,
     tracking_uri: Annotated[Optional[str], typer.Option(help="MLflow tracking URI.")] = None,
     track: Annotated[bool, typer.Option(help="Log the fit as the MLflow run classical-imfit.")] = True,
     report: Annotated[Optional[Path], typer.Option(help="Write the run summary (JSON) here.")] = None,
@@ -233,7 +233,7 @@ def fit_classical(
     if start_from not in ("moments", "network"):
         raise ConfigError(f"--start must be moments or network, got {start_from!r}")
     if start_from == "network" and not options.get("starts"):
-        raise ConfigError("--start network needs --starts CATALOGUE (a network's estimates of these stamps, e.g. legato predict output)")
+        raise ConfigError("--start network needs --starts (an estimator folder, or a catalogue of a network's estimates of these stamps)")
     for name in ("workers", "max_stamps", "block_size"):
         if options.get(name) is not None and int(options[name]) < 1:
             raise ConfigError(f"{name} must be >= 1, got {options[name]}")
@@ -241,13 +241,14 @@ def fit_classical(
     if not stamps.is_dir():
         raise ConfigError(f"stamp set {stamps} does not exist")
     settings = FitSettings.from_params(options, pixel_scale=PIXEL_SCALE_ARCSEC, zeropoint=ZEROPOINT_AB["F160W"])
-    from legato.classical.run import fit_stamp_set, start_estimates
+    from legato.classical.run import fit_stamp_set
+    from legato.classical.starts import network_starts
 
     out.parent.mkdir(parents=True, exist_ok=True)
     summary = fit_stamp_set(
         stamps, out, psf, settings, workers=options.get("workers"), block_size=int(options.get("block_size", 50)),
         max_stamps=options.get("max_stamps"), progress=progress,
-        starts=start_estimates(options["starts"]) if start_from == "network" else None,
+        starts=network_starts(options["starts"], stamps) if start_from == "network" else None,
     )
     summary["start"] = start_from
     if track:

@@ -22,8 +22,7 @@ from legato.simulation.psf import read_psf_image
 
 UNITS = {"mag": "mag", "re_arcsec": "arcsec", "mag_err": "mag", "re_arcsec_err": "arcsec", "pa_deg": "deg", "x_pix": "pix", "y_pix": "pix", "fit_seconds": "s"}
 _WORKER: dict = {}
-START_COLUMNS = ("mag", "re_arcsec", "n", "ellipticity")
-NO_START = np.full(len(START_COLUMNS), np.nan)
+NO_START = np.full(4, np.nan)  # a stamp without a network estimate starts from the moments
 
 
 def _pin_to_core(cores) -> None:
@@ -89,27 +88,6 @@ def _blocks(set_dir: Path, block_size: int, max_stamps: int | None, starts: dict
             index += 1
 
 
-def start_estimates(catalogue: str | Path) -> dict[int, np.ndarray]:
-    """Network estimates to start fits from, by id: ``(mag, re_arcsec, n, ellipticity)`` (NaN rows start from moments).
-
-    Raises
-    ------
-    DataError
-        If the catalogue cannot be read or lacks ``id`` or an estimate column.
-    """
-    from legato.errors import DataError
-
-    try:
-        table = Table.read(catalogue)
-    except (OSError, ValueError, TypeError) as exc:
-        raise DataError(f"cannot read the start catalogue {catalogue}: {exc}") from None
-    missing = [c for c in ("id", *START_COLUMNS) if c not in table.colnames]
-    if missing:
-        raise DataError(f"start catalogue {catalogue} lacks the column(s) {', '.join(missing)}")
-    values = np.stack([np.ma.filled(np.asarray(table[c], dtype=float), np.nan) for c in START_COLUMNS], axis=1)
-    return {int(i): v for i, v in zip(table["id"], values)}
-
-
 def run_fingerprint(set_dir: Path, psf_path: Path, settings: FitSettings, block_size: int, starts: dict | None = None) -> str:
     """A digest of everything that decides the fitted rows: finished parts are reused only when it matches."""
     files = [(p.name, p.stat().st_size, int(p.stat().st_mtime)) for p in chunk_paths(set_dir)]
@@ -157,7 +135,7 @@ def fit_stamp_set(
 ) -> dict:
     """Fit every stamp of a set and write the catalogue atomically.
 
-    With ``starts`` (:func:`start_estimates`: a network's estimates by id) each fit
+    With ``starts`` (:func:`legato.classical.starts.network_starts`: a network's estimates by id) each fit
     starts from the network's estimate instead of the image moments; stamps without
     one start from the moments.
 
