@@ -15,7 +15,8 @@
 3. With ``--network-start``: classical fits started from the production
    estimator's estimate against the moments start on the same stamps (fits per
    second per core, restarts, at-limit/failed fractions, R²): all simulated test
-   stamps (the moments start is the pipeline's ``datasets/classical/test.fits``)
+   stamps (the moments start is ``--classical`` when that catalogue was started from
+   the moments, else fitted here)
    and the first ``--realistic-fits`` stamps of test A (both starts fitted here,
    with the realistic labels' set-up: neighbours masked). Fits resume from their
    parts if interrupted.
@@ -229,7 +230,10 @@ def main() -> None:
         params = load_params(args.params)
         zeropoint = ZEROPOINT_AB["F160W"]
         settings = FitSettings.from_params(params["classical"], PIXEL_SCALE_ARCSEC, zeropoint)
-        moments, network = fit_both_starts(args.test, settings, args.psf, simulated_starts, Path("datasets/classical_network"), None, args.classical)
+        from astropy.table import Table
+
+        given = args.classical if args.classical.is_file() and Table.read(args.classical).meta.get("START", "moments") == "moments" else None
+        moments, network = fit_both_starts(args.test, settings, args.psf, simulated_starts, Path("datasets/classical_network"), None, given)
         report["network_start"] = {"simulated_test": network_start_block(moments, network, read_labels(args.test))}
         if realistic_starts is not None:
             settings = FitSettings.from_params(params["realistic_labels"]["main"], PIXEL_SCALE_ARCSEC, zeropoint)

@@ -53,13 +53,11 @@ def main() -> None:
     workers = os.cpu_count() or 1
     _, rates = predict_with_estimators(stamps, labels["id"], {name: Path(folder) for name, folder in models.items()})
     cnn = {name: round(rate, 1) for name, rate in rates.items()}
-    settings = FitSettings.from_params(params.get("classical", {}), PIXEL_SCALE_ARCSEC, ZEROPOINT_AB["F160W"])
-    with tempfile.TemporaryDirectory() as tmp:
-        block = max(1, args.classical_stamps // (4 * workers))
-        summary = fit_stamp_set(
-            args.test, Path(tmp) / "fits.fits", params["classical"]["psf"], settings, workers=workers,
-            block_size=block, max_stamps=args.classical_stamps, progress=False,
-        )
+    options = params.get("classical", {})
+    settings = FitSettings.from_params(options, PIXEL_SCALE_ARCSEC, ZEROPOINT_AB["F160W"])
+    # the classical fitter on its own (moments start: the GALFIT role), and started from the network's
+    # estimates (the classical stage's default set-up, which needs the network first)
+    summary = classical_rate(args, params, settings, workers, None)
     classical = summary["fits_per_second"]
     results = {
         "machine": {"cores": workers, "processor": platform.processor() or platform.machine()},
@@ -72,6 +70,11 @@ def main() -> None:
         "paper_speedup": 50,
         "target_speedup": 500,
     }
+    if options.get("starts"):
+        from legato.classical.starts import network_starts
+
+        started = classical_rate(args, params, settings, workers, network_starts(options["starts"], args.test))
+        results["classical_network_start_fits_per_second"] = started["fits_per_second"]
     if args.end_to_end and args.production in models:
         end_to_end = {
             name: predict_command_rate(Path(models[name]), stamps, args.end_to_end) for name in (args.production, "arch1") if name in models
@@ -90,6 +93,16 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results, indent=2))
+
+
+def classical_rate(args, params: dict, settings, workers: int, starts: dict | None) -> dict:
+    """Fit the first ``--classical-stamps`` test stamps on every core (from ``starts`` when given); the fit summary."""
+    with tempfile.TemporaryDirectory() as tmp:
+        block = max(1, args.classical_stamps // (4 * workers))
+        return fit_stamp_set(
+            args.test, Path(tmp) / "fits.fits", params["classical"]["psf"], settings, workers=workers,
+            block_size=block, max_stamps=args.classical_stamps, progress=False, starts=starts,
+        )
 
 
 def predict_command_rate(estimator: Path, stamps: np.ndarray, count: int, options: list[str] | None = None) -> dict:

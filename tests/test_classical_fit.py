@@ -190,12 +190,23 @@ def test_network_started_fits_start_from_the_estimate(tiny_sim, raw_data, tmp_pa
     good = (network_fits["flags"] == 0) & (np.asarray(labels["mag"][:8]) < 23)
     assert np.all(np.abs(network_fits["mag"][good] - labels["mag"][:8][good]) < 0.3)
 
+    import yaml
+
     runner = CliRunner()
-    base = ["fit-classical", "--params", str(repo_root / "params.yaml"), "--stamps", str(tiny_sim / "test"), "--out", str(tmp_path / "x.fits"),
+    params = yaml.safe_load((repo_root / "params.yaml").read_text())
+    assert params["classical"]["start"] == "network"  # the default of the classical stage
+    del params["classical"]["starts"]
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    base = ["fit-classical", "--params", str(tmp_path / "params.yaml"), "--stamps", str(tiny_sim / "test"), "--out", str(tmp_path / "x.fits"),
             "--psf", str(raw_data["psf"]), "--no-track", "--no-progress", "--max-stamps", "2"]
-    result = runner.invoke(app, [*base, "--start", "network"])
+    result = runner.invoke(app, base)
     assert result.exit_code == 1 and "--start network needs --starts" in result.output
+    result = runner.invoke(app, [*base, "--starts", str(tmp_path / "missing.fits")])
+    assert result.exit_code == 1 and "cannot read the start catalogue" in result.output
     starts.remove_column("n")
     starts.write(tmp_path / "incomplete.fits")
-    result = runner.invoke(app, [*base, "--start", "network", "--starts", str(tmp_path / "incomplete.fits")])
+    result = runner.invoke(app, [*base, "--starts", str(tmp_path / "incomplete.fits")])
     assert result.exit_code == 1 and "lacks the column(s) n" in result.output and not (tmp_path / "x.fits").exists()
+    result = runner.invoke(app, [*base, "--start", "moments"])
+    assert result.exit_code == 0, result.output
+    assert Table.read(tmp_path / "x.fits").meta["START"] == "moments"
