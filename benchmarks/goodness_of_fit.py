@@ -66,6 +66,20 @@ def network_statistics(estimator, stamps, exposure_time, renderer, workers: int)
     return values, statistics, time.perf_counter() - start
 
 
+def crb_failures(crb_path: Path, truth, values) -> np.ndarray:
+    """The 1% of galaxies with a valid bound whose errors, in units of their Cramér-Rao bound, are largest."""
+    from astropy.table import Table
+
+    from legato.evaluation.crb import BOUND_COLUMNS
+    from legato.evaluation.efficiency import aligned_bounds
+    from legato.evaluation.metrics import COLUMN
+
+    bounds = aligned_bounds(Table.read(crb_path), truth["id"])
+    score = sum(((np.asarray(values[COLUMN[p]], float) - np.asarray(truth[COLUMN[p]], float)) / bounds[column]) ** 2 for p, column in BOUND_COLUMNS.items())
+    finite = np.isfinite(score)
+    return finite & (score >= np.percentile(score[finite], 99))
+
+
 def true_model_chi2(stamps, truth, renderer, sky_sigma, exposure_time) -> np.ndarray:
     """Reduced chi² of the true parameters' model (true position angle and centre) of every stamp."""
     from legato.fit_quality.model import Geometry
@@ -100,6 +114,7 @@ def simulated_block(args, estimator, renderer) -> tuple[dict, float, dict]:
     worst = finite & (score >= np.percentile(score[finite], 99))
     good = finite & ~worst
     threshold = float(np.percentile(statistics["chi2_nu"][good], 99))
+    method_failures = crb_failures(args.crb, truth, values) & np.isfinite(statistics["chi2_nu"])
     chi2_truth = true_model_chi2(stamps, truth, renderer, float(header["SKYSIG"]), exposure_time)
     return {
         "stamps": len(stamps),
@@ -110,6 +125,12 @@ def simulated_block(args, estimator, renderer) -> tuple[dict, float, dict]:
         "false_flag_rate": round(float(np.mean(statistics["chi2_nu"][good] > threshold)), 4),
         "worst_caught_at_threshold": round(float(np.mean(statistics["chi2_nu"][worst] > threshold)), 4),
         "auc_worst_vs_rest": {name: round(auc(statistics[name][worst], statistics[name][good]), 4) for name in STATISTICS},
+        "method_failures_1_percent": {
+            "definition": "the 1% of galaxies with a valid Cramér-Rao bound whose errors are largest in units of their bound (sum over mag, re, n, e of (error / CRB)^2): errors the noise does not explain",
+            "n": int(method_failures.sum()),
+            "caught_at_threshold": round(float(np.mean(statistics["chi2_nu"][method_failures] > threshold)), 4),
+            "auc_vs_rest": {name: round(auc(statistics[name][method_failures], statistics[name][~method_failures]), 4) for name in STATISTICS},
+        },
         "statistics_seconds_per_stamp_per_worker": round(seconds * args.workers / len(stamps), 5),
     }, threshold, estimates_by_id(truth["id"], values)
 
@@ -202,6 +223,7 @@ def main() -> None:
     parser.add_argument("--estimator", type=Path, default=Path("models/production_tracked"))
     parser.add_argument("--test", type=Path, default=Path("datasets/simulated/test"))
     parser.add_argument("--realistic", type=Path, default=Path("datasets/realistic/A"))
+    parser.add_argument("--crb", type=Path, default=Path("datasets/crb/test.fits"), help="Cramér-Rao bounds of --test (legato crb)")
     parser.add_argument("--psf", type=Path, default=Path("data/psf/wfc3ir_f160w_psf.fits"))
     parser.add_argument("--network-start", action="store_true", help="also compare network-started classical fits with moments-started ones")
     parser.add_argument("--classical", type=Path, default=Path("datasets/classical/test.fits"), help="moments-started fits of --test")

@@ -239,7 +239,10 @@ def test_residuals_gallery_and_inspect(champion, cube, tmp_path, repo_root, raw_
     chi2 = np.asarray(table["chi2_nu"])
     assert np.all(chi2[predicted] > 0) and np.all(np.isnan(chi2[~predicted]))
     flagged = (np.asarray(table["flags"]) & StampFlag.BAD_FIT) > 0
-    assert np.array_equal(flagged, predicted & (chi2 > 3.0))  # params fit_quality.chi2_threshold
+    import yaml
+
+    threshold = yaml.safe_load((repo_root / "params.yaml").read_text())["fit_quality"]["chi2_threshold"]
+    assert np.array_equal(flagged, predicted & (chi2 > threshold))
     assert (gallery / "gallery.png").is_file() and len(list(gallery.glob("*.fits"))) == 16
 
     blocks = tmp_path / "blocks"
