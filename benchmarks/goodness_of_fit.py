@@ -51,19 +51,13 @@ def auc(positive, negative) -> float:
 
 def network_statistics(estimator, stamps, exposure_time, renderer, workers: int) -> tuple[dict, dict, float]:
     """The estimator's values and the goodness of fit of their models; seconds spent on the statistics."""
-    from legato.inference.augment import AugmentedEstimator, ESTIMATE_COLUMNS, ResidualAugmentation
+    from legato.inference.augment import AugmentedEstimator, ResidualAugmentation
 
     values = estimator.predict(stamps)
-    estimates = np.stack([np.asarray(values[c], float) for c in ESTIMATE_COLUMNS], axis=1)
-    rows = np.flatnonzero(np.all(np.isfinite(estimates), axis=1))
-    sigmas = np.asarray(values.get("sky_sigma", np.full(len(stamps), np.nan)), float)
-    statistics = {name: np.full(len(stamps), np.nan) for name in STATISTICS}
     start = time.perf_counter()
     with AugmentedEstimator(estimator, [ResidualAugmentation(renderer, np.inf, exposure_time)], workers) as augmented:
-        for row, ((result, _),) in zip(rows, augmented.measure(stamps[rows], estimates[rows], sigmas[rows])):
-            for name in STATISTICS:
-                statistics[name][row] = result[name]
-    return values, statistics, time.perf_counter() - start
+        measured = augmented.augment(values, stamps)
+    return values, {name: measured[name] for name in STATISTICS}, time.perf_counter() - start
 
 
 def crb_failures(crb_path: Path, truth, values) -> np.ndarray:

@@ -137,7 +137,7 @@ def test_evaluation_reports_efficiency_the_limit_column_and_galleries(bound_tabl
     table1 = evaluate(
         tiny_sim / "test", {"arch1": models / "arch1"}, None, {"paper_h23": 23.0, "full_h245": 24.5}, [16.0, 24.5],
         reports_dir=reports, predictions_dir=tmp_path / "p", crb={"table": bound_table, "mag_bins": [16.0, 20.0, 22.0, 24.5]},
-        gallery_psf=raw_data["psf"],
+        fit_quality={"psf": raw_data["psf"], "chi2_threshold": 1.57},
     )
     assert set(table1["limit"]) == {"mag", "re", "n", "ellipticity"} and "limit" in table1["full_h245"]
     # an efficient unbiased estimator beats a two-epoch network on toy data: limit R² above the network's
@@ -152,6 +152,11 @@ def test_evaluation_reports_efficiency_the_limit_column_and_galleries(bound_tabl
     assert report["closest"]["mag"] == ["arch1" if r["count"] else None for r in rows]
     assert (reports / "figures" / "crb_efficiency.png").stat().st_size > 0
     assert (reports / "plots" / "crb_re.csv").read_text().startswith("mag,crb,arch1")
+    # every estimate gets the goodness of fit of its model
+    predictions = Table.read(tmp_path / "p" / "arch1_test.fits")
+    assert np.all(np.asarray(predictions["chi2_nu"]) > 0) and "residual_asymmetry" in predictions.colnames
+    summary = json.loads((reports / "evaluation.json").read_text())["goodness_of_fit"]["arch1"]
+    assert summary["median_chi2_nu"] > 0 and 0 <= summary["bad_fit_fraction"] <= 1
     # the method's worst and typical galaxies, logged with the efficiency figure to its run
     run_id = json.loads((models / "arch1" / "run.json").read_text())["run_id"]
     logged = {a.path for a in MlflowClient().list_artifacts(run_id, "evaluation")}

@@ -194,13 +194,20 @@ def evaluate(
         crb = {"table": settings["crb_table"], "mag_bins": crb_bins}
     table1 = run_evaluation(
         test, estimators, catalogues, settings["subsets"], settings["mag_bins"], reports_dir=reports,
-        validation_report=validation, crb=crb, gallery_psf=(loaded.get("simulate") or {}).get("psf"),
+        validation_report=validation, crb=crb, fit_quality=_fit_quality(loaded),
     )
     for method in [*estimators, *catalogues]:
         row = table1[method]
         typer.echo(f"{method:>10} (H <= 23)  R2 " + "  ".join(f"{p} {v:.4f}" for p, v in row.items()))
     if "limit" in table1:
         typer.echo(f"{'limit':>10} (H <= 23)  R2 " + "  ".join(f"{p} {v:.4f}" for p, v in table1["limit"].items()))
+
+
+def _fit_quality(loaded: dict) -> dict | None:
+    """Goodness-of-fit settings of the evaluation (PSF of the simulator, BAD_FIT threshold), if params give both."""
+    psf = (loaded.get("simulate") or {}).get("psf")
+    threshold = (loaded.get("fit_quality") or {}).get("chi2_threshold")
+    return {"psf": psf, "chi2_threshold": float(threshold)} if psf and threshold is not None else None
 
 
 @app.command("fit-classical")

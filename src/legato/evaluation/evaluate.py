@@ -105,7 +105,7 @@ def evaluate(
     predictions_dir: str | Path = "datasets/predictions",
     validation_report: str | Path | None = None,
     crb: dict | None = None,
-    gallery_psf: str | Path | None = None,
+    fit_quality: dict | None = None,
 ) -> dict:
     """Score every method on the test set and write the reports.
 
@@ -131,9 +131,12 @@ def evaluate(
         ``{"table": path, "mag_bins": edges}``: the per-galaxy Cramér-Rao bounds of the
         test set (``legato crb``). Table 1 then gains the ``limit`` column and
         ``reports/crb.json`` the efficiency of every method (:mod:`legato.evaluation.efficiency`).
-    gallery_psf : str or Path, optional
-        PSF image: each method's worst and typical galaxies are drawn as stamp | model |
-        residual (``reports/figures/gallery_<method>.png``) and logged to its MLflow run.
+    fit_quality : dict, optional
+        ``{"psf": PSF image, "chi2_threshold": float}``: every method's estimates get the
+        goodness of fit of their model (``chi2_nu``, ``residual_flux_fraction``,
+        ``residual_asymmetry`` columns in its predictions, a summary in
+        ``evaluation.json``), and its worst and typical galaxies are drawn as stamp |
+        model | residual (``reports/figures/gallery_<method>.png``, logged to its MLflow run).
 
     Returns
     -------
@@ -176,12 +179,20 @@ def evaluate(
             table1["validation"] = "failed: " + "; ".join(report.get("failures", [])[:3])
     for method, est in methods.items():
         binned[method] = binned_statistics(truth, est, mag_bins)
+    exposure_time = float(header["EXPTIME"]) if "EXPTIME" in header else None
+    goodness = {}
+    if fit_quality is not None:
+        from legato.evaluation.gallery import add_goodness_of_fit
+
+        goodness = add_goodness_of_fit(stamps, methods, fit_quality["psf"], exposure_time, fit_quality["chi2_threshold"])
 
     predictions_dir.mkdir(parents=True, exist_ok=True)
     for method, est in methods.items():
         est.write(predictions_dir / f"{method}_test.fits", overwrite=True)
     reports_dir.mkdir(parents=True, exist_ok=True)
     evaluation = {"binned": binned, "cnn_stamps_per_second": {m: round(v, 1) for m, v in speed.items()}, "mag_bins": list(mag_bins)}
+    if goodness:
+        evaluation["goodness_of_fit"] = goodness
     (reports_dir / "evaluation.json").write_text(json.dumps(evaluation, indent=2) + "\n")
     write_plot_tables(binned, mag_bins, reports_dir / "plots")
     figure = figure3(truth, methods, mag_bins, reports_dir / "figures" / "figure3.png", title="input - output, simulated test set")
@@ -190,11 +201,10 @@ def evaluate(
         figures.append(write_efficiency(truth, methods, crb, subsets, table1, reports_dir))
     (reports_dir / "table1.json").write_text(json.dumps(table1, indent=2) + "\n")
     galleries = {}
-    if gallery_psf is not None:
+    if fit_quality is not None:
         from legato.evaluation.gallery import method_galleries
 
-        exposure_time = float(header["EXPTIME"]) if "EXPTIME" in header else None
-        galleries = method_galleries(stamps, truth, methods, gallery_psf, exposure_time, reports_dir / "figures")
+        galleries = method_galleries(stamps, truth, methods, fit_quality["psf"], exposure_time, reports_dir / "figures")
     log_to_mlflow(estimators, catalogues or {}, table1, subsets, figures, galleries)
     return table1
 

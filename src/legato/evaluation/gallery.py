@@ -27,6 +27,38 @@ def worst_and_typical(score: np.ndarray, count: int) -> tuple[list[int], list[in
     return [int(k) for k in worst], [int(k) for k in typical if k not in worst]
 
 
+def add_goodness_of_fit(stamps, methods: dict, psf_path: str | Path, exposure_time: float | None, chi2_threshold: float, workers: int = 2) -> dict:
+    """Add ``chi2_nu``, ``residual_flux_fraction``, ``residual_asymmetry`` to every method's estimates (in place).
+
+    Returns
+    -------
+    dict
+        Per method: median reduced chi², its 99th percentile and the fraction above
+        ``chi2_threshold`` (``BAD_FIT``), over the rows with an estimate.
+    """
+    from legato.fit_quality.model import ModelRenderer
+    from legato.fit_quality.statistics import STATISTICS
+    from legato.inference.augment import AugmentedEstimator, ResidualAugmentation
+    from legato.simulation.psf import read_psf_image
+
+    renderer = ModelRenderer(read_psf_image(psf_path).galsim_profile(), size=stamps.shape[-1])
+    summary = {}
+    with AugmentedEstimator(None, [ResidualAugmentation(renderer, chi2_threshold, exposure_time)], workers) as augmented:
+        for method, estimates in methods.items():
+            measured = augmented.augment(estimates, stamps)
+            for name in STATISTICS:
+                estimates[name] = measured[name]
+            chi2 = np.asarray(measured["chi2_nu"], dtype=float)
+            chi2 = chi2[np.isfinite(chi2)]
+            summary[method] = {
+                "median_chi2_nu": round(float(np.median(chi2)), 4) if chi2.size else None,
+                "p99_chi2_nu": round(float(np.percentile(chi2, 99)), 4) if chi2.size else None,
+                "bad_fit_fraction": round(float(np.mean(chi2 > chi2_threshold)), 4) if chi2.size else None,
+                "chi2_threshold": chi2_threshold,
+            }
+    return summary
+
+
 def method_galleries(stamps, truth, methods: dict, psf_path: str | Path, exposure_time: float | None, folder: str | Path, count: int = 4) -> dict[str, Path]:
     """One PNG per method (``gallery_<method>.png``): its ``count`` worst and ``count`` typical galaxies.
 

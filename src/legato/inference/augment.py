@@ -153,7 +153,11 @@ class AugmentedEstimator:
 
     def predict(self, stamps, batch_size: int = 256) -> dict[str, np.ndarray]:
         """The estimator's predictions plus the augmentation columns and flag bits."""
-        values = dict(self.estimator.predict(stamps, batch_size=batch_size))
+        return self.augment(self.estimator.predict(stamps, batch_size=batch_size), stamps)
+
+    def augment(self, values, stamps) -> dict[str, np.ndarray]:
+        """``values`` (estimates of ``stamps``: any method's) plus the augmentation columns and flag bits."""
+        values = {name: np.asarray(values[name]) for name in (getattr(values, "colnames", None) or values)}
         stamps = np.asarray(stamps)
         flags = np.asarray(values.get("flags", np.zeros(len(stamps), dtype=np.int32))).copy()
         columns = {c: np.full(len(stamps), np.nan) for a in self.augmentations for c in a.columns}
