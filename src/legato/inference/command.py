@@ -88,6 +88,8 @@ def predict(
 
     if (crb or residuals or gallery) and engine == "spark":
         raise ConfigError("--crb, --residuals and --gallery run with the local engine only")
+    if gallery is not None and catalog is not None:
+        raise ConfigError("--gallery draws from stamp inputs (cube, folder or Parquet); for a mosaic, cut the stamps first")
     if residuals and chi2_threshold is None:
         chi2_threshold = _chi2_threshold(params)
     if engine == "spark":  # paths stay strings: URIs such as s3a://bucket/key are Spark's to read
