@@ -209,6 +209,10 @@ def network_start_block(moments_path: Path, network_path: Path, truth=None) -> d
         second.sort("id")
         result["r2_network_start_vs_moments_start"] = {p: round(v, 4) for p, v in r2_table(first, second).items()}
     result["speedup_network_over_moments"] = round(result["moments"]["seconds_per_fit_mean"] / result["network"]["seconds_per_fit_mean"], 3)
+    # seconds per fit depend on what else ran on the machine during each fit; the function evaluations do not
+    result["function_evaluations_moments_over_network"] = round(
+        result["moments"]["mean_function_evaluations"] / result["network"]["mean_function_evaluations"], 3
+    )
     return result
 
 
