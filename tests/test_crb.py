@@ -26,7 +26,9 @@ BRIGHT = fisher_point(mag=20.0, re_arcsec=0.25, n=1.5, ellipticity=0.3, pa_deg=3
 
 
 def stamp_model(psf, sky_sigma=SKY_SIGMA, exposure_time=EXPOSURE_TIME, steps=FiniteSteps()) -> StampModel:
-    return StampModel(psf=psf, size=64, pixel_scale=0.06, zeropoint=ZEROPOINT, sky_sigma=sky_sigma, exposure_time=exposure_time, steps=steps)
+    from legato.fit_quality.model import ModelRenderer
+
+    return StampModel(ModelRenderer(psf, 64, 0.06, ZEROPOINT), sky_sigma, exposure_time, steps)
 
 
 def test_bound_scales_exactly_with_the_noise_sigma(galsim_psf):

@@ -33,11 +33,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from legato.fit_quality.model import SERSIC_N_RANGE, ModelRenderer
+
 FISHER_PARAMETERS = ("mag", "ln_re", "ln_n", "e1", "e2", "x0", "y0")
 BOUND_COLUMNS = {"mag": "crb_mag", "re": "crb_re_arcsec", "n": "crb_n", "ellipticity": "crb_ellipticity"}
 BOUND_UNITS = {"crb_mag": "mag", "crb_re_arcsec": "arcsec"}
-# GalSim's Sérsic index range, and the smallest axis ratio a step may reach
-SERSIC_N_RANGE = (0.3, 6.2)
+# the smallest axis ratio a step may reach (GalSim's Sérsic range: legato.fit_quality.model.SERSIC_N_RANGE)
 MIN_AXIS_RATIO = 0.02
 
 # flag bits of a bound (0 = a valid bound)
@@ -84,14 +85,8 @@ class StampModel:
 
     Attributes
     ----------
-    psf : galsim.GSObject
-        PSF profile without the output-pixel response.
-    size : int
-        Stamp side, pixels.
-    pixel_scale : float
-        Arcsec / pixel.
-    zeropoint : float
-        AB magnitude of 1 electron/s.
+    renderer : ModelRenderer
+        PSF, stamp size, pixel scale and zeropoint of the renders.
     sky_sigma : float
         Sky noise, electrons/s/pixel.
     exposure_time : float or None
@@ -103,10 +98,7 @@ class StampModel:
         must not see the FFT box change size between two nearby parameter values).
     """
 
-    psf: object
-    size: int
-    pixel_scale: float
-    zeropoint: float
+    renderer: ModelRenderer
     sky_sigma: float
     exposure_time: float | None = None
     steps: FiniteSteps = field(default_factory=FiniteSteps)
@@ -124,9 +116,10 @@ class StampModel:
         mag, ln_re, ln_n, e1, e2, x0, y0 = (float(v) for v in theta)
         e = float(np.hypot(e1, e2))
         pa_deg = float(np.degrees(0.5 * np.arctan2(e2, e1))) if e > 0 else 0.0
+        renderer = self.renderer  # n exact (not snapped to the grid): a finite difference needs it
         return render_sersic_stamp(
             mag, np.exp(ln_re), np.exp(ln_n), 1.0 - e, pa_deg, x0, y0,
-            psf=self.psf, size=self.size, pixel_scale=self.pixel_scale, zeropoint=self.zeropoint,
+            psf=renderer.psf, size=renderer.size, pixel_scale=renderer.pixel_scale, zeropoint=renderer.zeropoint,
             folding_threshold=self.folding_threshold,
         )
 

@@ -30,11 +30,14 @@ _WORKER: dict = {}
 
 
 def _init_worker(psf_path: str, settings: dict) -> None:
+    from legato.fit_quality.model import ModelRenderer
     from legato.simulation.psf import read_psf_image
 
     psf = read_psf_image(psf_path, expected_pixel_scale=settings["pixel_scale"]).galsim_profile()
+    renderer = ModelRenderer(psf, settings["size"], settings["pixel_scale"], settings["zeropoint"])
     _WORKER["models"] = {
-        factor: StampModel(psf=psf, steps=FiniteSteps().scaled(factor), **settings) for factor in (1.0, 2.0)
+        factor: StampModel(renderer, settings["sky_sigma"], settings["exposure_time"], FiniteSteps().scaled(factor))
+        for factor in (1.0, 2.0)
     }
 
 

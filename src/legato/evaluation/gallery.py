@@ -36,12 +36,11 @@ def add_goodness_of_fit(stamps, methods: dict, psf_path: str | Path, exposure_ti
         Per method: median reduced chi², its 99th percentile and the fraction above
         ``chi2_threshold`` (``BAD_FIT``), over the rows with an estimate.
     """
-    from legato.fit_quality.model import ModelRenderer
+    from legato.fit_quality.model import renderer_from_psf_file
     from legato.fit_quality.statistics import STATISTICS
     from legato.inference.augment import AugmentedEstimator, ResidualAugmentation
-    from legato.simulation.psf import read_psf_image
 
-    renderer = ModelRenderer(read_psf_image(psf_path).galsim_profile(), size=stamps.shape[-1])
+    renderer = renderer_from_psf_file(psf_path, size=stamps.shape[-1])
     summary = {}
     with AugmentedEstimator(None, [ResidualAugmentation(renderer, chi2_threshold, exposure_time)], workers) as augmented:
         for method, estimates in methods.items():
@@ -66,10 +65,9 @@ def method_galleries(stamps, truth, methods: dict, psf_path: str | Path, exposur
     """
     from legato.fit_quality.gallery import gallery_figure
     from legato.fit_quality.inspect import inspect_row
-    from legato.fit_quality.model import ModelRenderer
-    from legato.simulation.psf import read_psf_image
+    from legato.fit_quality.model import renderer_from_psf_file
 
-    renderer = ModelRenderer(read_psf_image(psf_path).galsim_profile(), size=stamps.shape[-1])
+    renderer = renderer_from_psf_file(psf_path, size=stamps.shape[-1])
     folder = Path(folder)
     figures = {}
     for method, estimates in methods.items():

@@ -21,9 +21,9 @@ def inspect_command(
 ) -> None:
     """Write GALFIT-style blocks (INPUT, MODEL, RESIDUAL; parameters in the MODEL header) and a PNG gallery."""
     from legato.fit_quality.inspect import inspect_catalogue
-    from legato.inference.command import model_renderer
+    from legato.fit_quality.model import renderer_from_psf_file
 
     shown = inspect_catalogue(
-        catalogue, stamps, out, model_renderer(psf), ids=ids, worst=worst, random=random, seed=seed, exposure_time=exposure_time or None
+        catalogue, stamps, out, renderer_from_psf_file(psf), ids=ids, worst=worst, random=random, seed=seed, exposure_time=exposure_time or None
     )
     typer.echo(f"{len(shown['blocks'])} blocks and {shown['gallery']} written to {out}")

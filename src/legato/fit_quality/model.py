@@ -7,7 +7,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from legato.conventions import PIXEL_SCALE_ARCSEC, Q_MIN, ZEROPOINT_AB
-from legato.evaluation.crb import SERSIC_N_RANGE
+
+# GalSim's Sérsic index range
+SERSIC_N_RANGE = (0.3, 6.2)
 
 # GalSim builds a profile table for every new Sérsic index; rendering snaps n to the
 # simulator's grid (params simulate.n_grid_dex) so a catalogue reuses a few hundred tables.
@@ -87,3 +89,10 @@ class ModelRenderer:
             geometry.x_offset_pix, geometry.y_offset_pix,
             psf=self.psf, size=self.size, pixel_scale=self.pixel_scale, zeropoint=self.zeropoint,
         )
+
+
+def renderer_from_psf_file(psf_path, size: int = 64) -> ModelRenderer:
+    """The renderer with the PSF image at ``psf_path`` (0.06"/px, F160W zeropoint)."""
+    from legato.simulation.psf import read_psf_image
+
+    return ModelRenderer(read_psf_image(psf_path).galsim_profile(), size=size)

@@ -43,11 +43,7 @@ class BoundAugmentation:
     def measure(self, stamp, estimate, sigma: float, geometry: Geometry) -> tuple[dict, bool]:
         """``(crb columns, flagged)``; NaN bounds when flagged."""
         theta = fisher_point(*estimate, geometry.pa_deg, geometry.x_offset_pix, geometry.y_offset_pix)
-        stamp_model = StampModel(
-            psf=self.renderer.psf, size=stamp.shape[0], pixel_scale=self.renderer.pixel_scale,
-            zeropoint=self.renderer.zeropoint, sky_sigma=sigma, exposure_time=self.exposure_time,
-        )
-        bounds, flag = galaxy_bound(theta, stamp_model)
+        bounds, flag = galaxy_bound(theta, StampModel(self.renderer, sigma, self.exposure_time))
         return {c: bounds[c] for c in self.columns}, bool(flag)
 
 

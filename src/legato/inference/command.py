@@ -119,7 +119,9 @@ def predict(
     options = {"id_column": id_column, "ra": ra, "dec": dec, "x": x, "y": y, "pixel_origin": pixel_origin} if catalog else {}
     source = open_source(input_path, catalog=catalog, hdu=hdu_value, **options)
     resolved = resolve_model(model, name=model_name, tracking_uri=tracking_uri)
-    renderer = model_renderer(psf) if crb or residuals or gallery else None
+    from legato.fit_quality.model import renderer_from_psf_file
+
+    renderer = renderer_from_psf_file(psf) if crb or residuals or gallery else None
     augmentations = augmentations_for(renderer, crb, residuals, exposure_time, chi2_threshold)
     from legato.inference.augment import AugmentedEstimator
 
@@ -142,14 +144,6 @@ def predict(
         summary["gallery"] = shown["gallery"]
         typer.echo(f"gallery of {len(shown['ids'])} rows -> {shown['gallery']}", err=True)
     _finish(summary, report)
-
-
-def model_renderer(psf_path: Path):
-    """The renderer of estimate models with the PSF image at ``psf_path`` (0.06"/px, F160W zeropoint)."""
-    from legato.fit_quality.model import ModelRenderer
-    from legato.simulation.psf import read_psf_image
-
-    return ModelRenderer(read_psf_image(psf_path).galsim_profile())
 
 
 def augmentations_for(renderer, crb: bool, residuals: bool, exposure_time: float | None, chi2_threshold: float | None) -> list:
