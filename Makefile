@@ -3,7 +3,11 @@
 #   make test  - set up .venv, fetch data/, run the test suite
 #   make paper - the pipeline at the paper's training length (15 epochs), as a DVC experiment
 #   make production - retrain the production estimator (hours; resumable: rerun to continue), then record it in dvc.lock
+#   make lock  - re-resolve requirements.lock from pyproject.toml (keeps current pins; UPGRADE=--upgrade to move them)
 PYTHON ?= python3
+LOCK := requirements.lock
+UV_VERSION := 0.13.9
+UPGRADE ?=
 VENV ?= .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
@@ -12,13 +16,19 @@ export DVC_NO_ANALYTICS := 1
 export GX_ANALYTICS_ENABLED := false
 export MPLBACKEND := Agg
 
-.PHONY: run test data install clean paper production
+.PHONY: run test data install clean paper production lock
 
-$(INSTALLED): pyproject.toml
+# exact versions and hashes from the lock (main and test dependencies), then legato itself without resolving anything
+$(INSTALLED): pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[test]"
+	$(BIN)/python -m pip install --quiet --require-hashes --no-deps -r $(LOCK)
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(INSTALLED)
+
+lock: $(INSTALLED)
+	$(BIN)/python -m pip install --quiet uv==$(UV_VERSION)
+	$(BIN)/uv pip compile pyproject.toml --extra test --generate-hashes --python-version 3.11 \
+		--python-platform x86_64-manylinux_2_28 $(UPGRADE) -o $(LOCK)
 
 install: $(INSTALLED)
 

@@ -15,7 +15,7 @@ from typing import Annotated, Optional
 import typer
 
 from legato.errors import LegatoError
-from legato.reports import write_json
+from legato.reports import write_json, write_report_and_timing
 
 app = typer.Typer(
     name="legato",
@@ -63,7 +63,7 @@ def simulate(
     band: Annotated[Optional[str], typer.Option(help="Filter (sets the zeropoint).")] = None,
     stamp_size: Annotated[Optional[int], typer.Option(help="Stamp side in pixels.")] = None,
     noiseless: Annotated[bool, typer.Option(help="Single-Sérsic: store noiseless models (noise drawn at training time, legato train-production).")] = False,
-    report: Annotated[Optional[Path], typer.Option(help="Write a JSON summary (timing) here.")] = None,
+    report: Annotated[Optional[Path], typer.Option(help="Write a JSON summary here (its timing goes to reports/timing/, untracked).")] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ):
     """Simulate CANDELS F160W-like stamps: single-Sérsic train / val / test, or the realistic test A / pool B."""
@@ -82,8 +82,7 @@ def simulate(
         out = out or Path("datasets/realistic/raw")
         summary = simulate_realistic(config, out, workers=workers, progress=progress)
         typer.echo(f"wrote realistic test A and pool B {summary['stamps']} to {out} in {summary['wall_seconds']} s; kinds {summary['kinds']}")
-        if report is not None:
-            write_json(report, summary)
+        write_report_and_timing(report, summary)
         return
     if domain != "sersic":
         raise ConfigError(f"unknown domain {domain!r}; choose sersic or realistic")
@@ -109,8 +108,7 @@ def simulate(
         f"wrote {summary['total_stamps']} stamps to {out} in {summary['wall_seconds']} s "
         f"({summary['stamps_per_second']} stamps/s, {summary['workers']} workers)"
     )
-    if report is not None:
-        write_json(report, summary)
+    write_report_and_timing(report, summary)
 
 
 @app.command()
@@ -277,7 +275,7 @@ def fit_classical(
 def label_realistic(
     params: ParamsOption = Path("params.yaml"),
     raw: Annotated[Path, typer.Option(help="Raw realistic sets (A and B sub-folders).")] = Path("datasets/realistic/raw"),
-    out: Annotated[Path, typer.Option(help="Labelled sets (A, B) and their fit catalogues (fits/).")] = Path("datasets/realistic/labelled"),
+    out: Annotated[Path, typer.Option(help="Label catalogues: <split>.fits (and A_alternative.fits).")] = Path("datasets/realistic/labels"),
     workers: Annotated[Optional[int], typer.Option(help="Worker processes (default: params, else all cores).")] = None,
     max_stamps: Annotated[Optional[int], typer.Option(help="Fit only the first N stamps of each split (default: params).")] = None,
     report: Annotated[Optional[Path], typer.Option(help="Write the summary (JSON) here.")] = None,
@@ -285,7 +283,7 @@ def label_realistic(
 ):
     """Label the realistic test A and pool B by classical single-Sérsic fits (A twice: main and alternative set-up)."""
     from legato.classical.fitter import FitSettings
-    from legato.classical.labels import label_stamp_sets
+    from legato.classical.labels import fit_label_catalogues
     from legato.config import load_params, section
     from legato.conventions import PIXEL_SCALE_ARCSEC, ZEROPOINT_AB
     from legato.errors import ConfigError
@@ -302,10 +300,28 @@ def label_realistic(
         name: FitSettings.from_params(dict(options.get(name) or {}), pixel_scale=PIXEL_SCALE_ARCSEC, zeropoint=ZEROPOINT_AB["F160W"])
         for name in ("main", "alternative")
     }
-    summary = label_stamp_sets(
+    summary = fit_label_catalogues(
         raw, out, Path(options.get("psf", "data/psf/wfc3ir_f160w_psf.fits")), settings["main"], settings["alternative"],
         workers=workers, block_size=int(options.get("block_size", 50)), max_stamps=max_stamps, progress=progress,
     )
+    for split, runs in summary.items():
+        typer.echo(f"{split}: " + "; ".join(f"{name} fit {run['fitted']} stamps ({run['fits_per_second']} fits/s)" for name, run in runs["fits"].items()))
+    if report is not None:
+        write_json(report, summary)
+
+
+@app.command("assemble-realistic")
+@one_line_errors
+def assemble_realistic(
+    raw: Annotated[Path, typer.Option(help="Raw realistic sets (A and B sub-folders).")] = Path("datasets/realistic/raw"),
+    labels: Annotated[Path, typer.Option(help="Label catalogues written by legato label-realistic.")] = Path("datasets/realistic/labels"),
+    out: Annotated[Path, typer.Option(help="Labelled stamp sets (A, B).")] = Path("datasets/realistic/labelled"),
+    report: Annotated[Optional[Path], typer.Option(help="Write the summary (JSON) here.")] = None,
+):
+    """Labelled realistic stamp sets: the raw stamps with usable classical labels (seconds; the fits are published)."""
+    from legato.classical.labels import write_labelled_sets
+
+    summary = write_labelled_sets(raw, labels, out)
     for split, counts in summary.items():
         typer.echo(f"{split}: {counts['labelled']} of {counts['fitted']} galaxies labelled; dropped {counts['dropped']}")
     if report is not None:
@@ -727,3 +743,13 @@ app.command("crb")(one_line_errors(_crb_command))
 from legato.fit_quality.command import inspect_command as _inspect_command  # noqa: E402
 
 app.command("inspect")(one_line_errors(_inspect_command))
+
+from legato.registry.history_command import export_command as _history_export  # noqa: E402
+from legato.registry.history_command import import_command as _history_import  # noqa: E402
+from legato.registry.history_command import where as _where  # noqa: E402
+
+history_app = typer.Typer(help="Ship the MLflow runs and registry behind the published artifacts; recreate them in a store.", no_args_is_help=True)
+app.add_typer(history_app, name="history")
+history_app.command("export")(one_line_errors(_history_export))
+history_app.command("import")(one_line_errors(_history_import))
+app.command("where")(one_line_errors(_where))

@@ -14,3 +14,31 @@ def write_json(path: str | Path, payload: dict) -> Path:
     tmp.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
     tmp.replace(path)
     return path
+
+
+TIMING_KEYS = ("wall_seconds", "render_seconds", "stamps_per_second", "cpu_count", "workers")
+TIMING_DIR = Path("reports/timing")
+
+
+def write_report_and_timing(path: str | Path | None, summary: dict, timing_dir: str | Path = TIMING_DIR) -> None:
+    """Write a stage summary whose bytes depend only on its inputs, and its timing apart.
+
+    A stage that is regenerated rather than published (a stamp set) must
+    write the same report on every machine, or ``dvc repro`` on a fresh clone
+    would change ``dvc.lock``. The machine-dependent keys (:data:`TIMING_KEYS`)
+    go to ``<timing_dir>/<name of path>`` instead (not tracked).
+
+    Parameters
+    ----------
+    path : str, Path or None
+        The report (nothing is written when None).
+    summary : dict
+        The stage summary, timing keys included.
+    timing_dir : str or Path
+        Folder of the timing files.
+    """
+    if path is None:
+        return
+    path = Path(path)
+    write_json(path, {key: value for key, value in summary.items() if key not in TIMING_KEYS})
+    write_json(Path(timing_dir) / path.name, {key: summary[key] for key in TIMING_KEYS if key in summary})

@@ -21,6 +21,7 @@ from astropy.table import Table
 
 from legato.classical.fitter import FLAG_AT_LIMIT, FLAG_BAD_INPUT, FLAG_FIT_ERROR, FLAG_NOT_CONVERGED, FitSettings
 from legato.classical.run import fit_stamp_set
+from legato.errors import ConfigError
 from legato.io.stamps import StampSetMeta, read_stamp_set, write_stamp_set
 
 UNUSABLE = FLAG_BAD_INPUT | FLAG_FIT_ERROR | FLAG_AT_LIMIT | FLAG_NOT_CONVERGED
@@ -81,9 +82,9 @@ def rows_by_id(catalogue: Table, ids, columns) -> dict[str, np.ndarray]:
     return out
 
 
-def label_stamp_sets(
+def fit_label_catalogues(
     raw_dir: str | Path,
-    out_dir: str | Path,
+    labels_dir: str | Path,
     psf_path: str | Path,
     settings: FitSettings,
     alternative: FitSettings,
@@ -94,28 +95,57 @@ def label_stamp_sets(
     max_stamps: int | None = None,
     progress: bool = True,
 ) -> dict:
-    """Fit the raw realistic splits and write labelled stamp sets ``out_dir/<split>``.
+    """Fit the raw realistic splits: the label catalogues ``labels_dir/<split>.fits`` (and ``<split>_alternative.fits``).
 
-    The fit catalogues go to ``out_dir/fits/<split>.fits`` (and
-    ``<split>_alternative.fits``); each fit resumes from its finished parts.
+    This is the expensive, published half of the labelling (each fit resumes
+    from its finished parts); :func:`write_labelled_sets` turns the catalogues
+    into labelled stamp sets in seconds.
 
     Returns
     -------
     dict
-        Per split: stamps fitted, kept as labelled, dropped per reason, fit rates.
+        Per split, the summary of each fit (rates, flags).
     """
-    raw_dir, out_dir = Path(raw_dir), Path(out_dir)
-    fits_dir = out_dir / "fits"
-    fits_dir.mkdir(parents=True, exist_ok=True)
+    raw_dir, labels_dir = Path(raw_dir), Path(labels_dir)
+    labels_dir.mkdir(parents=True, exist_ok=True)
     report = {}
     for split in splits:
-        main_path = fits_dir / f"{split}.fits"
-        runs = {"main": fit_stamp_set(raw_dir / split, main_path, psf_path, settings, workers, block_size, max_stamps, progress)}
-        other = None
+        runs = {"main": fit_stamp_set(raw_dir / split, labels_dir / f"{split}.fits", psf_path, settings, workers, block_size, max_stamps, progress)}
         if split in alternative_splits:
-            other_path = fits_dir / f"{split}_alternative.fits"
+            other_path = labels_dir / f"{split}_alternative.fits"
             runs["alternative"] = fit_stamp_set(raw_dir / split, other_path, psf_path, alternative, workers, block_size, max_stamps, progress)
-            other = Table.read(other_path)
+        report[split] = {"fits": runs}
+    return report
+
+
+def write_labelled_sets(raw_dir: str | Path, labels_dir: str | Path, out_dir: str | Path, splits: tuple = ("A", "B")) -> dict:
+    """Labelled stamp sets ``out_dir/<split>``: the raw stamps whose fits are usable, with their labels.
+
+    Parameters
+    ----------
+    raw_dir : str or Path
+        Raw realistic sets (one sub-folder per split).
+    labels_dir : str or Path
+        Fit catalogues written by :func:`fit_label_catalogues`.
+    out_dir : str or Path
+        Where the labelled sets go.
+    splits : tuple of str
+        Splits to assemble; a split with an ``<split>_alternative.fits``
+        catalogue also gets the ``alt_*`` columns.
+
+    Returns
+    -------
+    dict
+        Per split: stamps fitted, kept as labelled, and dropped per reason.
+    """
+    raw_dir, labels_dir, out_dir = Path(raw_dir), Path(labels_dir), Path(out_dir)
+    report = {}
+    for split in splits:
+        main_path = labels_dir / f"{split}.fits"
+        if not main_path.is_file():
+            raise ConfigError(f"no label catalogue {main_path}: run legato label-realistic first")
+        other_path = labels_dir / f"{split}_alternative.fits"
+        other = Table.read(other_path) if other_path.is_file() else None
         stamps, generation, header = read_stamp_set(raw_dir / split)
         fits = Table.read(main_path)
         fitted = np.isin(np.asarray(generation["id"]), np.asarray(fits["id"]))
@@ -133,6 +163,5 @@ def label_stamp_sets(
             "fitted": int(len(table)),
             "labelled": int(keep.sum()),
             "dropped": {name: int(np.sum((flags & bit) > 0)) for bit, name in ((FLAG_BAD_INPUT, "bad_input"), (FLAG_FIT_ERROR, "fit_error"), (FLAG_AT_LIMIT, "at_limit"), (FLAG_NOT_CONVERGED, "not_converged"))},
-            "fits": runs,
         }
     return report
