@@ -1,5 +1,7 @@
 # legato: the two Quick-start commands.
-#   make run   - set up .venv, fetch data/ from the in-repo DVC remote, run the pipeline (dvc repro)
+#   make run   - set up .venv, pull data/ and the published artifacts from the in-repo DVC remote, recreate their
+#                MLflow runs and registry, regenerate the stamp sets (dvc repro), check dvc status, say where things are
+#   make recompute - the whole pipeline from scratch (dvc repro --force; the production estimator stays published)
 #   make test  - set up .venv, fetch data/, run the test suite
 #   make paper - the pipeline at the paper's training length (15 epochs), as a DVC experiment
 #   make production - retrain the production estimator (hours; resumable: rerun to continue), then record it in dvc.lock
@@ -16,7 +18,7 @@ export DVC_NO_ANALYTICS := 1
 export GX_ANALYTICS_ENABLED := false
 export MPLBACKEND := Agg
 
-.PHONY: run test data install clean paper production lock
+.PHONY: run test data published install clean paper production lock recompute
 
 # exact versions and hashes from the lock (main and test dependencies), then legato itself without resolving anything
 $(INSTALLED): pyproject.toml $(LOCK)
@@ -36,9 +38,19 @@ data: $(INSTALLED)
 	$(BIN)/dvc pull --quiet data.dvc
 	$(BIN)/dvc pull --quiet train_production
 
-run: data
+published: data
+	$(BIN)/dvc pull --quiet --allow-missing
+
+run: published
+	$(BIN)/legato history import mlflow_history
 	$(BIN)/dvc repro
 	$(BIN)/dvc status
+	$(BIN)/legato where
+
+recompute: data
+	$(BIN)/dvc repro --force
+	$(BIN)/dvc status
+	$(BIN)/legato where
 
 paper: data
 	$(BIN)/dvc exp run --name paper-scale -S train.epochs=15 -S train.patience=4

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -93,8 +94,9 @@ def test_fresh_copy_pulls_data_and_reproduces_pipeline(repo_copy):
     assert registry["offered"] == "production" and registry["holder"] == registry["versions"]["production"]
     # real data ingested, the realistic domain labelled by classical fits, and the adaptation curve
     assert json.loads((repo / "reports/ingest_uds.json").read_text())["ingested"] == 15
-    labelling = json.loads((repo / "reports/label_realistic.json").read_text())
+    labelling = json.loads((repo / "reports/assemble_realistic.json").read_text())
     assert labelling["A"]["fitted"] == 8 and labelling["B"]["fitted"] == 12
+    assert json.loads((repo / "reports/label_realistic.json").read_text())["A"]["fits"]["alternative"]["fitted"] == 8
     table2 = json.loads((repo / "reports/table2.json").read_text())
     assert set(table2["before"]) == set(table2["after"]) == set(table2["classical_vs_classical"]) == {"mag", "re", "n", "ellipticity"}
     figure5 = json.loads((repo / "reports/figure5.json").read_text())
@@ -103,6 +105,9 @@ def test_fresh_copy_pulls_data_and_reproduces_pipeline(repo_copy):
     assert registry["holder"] in registry["versions"].values()
     status = run([*dvc, "status"], repo, env)
     assert "up to date" in status
+    assert (repo / "mlflow_history/manifest.json").is_file()
+
+    published_copy_regenerates_only_stamp_sets(repo, env, dvc)
 
     # a parameter change invalidates exactly the stage that reads it
     params["simulate"]["seed"] += 1
@@ -113,3 +118,35 @@ def test_fresh_copy_pulls_data_and_reproduces_pipeline(repo_copy):
     # new simulated data make the trainings downstream stale
     status = run([*dvc, "status"], repo, env)
     assert "train_arch1" in status and "train_arch2" in status and "simulate:" not in status
+
+
+REGENERATED_STAGES = {"simulate", "simulate_noiseless", "simulate_realistic", "assemble_realistic"}
+
+
+def published_copy_regenerates_only_stamp_sets(repo: Path, env: dict, dvc: list) -> None:
+    """Push the pipeline's outputs to a fresh remote; a clone that pulls them reruns only the push: false stages."""
+    remote = repo.parent / "fresh-remote"
+    run([*dvc, "remote", "add", "-f", "-d", "fresh", str(remote)], repo, env)
+    run([*dvc, "push", "-q"], repo, env)
+    pushed = {p.parent.name + p.name for p in remote.rglob("*") if p.is_file()}  # files/md5/ab/cdef... -> abcdef...
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
+    for stage in REGENERATED_STAGES:
+        for out in lock[stage]["outs"]:
+            if out["path"].startswith("datasets/"):
+                assert out["md5"] not in pushed, f"{stage} output {out['path']} was pushed"
+    run(["git", "add", "-A"], repo, env)
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "toy pipeline, published"], repo, env)
+
+    clone = repo.parent / "clone"
+    run(["git", "clone", "-q", str(repo), str(clone)], repo.parent, env)
+    env = dict(env, MLFLOW_TRACKING_URI=f"sqlite:///{clone / 'mlflow.db'}")  # the clone's own, empty store
+    run([*dvc, "pull", "-q", "--allow-missing"], clone, env)
+    imported = run([sys.executable, "-m", "legato", "history", "import", "mlflow_history"], clone, env)
+    assert "0 present" in imported and "registry versions created: 4" in imported
+    output = run([*dvc, "repro"], clone, env)
+    ran = set(re.findall(r"Running stage '([\w-]+)'", output))
+    assert ran == REGENERATED_STAGES, output
+    assert "up to date" in run([*dvc, "status"], clone, env)
+    assert run(["git", "status", "--porcelain"], clone, env).strip() == ""
+    models = run([sys.executable, "-m", "legato", "models"], clone, env)
+    assert "champion" in models and "production" in models
