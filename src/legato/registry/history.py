@@ -257,11 +257,21 @@ def preserved_id(hex_id: str):
 
 
 def _check_id(wanted: str, got: str, what: str) -> None:
+    _forget_artifact_repository(got)
     if got != wanted:
         raise LegatoError(
             f"this MLflow store gave the imported {what} the id {got}, not {wanted}: the id-keeping import "
             "does not work with this MLflow version (see requirements.lock)"
         )
+
+
+def _forget_artifact_repository(resource_id: str) -> None:
+    """Drop MLflow's per-process cache entry for an id: the same id may name a run of another store in this process."""
+    try:
+        from mlflow.tracking._tracking_service import utils
+    except ImportError:
+        return
+    getattr(utils, "_artifact_repos_cache", {}).pop(resource_id, None)
 
 
 def _exists(getter, key) -> bool:
