@@ -48,6 +48,7 @@ run: published
 	$(BIN)/legato where
 
 recompute: data
+	rm -rf datasets/classical datasets/realistic/labels   # persisted fits would otherwise be resumed, not redone
 	$(BIN)/dvc repro --force
 	$(BIN)/dvc status
 	$(BIN)/legato where
