@@ -74,7 +74,7 @@ def test_adaptation_curve_runs_nested_and_logs_the_adapted_model(trained, labell
     assert adapted_run.data.tags["training_domain"] == "realistic-adapted" and "A_r2_mag" in adapted_run.data.metrics
     loaded = mlflow.pyfunc.load_model(summary["model_uri"])
     stamps, _, _ = read_stamp_set(labelled_sets / "A")
-    assert list(loaded.predict(stamps[:3]).columns) == ["mag", "re_arcsec", "n", "q", "ellipticity"]
+    assert list(loaded.predict(stamps[:3]).columns) == ["mag", "re_arcsec", "n", "q", "ellipticity", "flags"]
 
     _, test_labels, _ = read_stamp_set(labelled_sets / "A")
     result["classical_vs_classical"] = classical_versus_classical(test_labels)

@@ -92,3 +92,20 @@ def test_history_import_refuses_what_it_cannot_do(tmp_path):
         import_history("http://127.0.0.1:5000", tmp_path)
     with pytest.raises(LegatoError, match="does not work with this MLflow version"):
         _check_id("a" * 32, "b" * 32, "run")
+
+
+def test_a_logged_model_is_current_only_with_this_code(tmp_path):
+    """track-estimator logs the published estimator again when the code its logged model bundles is not this code."""
+    import shutil
+
+    import legato
+    from legato.registry.publish import bundles_current_code, code_fingerprint
+
+    package = Path(legato.__file__).parent
+    model = tmp_path / "model"
+    shutil.copytree(package, model / "code/legato", ignore=shutil.ignore_patterns("__pycache__"))
+    assert code_fingerprint(model / "code/legato") == code_fingerprint(package)
+    assert bundles_current_code(str(model))
+    (model / "code/legato/serving/endpoint.py").write_text("# an older endpoint\n")
+    assert not bundles_current_code(str(model))
+    assert not bundles_current_code(str(tmp_path / "absent"))

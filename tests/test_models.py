@@ -64,7 +64,8 @@ def test_missing_label_column_is_named():
     [
         (np.zeros((2, 32, 32)), r"shape \(N, 64, 64\), got \(2, 32, 32\)"),
         (np.zeros((0, 64, 64)), "empty batch"),
-        (np.array([["a"] * 64] * 64), "must be numeric"),
+        (np.array([["a"] * 64] * 64), "pixels must be numbers, got strings"),
+        (np.ones((1, 64, 64), dtype=bool), "pixels must be numbers, got booleans"),
         (np.full((2, 64, 64), np.nan), r"stamps \[0, 1\] contain NaN or inf"),
         (np.zeros((5, 64, 64)), "batch of 5 stamps exceeds the limit of 4"),
     ],

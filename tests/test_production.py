@@ -267,6 +267,7 @@ def test_spark_engine_returns_the_production_columns_and_flags(production, tiny_
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    from legato.inference.predict import predict_stamps
     from legato.inference.spark import predict_spark, spark_session
     from legato.models.estimator import LoadedEstimator
     from legato.training.data import load_split
@@ -285,7 +286,8 @@ def test_spark_engine_returns_the_production_columns_and_flags(production, tiny_
     finally:
         session.stop()
     frame = pd.read_parquet(tmp_path / "out").sort_values("id").reset_index(drop=True)
-    local = LoadedEstimator(folder).predict(stamps)
+    local, flags = predict_stamps(LoadedEstimator(folder), stamps, np.zeros(len(stamps), np.int32), None)  # the local path's rows
+    local["flags"] = flags
     assert {"mag_err", "n_err95", "sky_sigma", "mag_aper"} <= set(frame.columns) and report["flag_counts"]["NO_SOURCE"] == 1
     np.testing.assert_array_equal(frame["flags"].to_numpy(), local["flags"])
     np.testing.assert_allclose(frame["mag_err"].to_numpy(), local["mag_err"], rtol=1e-4)

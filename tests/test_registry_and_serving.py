@@ -120,8 +120,8 @@ def test_cli_lists_models_and_reports_registry_errors_in_one_line(registry, repo
         assert message in result.output and "Traceback" not in result.output
 
 
-def _post(url: str, body: bytes) -> tuple[int, dict]:
-    request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
+def _post(url: str, body: bytes, content_type: str = "application/json") -> tuple[int, dict]:
+    request = urllib.request.Request(url, data=body, headers={"Content-Type": content_type})
     try:
         with urllib.request.urlopen(request, timeout=60) as response:
             return response.status, json.loads(response.read())
@@ -129,41 +129,120 @@ def _post(url: str, body: bytes) -> tuple[int, dict]:
         return error.code, json.loads(error.read())
 
 
-def test_champion_serves_valid_requests_and_rejects_bad_ones_with_json_4xx(registry, tiny_sim, tmp_path):
-    from legato.io.stamps import read_stamp_set
+@pytest.fixture(scope="module")
+def served(registry, tmp_path_factory, repo_root):
+    """The champion (the tiny Arch1) behind the real `mlflow models serve` on 127.0.0.1, batch limit 8."""
+    from legato.inference.flags import TrainingRange
     from legato.registry.promotion import promote
     from legato.serving.server import model_server
 
-    client, versions, _ = registry
+    client, versions, folders = registry
     if client.get_model_version_by_alias(MODEL, "champion").version != versions["arch1"]:
         promote(client, MODEL, versions["arch1"], "champion", "paper_h23", force=True, reason="serving test")
-    stamps, _, _ = read_stamp_set(tiny_sim / "test")
-    server = model_server(f"models:/{MODEL}@champion", log_path=tmp_path / "serve.log", extra_env={"LEGATO_MAX_BATCH": "8"})
+    training_range = TrainingRange.from_params_file(repo_root / "params.yaml")
+    log = tmp_path_factory.mktemp("serve") / "serve.log"
+    server = model_server(f"models:/{MODEL}@champion", log_path=log, extra_env={"LEGATO_MAX_BATCH": "8"}, training_range=training_range)
     with server:
-        url = server.url + "/invocations"
-        status, body = _post(url, json.dumps({"inputs": stamps[:3].tolist()}).encode())
-        assert status == 200, body
-        rows = body["predictions"]
-        assert len(rows) == 3 and set(rows[0]) == {"mag", "re_arcsec", "n", "q", "ellipticity"}
-        assert all(row["re_arcsec"] > 0 for row in rows)
-        nan_stamp = stamps[:1].tolist()
-        nan_stamp[0][5][5] = float("nan")
-        bad_requests = {
-            "malformed JSON": b'{"inputs": [[[1.0, 2.0',
-            "wrong shape": json.dumps({"inputs": np.zeros((2, 32, 32)).tolist()}).encode(),
-            "strings": json.dumps({"inputs": [[["a"] * 64] * 64]}).encode(),
-            "NaN pixels": json.dumps({"inputs": nan_stamp}).encode(),
-            "empty batch": json.dumps({"inputs": []}).encode(),
-            "oversized batch": json.dumps({"inputs": np.zeros((9, 64, 64)).tolist()}).encode(),
-        }
-        for name, request in bad_requests.items():
-            status, body = _post(url, request)
-            assert 400 <= status < 500, (name, status, body)
-            assert body.get("message"), (name, body)
-        status, body = _post(url, json.dumps({"inputs": stamps[3:4].tolist()}).encode())
-        assert status == 200 and len(body["predictions"]) == 1  # still serving after the bad requests
-        pid = server.process.pid
-    assert server.process.poll() is not None, f"server {pid} still running"
+        yield server, folders["arch1"], training_range
+    assert server.process.poll() is not None, f"server {server.process.pid} still running"
+
+
+def test_served_rows_and_flags_are_those_of_legato_predict(served, tiny_sim):
+    from legato.inference.predict import predict_stamps
+    from legato.io.stamps import read_stamp_set
+    from legato.models.estimator import LoadedEstimator
+
+    server, folder, training_range = served
+    stamps, _, _ = read_stamp_set(tiny_sim / "test")
+    status, body = _post(server.url + "/invocations", json.dumps({"inputs": stamps[:6].tolist()}).encode())
+    assert status == 200, body
+    rows = body["predictions"]
+    assert len(rows) == 6 and set(rows[0]) == {"mag", "re_arcsec", "n", "q", "ellipticity", "flags"}
+    columns, flags = predict_stamps(LoadedEstimator(folder), stamps[:6], np.zeros(6, dtype=np.int32), training_range)
+    assert [row["flags"] for row in rows] == flags.tolist()
+    for name, values in columns.items():
+        np.testing.assert_allclose([row[name] for row in rows], values, rtol=1e-5, equal_nan=True)
+
+
+def test_unmeasurable_stamps_come_back_flagged_with_nan_values(served):
+    from legato.inference.flags import StampFlag
+
+    server, _, _ = served
+    noise = np.random.default_rng(0).normal(0.0, 0.0087, (64, 64))
+    nan, inf = np.full((64, 64), 0.01), np.full((64, 64), 0.01)
+    nan[5, 5], inf[7, 7] = np.nan, np.inf
+    cases = {  # the stamp, and the flag bits its row must carry
+        "all zeros": (np.zeros((64, 64)), StampFlag.FAILED_VALIDATION),
+        "pure noise": (noise, StampFlag.NO_SOURCE | StampFlag.FAILED_VALIDATION),
+        "-1e30": (np.full((64, 64), -1e30), StampFlag.BAD_PIXELS | StampFlag.FAILED_VALIDATION),
+        "NaN pixel": (nan, StampFlag.BAD_PIXELS | StampFlag.FAILED_VALIDATION),
+        "inf pixel": (inf, StampFlag.BAD_PIXELS | StampFlag.FAILED_VALIDATION),
+    }
+    status, body = _post(server.url + "/invocations", json.dumps({"inputs": [stamp.tolist() for stamp, _ in cases.values()]}).encode())
+    assert status == 200, body
+    for (name, (_, expected)), row in zip(cases.items(), body["predictions"]):
+        assert row["flags"] & expected == expected, (name, row)
+        assert all(np.isnan(value) for key, value in row.items() if key != "flags"), (name, row)
+
+
+def test_every_malformed_body_is_a_4xx_with_a_one_line_json_message(served, tiny_sim):
+    from legato.io.stamps import read_stamp_set
+
+    server, _, _ = served
+    url = server.url + "/invocations"
+    stamps, _, _ = read_stamp_set(tiny_sim / "test")
+    mixed_bool = stamps[:1].tolist()
+    mixed_bool[0][3][3] = True
+    nulls = stamps[:1].tolist()
+    nulls[0][0][0] = None
+    bad_requests = {
+        "booleans": json.dumps({"inputs": [[[True] * 64] * 64]}).encode(),
+        "a boolean among numbers": json.dumps({"inputs": mixed_bool}).encode(),
+        "strings": json.dumps({"inputs": [[["a"] * 64] * 64]}).encode(),
+        "a null pixel": json.dumps({"inputs": nulls}).encode(),
+        "deeply nested JSON": b'{"inputs": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+        "deeply nested JSON with NaN": b'{"inputs": [NaN, ' + b"[" * 100_000 + b"]" * 100_000 + b"]}",
+        "truncated JSON": b'{"inputs": [[[1.0, 2.0',
+        "not UTF-8": b'{"inputs": [[[' + bytes([255, 254]) + b"]]]}",
+        "wrong shape": json.dumps({"inputs": np.zeros((2, 32, 32)).tolist()}).encode(),
+        "ragged rows": json.dumps({"inputs": [[[0.1] * 64] * 63 + [[0.1] * 10]]}).encode(),
+        "empty batch": json.dumps({"inputs": []}).encode(),
+        "empty body": b"",
+        "a JSON array": json.dumps(np.zeros((1, 64, 64)).tolist()).encode(),
+        "an unknown key": json.dumps({"dataframe_split": {"data": [[1.0]]}}).encode(),
+        "too many stamps": json.dumps({"inputs": np.zeros((9, 64, 64)).tolist()}).encode(),
+    }
+    for name, request in bad_requests.items():
+        status, body = _post(url, request)
+        assert 400 <= status < 500, (name, status, body)
+        assert body.get("message") and "\n" not in body["message"] and "Traceback" not in body["message"], (name, body)
+    status, body = _post(url, json.dumps({"inputs": stamps[:1].tolist()}).encode(), content_type="text/csv")
+    assert status == 415 and body["message"], body
+    status, body = _post(url, json.dumps({"inputs": stamps[3:4].tolist()}).encode())
+    assert status == 200 and len(body["predictions"]) == 1  # still serving after the bad requests
+
+
+def test_an_oversized_request_is_refused_before_its_body_is_read(served):
+    import http.client
+    import time
+
+    server, _, _ = served
+    # declared far above the limit and never sent: the answer cannot wait for the body
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    start = time.perf_counter()
+    connection.putrequest("POST", "/invocations")
+    connection.putheader("Content-Type", "application/json")
+    connection.putheader("Content-Length", str(2 * 10**9))
+    connection.endheaders()
+    response = connection.getresponse()
+    body = json.loads(response.read())
+    connection.close()
+    assert response.status == 413 and "split the batch" in body["message"] and time.perf_counter() - start < 2.0
+    # a body of 12 real-valued stamps (above the limit of 8 stamps' bytes), sent in full
+    stamps = np.random.default_rng(1).normal(0.0, 0.0087, (12, 64, 64)).astype(np.float32)
+    start = time.perf_counter()
+    status, body = _post(server.url + "/invocations", json.dumps({"inputs": stamps.tolist()}).encode())
+    assert status == 413 and body["message"] and time.perf_counter() - start < 2.0
 
 
 def test_tracking_server_exposes_the_runs_side_by_side(registry, tmp_path):

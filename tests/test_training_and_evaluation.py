@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 
+from legato.inference.flags import StampFlag
 from legato.training.config import TrainConfig
 
 
@@ -41,13 +42,15 @@ def test_logged_model_takes_raw_stamps_and_returns_physical_parameters(trained, 
     model = mlflow.pyfunc.load_model(summaries["arch2"]["model_uri"])
     stamps, _, _ = read_stamp_set(tiny_sim / "test")
     frame = model.predict(stamps[:5])
-    assert list(frame.columns) == ["mag", "re_arcsec", "n", "q", "ellipticity"] and len(frame) == 5
+    assert list(frame.columns) == ["mag", "re_arcsec", "n", "q", "ellipticity", "flags"] and len(frame) == 5
     assert np.all(frame["re_arcsec"] > 0) and np.all(frame["n"] > 0)
-    np.testing.assert_allclose(frame["q"] + frame["ellipticity"], 1.0)
+    np.testing.assert_allclose(frame["q"] + frame["ellipticity"], 1.0, rtol=1e-6)
     bad = stamps[:2].copy()
-    bad[1, 3, 3] = np.nan
-    with pytest.raises(MlflowException, match=r"stamps \[1\] contain NaN or inf pixels"):
-        model.predict(bad)
+    bad[1, 3, 3] = np.nan  # a flagged row of NaN values, as `legato predict` writes it
+    flagged = model.predict(bad)
+    assert flagged["flags"].tolist()[1] == StampFlag.BAD_PIXELS | StampFlag.FAILED_VALIDATION and flagged.iloc[1, :5].isna().all()
+    with pytest.raises(MlflowException, match=r"shape"):  # a wrong shape is refused (by the signature first)
+        model.predict(np.zeros((2, 32, 32), np.float32))
 
 
 def test_per_parameter_mode_trains_one_network_per_target(tiny_sim, tmp_path):

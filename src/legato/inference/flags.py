@@ -7,7 +7,8 @@ is set; every other bit is a warning and the row keeps its prediction.
 ========  ======================  ====================================================
 bit       name                    meaning
 ========  ======================  ====================================================
-1         ``BAD_PIXELS``          NaN/inf pixels in the stamp (the stamp is not predicted)
+1         ``BAD_PIXELS``          NaN/inf or non-physical pixels (``|value|`` above 1e10
+                                  e/s, e.g. a -1e30 fill value): the stamp is not predicted
 2         ``NEAR_EDGE``           the stamp reaches past the image edge; the missing
                                   pixels are filled with 0 (background) and it is predicted
 4         ``OFF_IMAGE``           the source lies off the mosaic (no overlap, not predicted)
@@ -15,16 +16,17 @@ bit       name                    meaning
                                   to 64x64 at the native pixel scale (never resampled)
 16        ``OUT_OF_RANGE``        a prediction lies outside the training range
 32        ``FAILED_VALIDATION``   no prediction: bad pixels, off the image, a constant
-                                  (e.g. all-zero) stamp or a wrong pixel scale
+                                  (e.g. all-zero) stamp, no source or a wrong pixel scale
 64        ``BAD_PIXSCALE``        the stamp's WCS pixel scale differs from the model's
                                   (0.06"/px) by more than 2% (not predicted)
 128       ``INPUT_OUT_OF_RANGE``  the *input* lies outside what the estimator was trained
                                   on (its model card): noise level, or aperture flux
                                   fainter / brighter than its training galaxies; the
                                   row keeps its prediction (production estimator)
-256       ``NO_SOURCE``           no significant flux in the 1" aperture (S/N < 1): the
-                                  stamp cannot be measured, values are NaN (with
-                                  ``FAILED_VALIDATION``; production estimator)
+256       ``NO_SOURCE``           no significant flux in the 1" aperture: S/N < 3 against
+                                  the stamp's own border noise (every model, e.g. pure
+                                  noise), or S/N < 1 against the production network's
+                                  noise estimate; values are NaN (with ``FAILED_VALIDATION``)
 512       ``NO_BOUND``            ``--crb`` only: no Cramér-Rao bound at the estimate
                                   (singular Fisher matrix, e.g. unresolved, or n / q
                                   at a model limit); the ``crb_*`` columns are NaN
@@ -134,5 +136,10 @@ class TrainingRange:
         return mask
 
     def as_meta(self) -> dict:
-        """The range as plain lists (for table metadata)."""
+        """The range as plain lists (for table metadata and the served model's configuration)."""
         return {k: list(v) for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_meta(cls, values: dict) -> TrainingRange:
+        """Inverse of :meth:`as_meta`."""
+        return cls(**{k: tuple(float(x) for x in values[k]) for k in ("mag", "re_arcsec", "n", "q")})

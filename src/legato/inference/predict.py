@@ -33,24 +33,47 @@ def stamp_flags(stamps: np.ndarray, flags: np.ndarray) -> np.ndarray:
     return kernels.check_stamps(stamps, flags)
 
 
-def predict_chunk(estimator, chunk: Chunk, training_range: TrainingRange | None, batch_size: int = DEFAULT_BATCH_SIZE):
-    """Predictions of one chunk as an output part (``pyarrow.Table``).
+def predict_stamps(
+    estimator, stamps: np.ndarray, flags: np.ndarray, training_range: TrainingRange | None, batch_size: int = DEFAULT_BATCH_SIZE
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """The catalogue rows of a batch of stamps: float32 value columns and completed int32 flags.
 
-    Rows flagged as not predictable get NaN values; predictions outside the
-    training range are flagged ``OUT_OF_RANGE``.
+    The one path from stamps to rows, shared by ``legato predict`` and the served
+    model (:class:`legato.models.estimator.SersicEstimator`). Rows flagged as not
+    predictable (:func:`stamp_flags`, or the estimator's own input checks) get NaN
+    values; predictions outside the training range are flagged ``OUT_OF_RANGE``.
+
+    Parameters
+    ----------
+    estimator : LoadedEstimator
+        The networks (``predict`` and ``output_columns``).
+    stamps : numpy.ndarray
+        ``(N, H, W)`` stamps, electrons/s; NaN/inf pixels are flagged, not refused.
+    flags : numpy.ndarray
+        ``(N,)`` input flags (e.g. ``RESIZED``), not modified.
+    training_range : TrainingRange, optional
+        Range for ``OUT_OF_RANGE`` (no check when None).
+    batch_size : int
+        Stamps per forward pass.
     """
-    flags = stamp_flags(chunk.stamps, chunk.flags)
+    flags = stamp_flags(stamps, flags)
     ok = (flags & int(NOT_PREDICTED)) == 0
     names = value_columns(estimator)
     columns = {name: np.full(len(flags), np.nan, dtype=np.float32) for name in names}
     if ok.any():
-        predicted = estimator.predict(chunk.stamps[ok], batch_size=batch_size)
+        predicted = estimator.predict(stamps[ok], batch_size=batch_size)
         for name in names:
             columns[name][ok] = np.asarray(predicted[name], dtype=np.float32)
         if "flags" in predicted:  # the estimator's own input checks
             flags[ok] |= np.asarray(predicted["flags"], dtype=flags.dtype)
     if training_range is not None:
         flags[training_range.outside(columns)] |= StampFlag.OUT_OF_RANGE
+    return columns, flags
+
+
+def predict_chunk(estimator, chunk: Chunk, training_range: TrainingRange | None, batch_size: int = DEFAULT_BATCH_SIZE):
+    """Predictions of one chunk as an output part (``pyarrow.Table``): :func:`predict_stamps` with the chunk's ids."""
+    columns, flags = predict_stamps(estimator, chunk.stamps, chunk.flags, training_range, batch_size)
     return part_table(chunk.ids, columns, flags)
 
 

@@ -3,7 +3,11 @@
 A :class:`SersicEstimator` wraps one or more Keras networks (one multi-output
 network, or one network per parameter) with their target scalers. Clients send
 raw stamps ``(N, H, W)`` in electrons/s and get a table with ``mag`` (AB),
-``re_arcsec`` (semi-major, arcsec), ``n``, ``q`` and ``ellipticity``.
+``re_arcsec`` (semi-major, arcsec), ``n``, ``q``, ``ellipticity`` (and the
+production estimator's uncertainty columns) and the per-row ``flags`` of
+``legato predict``: the rows are made by the same function
+(:func:`legato.inference.predict.predict_stamps`), so blank, non-physical or
+source-less stamps come back flagged with NaN values, never invented ones.
 """
 
 from __future__ import annotations
@@ -22,10 +26,14 @@ from legato.models.targets import LOG_TARGETS, OUTPUT_COLUMNS, TARGETS, TargetSc
 MANIFEST = "estimator.json"
 ERROR_SUFFIXES = {"68": "_err", "95": "_err95"}
 MAX_BATCH = 4096
+NON_NUMERIC = {"b": "booleans", "U": "strings", "S": "strings", "O": "non-numbers (null, objects or mixed types)"}
 
 
-def validate_stamps(stamps, stamp_size: int, max_batch: int = MAX_BATCH) -> np.ndarray:
+def validate_stamps(stamps, stamp_size: int, max_batch: int = MAX_BATCH, allow_nonfinite: bool = False) -> np.ndarray:
     """Check a batch of raw stamps and return it as float32 ``(N, H, W)``.
+
+    A 2-D array is one stamp. Booleans, strings and objects are not pixels.
+    With ``allow_nonfinite`` NaN/inf pixels pass (the caller flags their rows).
 
     Raises
     ------
@@ -34,7 +42,8 @@ def validate_stamps(stamps, stamp_size: int, max_batch: int = MAX_BATCH) -> np.n
     """
     array = np.asarray(stamps)
     if array.dtype.kind not in "fiu":
-        raise DataError(f"stamps must be numeric, got dtype {array.dtype}")
+        kind = NON_NUMERIC.get(array.dtype.kind, f"dtype {array.dtype}")
+        raise DataError(f"pixels must be numbers, got {kind}")
     if array.ndim == 2:
         array = array[None]
     if array.ndim != 3 or array.shape[1:] != (stamp_size, stamp_size):
@@ -43,10 +52,32 @@ def validate_stamps(stamps, stamp_size: int, max_batch: int = MAX_BATCH) -> np.n
         raise DataError("empty batch: send at least one stamp")
     if array.shape[0] > max_batch:
         raise DataError(f"batch of {array.shape[0]} stamps exceeds the limit of {max_batch}")
-    bad = ~np.isfinite(array).all(axis=(1, 2))
-    if bad.any():
-        raise DataError(f"stamps {np.flatnonzero(bad)[:10].tolist()} contain NaN or inf pixels")
-    return array.astype(np.float32, copy=False)
+    with np.errstate(over="ignore"):  # beyond float32: inf, flagged like any non-finite pixel
+        array = array.astype(np.float32, copy=False)
+    if not allow_nonfinite:
+        bad = ~np.isfinite(array).all(axis=(1, 2))
+        if bad.any():
+            raise DataError(f"stamps {np.flatnonzero(bad)[:10].tolist()} contain NaN or inf pixels")
+    return array
+
+
+def stamp_cube(model_input, stamp_size: int):
+    """Stamps as an array: a DataFrame whose first column holds stamps (2-D or flattened), or
+    an array ``(N, H, W)``, ``(H, W)`` or ``(N, H * W)`` (flattened row-major, e.g. a Spark
+    ``array<float>`` column). Shape and dtype are checked by :func:`validate_stamps`."""
+    import pandas as pd
+
+    if isinstance(model_input, pd.DataFrame):
+        if model_input.shape[1] == 0 or len(model_input) == 0:
+            raise DataError("empty batch: send at least one stamp")
+        try:
+            model_input = np.stack([np.asarray(v) for v in model_input.iloc[:, 0]])
+        except ValueError as exc:
+            raise DataError(f"stamps of different sizes in one batch ({exc})") from None
+    array = np.asarray(model_input)
+    if array.ndim == 2 and array.shape[1] == stamp_size * stamp_size:
+        array = array.reshape(-1, stamp_size, stamp_size)
+    return array
 
 
 class LoadedEstimator:
@@ -77,8 +108,9 @@ class LoadedEstimator:
 
     @property
     def output_columns(self) -> tuple[str, ...]:
-        """Columns :meth:`predict` returns, in order."""
-        columns = list(OUTPUT_COLUMNS)
+        """Columns :meth:`predict` returns, in order (``q`` with ``ellipticity``; only the targets its networks predict)."""
+        targets = {name for _, scaler in self.members for name in scaler.targets}
+        columns = [name for name in OUTPUT_COLUMNS if name in targets or (name == "q" and "ellipticity" in targets)]
         if self.uncertainty:
             for suffix in ERROR_SUFFIXES.values():
                 columns += [f"{name}{suffix}" for name in TARGETS]
@@ -149,6 +181,33 @@ def write_manifest(folder: str | Path, members: list[dict], stamp_size: int, **i
     return path
 
 
+def model_rows(estimator: LoadedEstimator, stamps, training_range=None, max_batch: int = MAX_BATCH) -> dict[str, np.ndarray]:
+    """What the MLflow model returns for ``stamps``: value columns and ``flags``, as ``legato predict`` writes them.
+
+    Parameters
+    ----------
+    estimator : LoadedEstimator
+        The networks.
+    stamps : array-like or pandas.DataFrame
+        Raw stamps (see :func:`stamp_cube`); NaN/inf pixels are flagged, not refused.
+    training_range : TrainingRange, optional
+        Range for ``OUT_OF_RANGE``.
+    max_batch : int
+        Most stamps accepted.
+
+    Raises
+    ------
+    DataError
+        On a wrong shape, a non-numeric dtype, an empty or oversized batch.
+    """
+    from legato.inference.predict import predict_stamps
+
+    size = estimator.stamp_size
+    cube = validate_stamps(stamp_cube(stamps, size), size, max_batch=max_batch, allow_nonfinite=True)
+    columns, flags = predict_stamps(estimator, cube, np.zeros(len(cube), dtype=np.int32), training_range)
+    return {**columns, "flags": flags}
+
+
 def serving_max_batch() -> int:
     """Largest batch a served model accepts: ``LEGATO_MAX_BATCH`` or ``MAX_BATCH`` stamps."""
     value = os.environ.get("LEGATO_MAX_BATCH", "")
@@ -159,31 +218,47 @@ try:  # MLflow is heavy: the pyfunc class is only defined where MLflow is import
     import mlflow.pyfunc
 
     class SersicEstimator(mlflow.pyfunc.PythonModel):
-        """MLflow pyfunc model: raw stamps ``(N, H, W)`` -> DataFrame of Sérsic parameters.
+        """MLflow pyfunc model: raw stamps ``(N, H, W)`` -> DataFrame of Sérsic parameters and ``flags``.
 
         Also accepts a DataFrame whose first column holds stamps, 2-D or
-        flattened to ``H * W`` values (row-major).
+        flattened to ``H * W`` values (row-major). Rows come from
+        :func:`legato.inference.predict.predict_stamps`, as in ``legato predict``;
+        the training range for ``OUT_OF_RANGE`` is the model configuration's
+        ``training_range`` (``TrainingRange.as_meta()``; set when logging, or at
+        serving time through MLflow's ``SERVING_MODEL_CONFIG``). Under
+        ``mlflow models serve`` the ``/invocations`` endpoint is legato's
+        (:mod:`legato.serving.endpoint`): a body-size limit, strict JSON and
+        one-line JSON errors.
         """
 
         def load_context(self, context):
+            from legato.inference.flags import TrainingRange
+            from legato.serving import scoring_hook
+
             self.estimator = LoadedEstimator(context.artifacts["estimator"])
+            config = getattr(context, "model_config", None) or {}
+            limits = config.get("training_range")
+            self.training_range = TrainingRange.from_meta(limits) if limits else None
+            self.max_batch = serving_max_batch()
+            if scoring_hook.in_scoring_server():
+                from legato.serving.endpoint import invocations_endpoint
+
+                scoring_hook.install(invocations_endpoint(self.rows, self.estimator.stamp_size, self.max_batch))
+                scoring_hook.tcp_nodelay_listeners()
+
+        def rows(self, stamps) -> dict[str, np.ndarray]:
+            """:func:`model_rows` with this model's training range and batch limit."""
+            return model_rows(self.estimator, stamps, self.training_range, self.max_batch)
 
         def predict(self, context, model_input, params=None):
             import pandas as pd
             from mlflow.exceptions import MlflowException
             from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
-            if isinstance(model_input, pd.DataFrame):
-                model_input = np.stack([np.asarray(v, dtype=np.float32) for v in model_input.iloc[:, 0]])
-            size = self.estimator.stamp_size
-            if np.ndim(model_input) == 2 and np.shape(model_input)[1] == size * size:
-                # flattened row-major stamps (one per row, e.g. a Spark array<float> column)
-                model_input = np.asarray(model_input).reshape(-1, size, size)
             try:
-                stamps = validate_stamps(model_input, self.estimator.stamp_size, max_batch=serving_max_batch())
+                return pd.DataFrame(self.rows(model_input))
             except DataError as exc:
                 raise MlflowException(str(exc), error_code=INVALID_PARAMETER_VALUE) from None
-            return pd.DataFrame(self.estimator.predict(stamps))
 
 except ImportError:  # pragma: no cover
     SersicEstimator = None

@@ -51,8 +51,14 @@ def track_estimator(folder: str | Path, out: str | Path, tracking_uri: str | Non
             reused = client.get_logged_model(original["model_uri"].removeprefix("models:/")) is not None
         except Exception:  # noqa: BLE001 - not in this store
             reused = False
-    if reused:
+    if reused and bundles_current_code(original["model_uri"]):
         summary = {**original, "reused": True, "original_run_id": original["run_id"]}
+    elif reused:
+        # the training run is here, but its logged model bundles older legato code (what serving runs):
+        # log the estimator again, with this code, in the same run
+        with mlflow.start_run(run_id=original["run_id"]):
+            info = log_estimator_model(staging, _example_stamps(int(manifest["stamp_size"])))
+        summary = {**original, "model_uri": info.model_uri, "reused": True, "relogged_for_code": True, "original_run_id": original["run_id"]}
     else:
         training = manifest.get("training") or {}
         with mlflow.start_run(run_name=f"{manifest.get('architecture', 'estimator')} (published)") as run:
@@ -85,6 +91,33 @@ def track_estimator(folder: str | Path, out: str | Path, tracking_uri: str | Non
         shutil.rmtree(out)
     staging.rename(out)
     return summary
+
+
+def code_fingerprint(root: str | Path) -> str:
+    """md5 over the relative paths and bytes of the ``*.py`` files under ``root`` (a legato package tree)."""
+    import hashlib
+
+    root = Path(root)
+    digest = hashlib.md5()
+    for path in sorted(root.rglob("*.py")):
+        if "__pycache__" in path.parts:
+            continue
+        digest.update(path.relative_to(root).as_posix().encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def bundles_current_code(model_uri: str) -> bool:
+    """Whether the logged model ``model_uri`` bundles the legato code of this checkout (its ``code/legato``)."""
+    import mlflow
+
+    import legato
+
+    try:
+        bundled = mlflow.artifacts.download_artifacts(artifact_uri=f"{model_uri}/code/legato")
+    except Exception:  # noqa: BLE001 - no bundled code: not current
+        return False
+    return code_fingerprint(bundled) == code_fingerprint(Path(legato.__file__).parent)
 
 
 def _example_stamps(size: int):

@@ -38,7 +38,8 @@ def register_estimator(client, name: str, folder: str | Path) -> tuple[object, b
     import mlflow
 
     summary = read_run_summary(folder)
-    existing = [v for v in client.search_model_versions(f"name='{name}'") if v.run_id == summary["run_id"]]
+    # one version per logged model: a run whose estimator was logged again (new code) gets a new version
+    existing = [v for v in client.search_model_versions(f"name='{name}'") if v.source == summary["model_uri"]]
     if existing:
         version, created = existing[0], False
     else:

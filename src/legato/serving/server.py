@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -91,11 +92,34 @@ class ManagedProcess:
         self.stop()
 
 
-def model_server(model_uri: str, port: int | None = None, tracking_uri: str | None = None, workers: int = 1, log_path=None, extra_env=None) -> ManagedProcess:
-    """``mlflow models serve -m <model_uri> --env-manager local`` bound to 127.0.0.1."""
+def model_server(
+    model_uri: str, port: int | None = None, tracking_uri: str | None = None, workers: int = 1, log_path=None, extra_env=None, training_range=None
+) -> ManagedProcess:
+    """``mlflow models serve -m <model_uri> --env-manager local`` bound to 127.0.0.1.
+
+    The environment is :func:`serving_environment` (``training_range`` for the
+    ``OUT_OF_RANGE`` flag), then ``extra_env``.
+    """
     port = port or free_port()
     command = serve_command(model_uri, LOOPBACK, port, workers)
-    return ManagedProcess(command, port, "/ping", mlflow_environment(tracking_uri, extra_env), log_path)
+    env = {**serving_environment(workers, training_range), **(extra_env or {})}
+    return ManagedProcess(command, port, "/ping", mlflow_environment(tracking_uri, env), log_path)
+
+
+def serving_environment(workers: int, training_range=None) -> dict[str, str]:
+    """Settings of the model server's workers that the caller's environment does not already make.
+
+    - ``TF_NUM_INTRAOP_THREADS``: the cores divided among the workers (``TF_NUM_INTEROP_THREADS`` 1),
+      so that workers do not oversubscribe the CPU;
+    - ``SERVING_MODEL_CONFIG``: MLflow's serving-time model configuration, here the
+      ``training_range`` (:class:`~legato.inference.flags.TrainingRange`) of the
+      ``OUT_OF_RANGE`` flag, as ``legato predict --params`` uses it.
+    """
+    cores = os.cpu_count() or 1
+    env = {"TF_NUM_INTRAOP_THREADS": str(max(1, cores // max(1, workers))), "TF_NUM_INTEROP_THREADS": "1"}
+    if training_range is not None:
+        env["SERVING_MODEL_CONFIG"] = json.dumps({"training_range": training_range.as_meta()})
+    return {key: value for key, value in env.items() if key not in os.environ}
 
 
 def serve_command(model_uri: str, host: str, port: int, workers: int = 1) -> list[str]:

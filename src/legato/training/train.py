@@ -17,7 +17,7 @@ from legato.models.targets import TargetScaler
 from legato.training.config import TrainConfig
 from legato.training.data import load_split, make_dataset
 
-SERVING_PACKAGES = ("tensorflow-cpu", "keras", "mlflow", "numpy", "pandas", "astropy", "pyyaml")
+SERVING_PACKAGES = ("tensorflow-cpu", "keras", "mlflow", "numpy", "pandas", "astropy", "pyyaml", "orjson")
 
 
 def pinned_requirements() -> list[str]:
@@ -31,34 +31,57 @@ def pinned_requirements() -> list[str]:
     return pins
 
 
-def log_estimator_model(folder: str | Path, example: np.ndarray):
+def log_estimator_model(folder: str | Path, example: np.ndarray, training_range=None):
     """Log an estimator folder as the pyfunc model ``model`` of the active MLflow run.
 
     The model bundles the legato code and pinned CPU requirements, takes raw
     stamps ``(N, H, W)`` (signature and input example from ``example``) and
-    returns a DataFrame of physical parameters.
+    returns a DataFrame of physical parameters and per-row ``flags``.
+
+    Parameters
+    ----------
+    folder : str or Path
+        The estimator folder.
+    example : numpy.ndarray
+        A few stamps.
+    training_range : TrainingRange, optional
+        Range for the ``OUT_OF_RANGE`` flag, stored as the model configuration
+        ``training_range``; serving can set or replace it (``legato serve
+        --params``, or MLflow's ``SERVING_MODEL_CONFIG``).
 
     Returns
     -------
     mlflow.models.model.ModelInfo
     """
     import mlflow
+
+    return mlflow.pyfunc.log_model(name="model", **_pyfunc_arguments(folder, example, training_range))
+
+
+def save_estimator_model(folder: str | Path, path: str | Path, example: np.ndarray, training_range=None) -> Path:
+    """:func:`log_estimator_model` into a local folder ``path`` instead of a run (no tracking store)."""
+    import mlflow
+
+    mlflow.pyfunc.save_model(path=str(path), **_pyfunc_arguments(folder, example, training_range))
+    return Path(path)
+
+
+def _pyfunc_arguments(folder: str | Path, example: np.ndarray, training_range) -> dict:
     import pandas as pd
     from mlflow.models import infer_signature
 
     import legato
-    from legato.models.estimator import SersicEstimator
+    from legato.models.estimator import SersicEstimator, model_rows
 
-    signature = infer_signature(example, pd.DataFrame(LoadedEstimator(folder).predict(example)))
-    return mlflow.pyfunc.log_model(
-        name="model",
-        python_model=SersicEstimator(),
-        artifacts={"estimator": str(folder)},
-        code_paths=[str(Path(legato.__file__).parent)],
-        signature=signature,
-        input_example=example,
-        pip_requirements=pinned_requirements(),
-    )
+    return {
+        "python_model": SersicEstimator(),
+        "artifacts": {"estimator": str(folder)},
+        "code_paths": [str(Path(legato.__file__).parent)],
+        "signature": infer_signature(example, pd.DataFrame(model_rows(LoadedEstimator(folder), example))),
+        "input_example": example,
+        "pip_requirements": pinned_requirements(),
+        "model_config": {"training_range": training_range.as_meta() if training_range is not None else None},
+    }
 
 
 def _epoch_logger(prefix: str):
