@@ -13,6 +13,19 @@ from legato.registry.history import _check_id, export_history, import_history, r
 
 
 
+@pytest.fixture(autouse=True)
+def _restore_mlflow_uris():
+    """These tests point MLflow's process-wide URIs at their own stores: give the session's back afterwards."""
+    import mlflow
+
+    tracking, registry = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
+    yield
+    while mlflow.active_run():
+        mlflow.end_run()
+    mlflow.set_tracking_uri(tracking)
+    mlflow.set_registry_uri(registry)
+
+
 def _make_source_store(root: Path) -> tuple[str, dict]:
     """A real SQLite store with a parent run, a child run with a metric history, a logged model and two versions."""
     import mlflow

@@ -37,6 +37,7 @@ def repo_copy(tmp_path, repo_root):
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, target)
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", DVC_NO_ANALYTICS="1")
+    env["MLFLOW_TRACKING_URI"] = f"sqlite:///{dest / 'mlflow.db'}"  # the copy's own store, as on a fresh clone
     run(["git", "init", "-q"], dest, env)
     run(["git", "add", "-A"], dest, env)
     run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "copy"], dest, env)
