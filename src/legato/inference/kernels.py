@@ -32,6 +32,7 @@ PIXSCALE_TOLERANCE = 0.02
 #: an F160W image comes within orders of magnitude of it (a saturated star core is ~1e5 e/s)
 MAX_PIXEL_VALUE = 1e10
 #: the aperture of the source check: radius 1 arcsec at the models' 0.06 arcsec/pixel
+#: (conventions.PIXEL_SCALE_ARCSEC; this module imports nothing from legato)
 SOURCE_APERTURE_PIX = 1.0 / 0.06
 #: the noise of the source check comes from the stamp's outer frame of this width, in blocks of
 #: NOISE_BLOCK_PIX x NOISE_BLOCK_PIX pixels (block means keep correlated noise honest)
@@ -100,15 +101,20 @@ def source_snr(stamps: np.ndarray) -> np.ndarray:
         return flux / error
 
 
+def aperture_mask(size: int, radius_pix: float) -> np.ndarray:
+    """Boolean ``(size, size)`` mask of the circular aperture of ``radius_pix`` pixels centred on pixel ``(size // 2, size // 2)``."""
+    centre = size // 2
+    yy, xx = np.mgrid[:size, :size]
+    return (yy - centre) ** 2 + (xx - centre) ** 2 <= radius_pix**2
+
+
 def _source_masks(size: int) -> tuple[np.ndarray, np.ndarray]:
     """The outer frame of the ``size // NOISE_BLOCK_PIX`` block grid, and the central aperture (pixels)."""
     blocks = size // NOISE_BLOCK_PIX
     frame = np.ones((blocks, blocks), dtype=bool)
     inner = NOISE_FRAME_PIX // NOISE_BLOCK_PIX
     frame[inner:-inner, inner:-inner] = False
-    centre = size // 2
-    yy, xx = np.mgrid[:size, :size]
-    return frame, (yy - centre) ** 2 + (xx - centre) ** 2 <= SOURCE_APERTURE_PIX**2
+    return frame, aperture_mask(size, SOURCE_APERTURE_PIX)
 
 
 def flat_to_stamps(rows, size: int, flags: np.ndarray) -> np.ndarray:

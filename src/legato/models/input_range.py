@@ -29,9 +29,9 @@ NOISE_MARGIN = 1.1
 
 def aperture_mask(stamp_size: int, radius_arcsec: float = APERTURE_RADIUS_ARCSEC, pixel_scale: float = PIXEL_SCALE_ARCSEC) -> np.ndarray:
     """Boolean ``(size, size)`` mask of the circular aperture centred on pixel ``(size // 2, size // 2)``."""
-    centre = stamp_size // 2
-    yy, xx = np.mgrid[:stamp_size, :stamp_size]
-    return (yy - centre) ** 2 + (xx - centre) ** 2 <= (radius_arcsec / pixel_scale) ** 2
+    from legato.inference.kernels import aperture_mask as pixel_aperture
+
+    return pixel_aperture(stamp_size, radius_arcsec / pixel_scale)
 
 
 def aperture_photometry(stamps: np.ndarray, sky_sigma: np.ndarray, radius_arcsec: float = APERTURE_RADIUS_ARCSEC) -> tuple[np.ndarray, np.ndarray]:

@@ -96,6 +96,7 @@ def export_history(tracking_uri: str | None, run_ids, out_dir: str | Path, model
 
     from legato.registry.store import registry_client
 
+    _quiet_artifact_transfers()
     client = registry_client(tracking_uri)
     tracking_uri = mlflow.get_tracking_uri()
     out_dir = Path(out_dir)
@@ -188,10 +189,14 @@ def import_history(tracking_uri: str | None, history_dir: str | Path, artifact_r
     if uri.split(":", 1)[0].split("+", 1)[0] not in SQL_SCHEMES:
         raise ConfigError(f"the history keeps run ids and needs an SQL-backed tracking store (sqlite:///...), not {uri}")
     client = registry_client(uri, must_exist=False)
+    _quiet_artifact_transfers()
     summary = {"runs_created": 0, "runs_present": 0, "models_created": 0, "models_present": 0, "versions_created": 0, "registered_models_skipped": []}
     experiment_ids = {name: _experiment_id(client, name, artifact_root) for name in manifest["experiments"]}
     records = {run_id: json.loads((history_dir / "runs" / run_id / "run.json").read_text()) for run_id in manifest["runs"]}
     model_records = {model_id: json.loads((history_dir / "models" / model_id / "model.json").read_text()) for model_id in manifest["models"]}
+    models_by_run: dict[str, list[str]] = {}
+    for model_id, model in model_records.items():
+        models_by_run.setdefault(model["source_run_id"], []).append(model_id)
     for run_id in manifest["runs"]:
         record = records[run_id]
         if _exists(client.get_run, run_id):
@@ -199,9 +204,8 @@ def import_history(tracking_uri: str | None, history_dir: str | Path, artifact_r
         else:
             _create_run(client, record, experiment_ids[record["experiment"]], history_dir / "runs" / run_id / "artifacts")
             summary["runs_created"] += 1
-        for model_id, model in model_records.items():
-            if model["source_run_id"] != run_id:
-                continue
+        for model_id in models_by_run.get(run_id, []):
+            model = model_records[model_id]
             if _exists(client.get_logged_model, model_id):
                 summary["models_present"] += 1
                 continue
@@ -215,6 +219,13 @@ def import_history(tracking_uri: str | None, history_dir: str | Path, artifact_r
             continue
         summary["versions_created"] += _create_registered_model(client, model)
     return summary
+
+
+def _quiet_artifact_transfers() -> None:
+    """No per-file progress bars from MLflow's artifact transfers (unless the caller asked for them)."""
+    import os
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
 def _download(target: Path, **where) -> None:
@@ -383,7 +394,8 @@ def _create_logged_model(client, record: dict, experiment_id: str, artifacts: Pa
 def _link_outputs(client, run_id: str, outputs: list) -> None:
     from mlflow.entities import LoggedModelOutput
 
-    linked = {o.model_id for o in ((client.get_run(run_id).outputs.model_outputs if client.get_run(run_id).outputs else None) or [])}
+    run_outputs = client.get_run(run_id).outputs
+    linked = {o.model_id for o in ((run_outputs.model_outputs if run_outputs else None) or [])}
     missing = [LoggedModelOutput(model_id, step) for model_id, step in outputs if model_id not in linked and _exists(client.get_logged_model, model_id)]
     if missing:
         client.log_outputs(run_id, missing)

@@ -13,11 +13,7 @@ DEFAULT_SOURCES = (Path("models"), Path("reports"))
 
 
 def _settings(params: Path, tracking_uri: str | None) -> tuple[str | None, str]:
-    import os
-
     from legato.config import load_params
-
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     from legato.registry.store import DEFAULT_MODEL_NAME
     from legato.tracking import tracking_settings
 
