@@ -12,8 +12,8 @@ from typer.testing import CliRunner
 from legato.cli import app
 from legato.errors import DataError
 from legato.io.galfit import parse_galfit_value, read_galfit_block
-from legato.io.ingest import INGEST_PADDED, ingest_galfit_blocks, ingest_mosaic
-from legato.io.stamps import read_stamp_set
+from legato.io.ingest import INGEST_PADDED, NOISE_SIGMA_UNIT, ingest_galfit_blocks, ingest_mosaic
+from legato.io.stamps import read_stamp_masks, read_stamp_set
 
 
 @pytest.fixture(scope="module")
@@ -55,6 +55,95 @@ def test_real_uds_blocks_become_a_labelled_stamp_set(uds_blocks, tmp_path):
     assert row["mag"] == pytest.approx(25.1712) and row["ellipticity"] == pytest.approx(1 - 0.7431)
     assert row["flags"] & 4  # ERROR = 'Convergence'
     assert report["flagged"]["padded"] == int(np.sum((np.asarray(labels["flags"]) & INGEST_PADDED) > 0)) > 0
+    # noise level and texture of every stamp, where the blocks have data (drizzled F160W: ~0.5 at 1 pixel, ~0.1 at 2)
+    assert labels["noise_sigma"].unit == NOISE_SIGMA_UNIT
+    assert np.all((labels["noise_sigma"] > 0.004) & (labels["noise_sigma"] < 0.012))
+    assert np.all((labels["noise_correlation_1pix"] > 0.4) & (labels["noise_correlation_1pix"] < 0.7))
+    assert np.all(np.abs(labels["noise_correlation_2pix"]) < 0.3)
+    assert report["noise"]["noise_sigma_electron_per_s"] == pytest.approx(float(np.median(labels["noise_sigma"])), rel=1e-4)
+    assert 0.45 < report["noise"]["noise_correlation_1pix"] < 0.6
+    # padded: beyond the block or in its blank (exactly 0, no data) area; H.gf13 and H.gf8 are neither
+    padded = (np.asarray(labels["flags"]) & INGEST_PADDED) > 0
+    assert np.all(padded == (labels["padded_fraction"] > 0)) and set(labels["source_file"][~padded]) == {"H.gf13.fits", "H.gf8.fits"}
+    # the neighbour masks travel with the stamps and agree with the label columns
+    masks = read_stamp_masks(tmp_path / "uds")
+    assert masks.shape == stamps.shape and masks.dtype == bool
+    np.testing.assert_allclose(masks.mean(axis=(1, 2)), labels["neighbour_fraction"], atol=1e-6)
+    assert np.mean(masks[:, 32, 32]) < 0.2  # the target is not a neighbour (a grown neighbour may touch the centre: H.gf2)
+    assert np.all((labels["neighbour_fraction"] > 0) == (labels["n_neighbours"] > 0)) and labels["n_neighbours"].max() > 0
+
+
+def _padded_band(block, size=64):
+    """Pixels of the stamp beyond the block or in its blank (0, no data) area, as galfit_stamp cuts it."""
+    from legato.io.mosaic import cut_stamps
+
+    target = block.target()
+    position = [[target["XC"].value - 1.0, target["YC"].value - 1.0]]
+    cut, _ = cut_stamps(np.where(block.image == 0, np.nan, 1.0), None, position, size, fill_value=np.nan)
+    return ~np.isfinite(cut[0])
+
+
+def test_padding_has_the_residual_noise_texture(uds_blocks, tmp_path):
+    """H.gf1 (45 x 65 pixels, its top 16 rows blank) in a 64 x 64 stamp: the padded band has the GALFIT residual's texture."""
+    from legato.analysis.noise_texture import noise_statistics
+
+    [path] = [p for p in uds_blocks if p.name == "H.gf1.fits"]
+    block = read_galfit_block(path)
+    ingest_galfit_blocks([path], tmp_path / "one", size=64, seed=3)
+    stamps, labels, _ = read_stamp_set(tmp_path / "one")
+    outside = _padded_band(block)
+    assert labels["flags"][0] & INGEST_PADDED and outside.sum() > 1000
+    residual = noise_statistics(block.residual, mask=block.image == 0)  # where the block has data
+    band = noise_statistics(stamps[0], mask=~outside)
+    assert labels["noise_sigma"][0] == pytest.approx(residual.sigma) and labels["noise_correlation_1pix"][0] == pytest.approx(residual.correlation[1])
+    assert band.sigma == pytest.approx(residual.sigma, rel=0.15)
+    assert abs(band.correlation[1] - residual.correlation[1]) < 0.1
+    assert abs(band.correlation[2] - residual.correlation[2]) < 0.1
+
+
+def _synthetic_block(path, shape=(40, 44), sigma=0.004, kernel=0.9, residual=True, seed=0):
+    """A GALFIT block with drizzle-like correlated noise, a Gaussian galaxy at the centre and one neighbour."""
+    from legato.simulation.noise import correlated_noise
+
+    rng = np.random.default_rng(seed)
+    ny, nx = shape
+    yy, xx = np.mgrid[:ny, :nx]
+    xc, yc = nx / 2 + 0.5, ny / 2 + 0.5  # 1-based, as GALFIT
+    galaxy = 0.2 * np.exp(-((xx - (xc - 1)) ** 2 + (yy - (yc - 1)) ** 2) / (2 * 2.5**2))
+    neighbour = 0.1 * np.exp(-((xx - 6) ** 2 + (yy - 7) ** 2) / (2 * 1.5**2))
+    noise = correlated_noise(shape, sigma, kernel, rng)
+    header = fits.Header([("CD1_1", -0.06 / 3600), ("CD1_2", 0.0), ("CD2_1", 0.0), ("CD2_2", 0.06 / 3600)])
+    model = fits.Header([("MAGZPT", 25.9463), ("COMP_1", "sky"), ("1_SKY", "[0.000e+00]"), ("COMP_2", "sersic")])
+    for key, value in {"XC": xc, "YC": yc, "MAG": 23.5, "RE": 4.0, "N": 1.2, "AR": 0.8, "PA": 30.0}.items():
+        model[f"2_{key}"] = f"{value:.4f} +/- 0.0100"
+    hdus = [fits.PrimaryHDU(), fits.ImageHDU((galaxy + neighbour + noise).astype(np.float32), header), fits.ImageHDU(galaxy.astype(np.float32), model)]
+    if residual:
+        hdus.append(fits.ImageHDU((neighbour + noise).astype(np.float32)))
+    fits.HDUList(hdus).writeto(path)
+    return noise
+
+
+@pytest.mark.parametrize("with_residual", [True, False])
+def test_synthetic_block_padding_and_noise_columns(tmp_path, with_residual):
+    """Correlated noise of known sigma and correlation; without a residual it is measured on the image's sky pixels."""
+    from legato.analysis.noise_texture import noise_statistics
+
+    path = tmp_path / "H.gf77.fits"
+    noise = _synthetic_block(path, residual=with_residual)
+    truth = noise_statistics(noise)
+    report = ingest_galfit_blocks([path], tmp_path / "set", size=64, seed=1)
+    stamps, labels, _ = read_stamp_set(tmp_path / "set")
+    row = labels[0]
+    assert row["flags"] & INGEST_PADDED and report["flagged"]["padded"] == 1
+    assert row["noise_sigma"] == pytest.approx(truth.sigma, rel=0.15)
+    assert abs(row["noise_correlation_1pix"] - truth.correlation[1]) < 0.1
+    band = noise_statistics(stamps[0], mask=~_padded_band(read_galfit_block(path)))
+    assert band.sigma == pytest.approx(row["noise_sigma"], rel=0.15)
+    assert abs(band.correlation[1] - row["noise_correlation_1pix"]) < 0.1
+    # the neighbour at block pixel (6, 7) is masked, the target is not
+    mask = read_stamp_masks(tmp_path / "set")[0]
+    assert row["n_neighbours"] >= 1 and 0 < row["neighbour_fraction"] < 0.2
+    assert not mask[32, 32] and mask[32 - 20 + 7, 32 - 22 + 6]
 
 
 def test_bad_blocks_are_reported_per_file_and_skipped(uds_blocks, tmp_path):
@@ -112,6 +201,11 @@ def test_mosaic_and_vanderwel_catalogue(uds_blocks, tmp_path):
     assert report["ingested"] == 1 and list(report["skipped"]) == ["8"] and report["skipped"]["8"] == "off the mosaic"
     stamps, labels, _ = read_stamp_set(tmp_path / "set")
     assert labels["id"][0] == 7 and labels["re_arcsec"][0] == pytest.approx(target["RE"].value * 0.06)
+    # noise measured on the stamp's sky pixels (32 x 32 in a crowded block: ~200 of them, galaxy wings push it up), masks stored
+    assert labels["noise_sigma"].unit == NOISE_SIGMA_UNIT and 0.005 < labels["noise_sigma"][0] < 0.03
+    assert labels["flags"][0] & INGEST_PADDED and 0.1 < labels["padded_fraction"][0] < 0.4  # H.gf9's blank corner
+    assert 0.4 < labels["noise_correlation_1pix"][0] < 0.9 and report["noise"]["noise_correlation_1pix"] == pytest.approx(labels["noise_correlation_1pix"][0], abs=1e-5)
+    assert read_stamp_masks(tmp_path / "set").shape == (1, 32, 32) and "n_neighbours" in labels.colnames
     # RA/Dec went through the WCS back to the target's pixel, now the stamp's centre pixel
     ix, iy = int(np.floor(target["XC"].value - 1.0 + 0.5)), int(np.floor(target["YC"].value - 1.0 + 0.5))
     assert stamps[0][16, 16] == pytest.approx(block.image[iy, ix], rel=1e-6)

@@ -9,7 +9,7 @@ from astropy.table import Table
 
 from legato.catalog.vanderwel import read_vanderwel_catalog, select_good_fits
 from legato.errors import DataError
-from legato.io.stamps import StampSetMeta, read_stamp_chunk, read_stamp_set, write_stamp_set
+from legato.io.stamps import StampSetMeta, read_labels, read_stamp_chunk, read_stamp_masks, read_stamp_set, write_stamp_set
 from legato.simulation.psf import model_psf_profile, read_psf_image, write_psf_image
 
 
@@ -26,6 +26,30 @@ def test_stamp_set_round_trip(tmp_path):
     np.testing.assert_array_equal(back, stamps)
     assert list(back_labels["id"]) == list(range(7)) and str(back_labels["mag"].unit) == "mag"
     assert header["NCHUNKS"] == 3 and header["DOMAIN"] == "unit-test"
+
+
+def test_neighbour_masks_round_trip_and_are_optional(tmp_path):
+    from astropy import units as u
+
+    rng = np.random.default_rng(1)
+    stamps = rng.normal(size=(7, 16, 16)).astype(np.float32)
+    masks = rng.random((7, 16, 16)) < 0.2
+    labels = Table({"id": np.arange(7), "noise_sigma": np.full(7, 0.003)})
+    labels["noise_sigma"].unit = u.electron / u.s  # not a FITS unit: kept in generic form
+    write_stamp_set(tmp_path / "masked", stamps, labels, meta(), chunk_size=3, masks=masks)
+    back = read_stamp_masks(tmp_path / "masked")
+    assert back.dtype == bool and back.shape == masks.shape
+    np.testing.assert_array_equal(back, masks)
+    cube, back_labels, _ = read_stamp_set(tmp_path / "masked")  # the readers still return (stamps, labels, header)
+    np.testing.assert_array_equal(cube, stamps)
+    assert back_labels["noise_sigma"].unit == u.electron / u.s and read_labels(tmp_path / "masked")["noise_sigma"].unit == u.electron / u.s
+    with fits.open(tmp_path / "masked" / "stamps_00000.fits") as hdul:
+        assert [h.name for h in hdul] == ["STAMPS", "LABELS", "NBRMASK"] and hdul["NBRMASK"].data.dtype == np.uint8
+
+    write_stamp_set(tmp_path / "plain", stamps, labels, meta())
+    assert read_stamp_masks(tmp_path / "plain") is None
+    with pytest.raises(DataError, match="do not match the stamps"):
+        write_stamp_set(tmp_path / "bad", stamps, labels, meta(), masks=masks[:, :8])
 
 
 def test_truncated_stamp_file_is_a_clear_error(tmp_path):

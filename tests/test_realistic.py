@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from astropy.table import Table
 
-from legato.analysis.morphometry import neighbour_mask
+from legato.analysis.segmentation import segment_stamp
 from legato.classical.fitter import FLAG_AT_LIMIT, FLAG_POOR_FIT
 from legato.classical.labels import labelled_table, usable
 from legato.errors import ConfigError
@@ -70,10 +70,10 @@ def test_neighbour_mask_masks_the_neighbour_not_the_target():
     target = 0.5 * np.exp(-0.5 * ((yy - 32) ** 2 + (xx - 32) ** 2) / 3.0**2)
     blended = 1.0 * np.exp(-0.5 * ((yy - 32) ** 2 + (xx - 44) ** 2) / 2.5**2)  # touching the target
     image = target + blended + rng.normal(0, 0.01, (64, 64))
-    mask = neighbour_mask(image, 0.01)
+    mask = segment_stamp(image, 0.01).neighbour_mask
     assert not mask[30:35, 30:35].any()
     assert mask[32, 44] and mask[30:35, 42:47].all()
-    assert not neighbour_mask(target + rng.normal(0, 0.01, (64, 64)), 0.01)[26:39, 26:39].any()
+    assert not segment_stamp(target + rng.normal(0, 0.01, (64, 64)), 0.01).neighbour_mask[26:39, 26:39].any()
 
 
 def test_labels_are_the_fits_and_unusable_fits_are_marked():

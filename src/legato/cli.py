@@ -746,6 +746,10 @@ from legato.evaluation.crb_command import crb_command as _crb_command  # noqa: E
 
 app.command("crb")(one_line_errors(_crb_command))
 
+from legato.evaluation.realism_command import realism_command as _realism_command  # noqa: E402
+
+app.command("realism")(one_line_errors(_realism_command))
+
 from legato.fit_quality.command import inspect_command as _inspect_command  # noqa: E402
 
 app.command("inspect")(one_line_errors(_inspect_command))

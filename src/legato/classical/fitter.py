@@ -22,7 +22,8 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from legato.analysis.morphometry import border_background, neighbour_mask
+from legato.analysis.morphometry import border_background
+from legato.analysis.segmentation import segment_stamp
 from legato.classical.initial import InitialGuess, initial_guess, sersic_surface_brightness_at_re
 from legato.conventions import SERSIC_N_MAX, SERSIC_N_MIN, Q_MIN, flux_to_mag, mag_to_flux
 from legato.errors import ConfigError
@@ -37,7 +38,7 @@ FLAG_NAMES = {1: "bad_input", 2: "fit_error", 4: "not_converged", 8: "at_limit",
 
 CENTRE_BOX_PIX = 3.0
 RE_MIN_PIX = 0.3
-SKY_MODES = ("zero", "border", "free")
+SKY_MODES = ("zero", "border", "masked", "free")
 # alternative starts (Sérsic index, radius as a fraction of the moments radius) tried after a poor fit
 RETRY_STARTS = ((4.0, 0.5), (1.0, 1.0), (0.5, 1.5))
 
@@ -57,13 +58,15 @@ class FitSettings:
     sky : str
         ``zero``: the stamp is background-subtracted, sky held at 0;
         ``border``: median of the stamp border, subtracted and held fixed;
+        ``masked``: sigma-clipped median of the pixels outside every detected source
+        (photutils segmentation, grown), subtracted and held fixed, as a local-sky pipeline does;
         ``free``: a flat sky term fitted with the galaxy.
     retry_chi2 : float
         Reduced chi-square above which the fit is restarted from ``RETRY_STARTS``.
     psf_size : int
         Side (pixels, odd) to which the unit-sum PSF is cropped for the fit.
     mask_neighbours : bool
-        Mask other sources found by a detection segmentation (``neighbour_mask``) before fitting.
+        Mask other sources found by photutils detection and deblending (:func:`legato.analysis.segmentation.segment_stamp`) before fitting.
     start_n : float or None
         Fixed starting Sérsic index instead of the moments estimate (an alternative initialisation).
     """
@@ -227,6 +230,25 @@ def network_guess(moments: InitialGuess, estimate, settings: FitSettings) -> Ini
     )
 
 
+SKY_GROW_PIX = 4  # the masked sky leaves out pixels this far beyond each source's segment (its faint wings)
+
+
+def fixed_sky(image: np.ndarray, mode: str, segmentation=None) -> float:
+    """The sky level (electrons/s) held fixed in the fit: 0 (``zero``/``free``), the border median, or the masked-sky median."""
+    if mode == "border":
+        return border_background(image)
+    if mode != "masked":
+        return 0.0
+    from astropy.stats import sigma_clipped_stats
+    from scipy.ndimage import binary_dilation
+
+    sources = binary_dilation(segmentation.source_mask, iterations=SKY_GROW_PIX)
+    sky_pixels = image[~sources & np.isfinite(image)]
+    if sky_pixels.size < 50:
+        return border_background(image)
+    return float(sigma_clipped_stats(sky_pixels, sigma=3.0)[1])
+
+
 def fit_stamp(image: np.ndarray, sigma: np.ndarray, psf: np.ndarray, settings: FitSettings, start_estimate=None) -> dict:
     """Fit one stamp.
 
@@ -258,9 +280,10 @@ def fit_stamp(image: np.ndarray, sigma: np.ndarray, psf: np.ndarray, settings: F
     psf = np.asarray(psf, dtype=np.float64)
     if image.ndim != 2 or not np.all(np.isfinite(image)) or not np.all(np.isfinite(sigma)) or not np.any(image):
         return empty_result(FLAG_BAD_INPUT)
-    sky = border_background(image) if settings.sky == "border" else 0.0
+    segmentation = segment_stamp(image, float(np.min(sigma))) if settings.mask_neighbours or settings.sky == "masked" else None
+    sky = fixed_sky(image, settings.sky, segmentation)
     image = image - sky
-    mask = neighbour_mask(image, float(np.median(sigma))) if settings.mask_neighbours else None
+    mask = segmentation.neighbour_mask if settings.mask_neighbours else None
     try:
         guess = initial_guess(image if mask is None else np.where(mask, 0.0, image), float(np.median(sigma)))
     except Exception:  # noqa: BLE001 - a stamp the moments cannot describe is a failed fit

@@ -60,7 +60,7 @@ def _fit_block(block: tuple) -> tuple[int, list[dict]]:
     rows = []
     for k, (stamp_id, stamp) in enumerate(zip(ids, stamps)):
         start = time.perf_counter()
-        sigma = sky_sigma if sky_sigma else border_sigma(stamp)
+        sigma = float(sky_sigma[k]) if sky_sigma is not None and np.isfinite(sky_sigma[k]) else border_sigma(stamp)
         start_estimate = None if starts is None else starts[k]
         result = fit_stamp(stamp, noise_map(stamp, sigma, exposure_time), _WORKER["psf"], _WORKER["settings"], start_estimate)
         result["id"] = int(stamp_id)
@@ -69,11 +69,20 @@ def _fit_block(block: tuple) -> tuple[int, list[dict]]:
     return index, rows
 
 
+def per_stamp_sky_sigma(labels, header) -> np.ndarray | None:
+    """Per-pixel sky sigma of each stamp (electrons/s): the ``sky_sigma`` column, else the header's ``SKYSIG``, else None (measured on each border)."""
+    if "sky_sigma" in labels.colnames:
+        return np.asarray(labels["sky_sigma"], dtype=float)
+    if header.get("SKYSIG"):
+        return np.full(len(labels), float(header["SKYSIG"]))
+    return None
+
+
 def _blocks(set_dir: Path, block_size: int, max_stamps: int | None, starts: dict | None = None):
     """(block index, ids, stamps, sky sigma, exposure time, start estimates or None) in set order."""
     index, seen = 0, 0
     for stamps, labels, header in iter_stamp_set(set_dir):
-        sky_sigma = header.get("SKYSIG")
+        sky_sigma = per_stamp_sky_sigma(labels, header)
         exposure_time = header.get("EXPTIME")
         ids = np.asarray(labels["id"]) if "id" in labels.colnames else np.arange(seen, seen + len(stamps))
         for start in range(0, len(stamps), block_size):
@@ -83,7 +92,7 @@ def _blocks(set_dir: Path, block_size: int, max_stamps: int | None, starts: dict
             if max_stamps is not None:
                 stop = min(stop, start + max_stamps - seen)
             block_starts = None if starts is None else np.array([starts.get(int(i), NO_START) for i in ids[start:stop]])
-            yield index, ids[start:stop], stamps[start:stop], sky_sigma, exposure_time, block_starts
+            yield index, ids[start:stop], stamps[start:stop], None if sky_sigma is None else sky_sigma[start:stop], exposure_time, block_starts
             seen += stop - start
             index += 1
 

@@ -6,7 +6,13 @@ A stamp set is a folder of ``stamps_NNNNN.fits`` files. Each file has
   keywords PIXSCALE (arcsec/pixel), MAGZPT (AB), BUNIT, FILTER, PSFID, DOMAIN,
   NSTAMPS, CHUNK;
 - HDU 1 (``LABELS``): a binary table, one row per stamp in cube order, with
-  units on every physical column.
+  units on every physical column (a unit the FITS standard lacks, such as
+  ``electron / s``, is written in astropy's generic form and read back as that
+  unit by the readers here);
+- optionally HDU 2 (``NBRMASK``): a uint8 cube ``(N, H, W)``, 1 on the pixels
+  of sources other than the target (neighbours to mask in a fit or a loss),
+  0 elsewhere. Sets of real stamps (``legato ingest``) carry it; simulated sets
+  do not. :func:`read_stamp_masks` reads it (``None`` for a set without it).
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from astropy import units as u
 from astropy.io import fits
 from astropy.table import Table, vstack
 from astropy.utils.exceptions import AstropyUserWarning
@@ -26,6 +33,7 @@ from legato.errors import DataError
 
 CHUNK_PATTERN = "stamps_{:05d}.fits"
 CHUNK_GLOB = "stamps_*.fits"
+MASK_EXTNAME = "NBRMASK"
 
 
 @dataclass(frozen=True)
@@ -59,6 +67,7 @@ def write_stamp_set(
     labels: Table,
     meta: StampSetMeta,
     chunk_size: int = 5_000,
+    masks: np.ndarray | None = None,
 ) -> list[Path]:
     """Write stamps and their labels as chunked FITS files.
 
@@ -74,17 +83,30 @@ def write_stamp_set(
         Header metadata.
     chunk_size : int
         Stamps per file.
+    masks : numpy.ndarray, optional
+        ``(N, H, W)`` boolean (or 0/1) neighbour masks, the stamps' shape, True on
+        pixels to leave out; written as the uint8 ``NBRMASK`` extension of every chunk.
 
     Returns
     -------
     list of Path
         The files written.
+
+    Raises
+    ------
+    DataError
+        If the cube is not 3-D, or the labels or masks do not match the stamps.
     """
     stamps = np.asarray(stamps)
     if stamps.ndim != 3:
         raise DataError(f"stamps must be a 3-D cube (N, H, W), got shape {stamps.shape}")
     if len(labels) != len(stamps):
         raise DataError(f"{len(stamps)} stamps but {len(labels)} label rows")
+    if masks is not None:
+        masks = np.asarray(masks)
+        if masks.shape != stamps.shape:
+            raise DataError(f"masks of shape {masks.shape} do not match the stamps' {stamps.shape}")
+        masks = (masks != 0).astype(np.uint8)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     for old in out_dir.glob(CHUNK_GLOB):
@@ -99,12 +121,51 @@ def write_stamp_set(
         header["NCHUNKS"] = (n_chunks, "chunks in the set")
         primary = fits.PrimaryHDU(stamps[part].astype(np.float32), header=header)
         primary.header["EXTNAME"] = "STAMPS"
-        table_hdu = fits.table_to_hdu(labels[part])
+        table_hdu = _labels_hdu(labels[part])
         table_hdu.header["EXTNAME"] = "LABELS"
+        hdus = [primary, table_hdu]
+        if masks is not None:
+            mask_hdu = fits.ImageHDU(masks[part], name=MASK_EXTNAME)
+            mask_hdu.header["COMMENT"] = "1 = pixel of a neighbouring source (not the target), 0 = target or sky"
+            hdus.append(mask_hdu)
         path = out_dir / CHUNK_PATTERN.format(chunk)
-        fits.HDUList([primary, table_hdu]).writeto(path, overwrite=True)
+        fits.HDUList(hdus).writeto(path, overwrite=True)
         paths.append(path)
     return paths
+
+
+def _labels_hdu(labels: Table) -> fits.BinTableHDU:
+    """The label table as an HDU; a unit outside the FITS standard (``electron / s``) goes to TUNITn in generic form."""
+    plain = labels.copy(copy_data=False)
+    generic = {}
+    for index, name in enumerate(plain.colnames, start=1):
+        unit = plain[name].unit
+        if unit is None:
+            continue
+        try:
+            u.Unit(unit).to_string("fits")
+        except ValueError:
+            generic[index] = u.Unit(unit).to_string()
+            plain[name].unit = None  # astropy would drop it with a warning
+    hdu = fits.table_to_hdu(plain)
+    for index, text in generic.items():
+        hdu.header[f"TUNIT{index}"] = text
+    return hdu
+
+
+def _read_labels_table(source, **kwargs) -> Table:
+    """Read a label table, restoring the units written in generic form (see :func:`_labels_hdu`)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", u.UnitsWarning)  # 'electron / s' is not a FITS unit
+        table = Table.read(source, **kwargs)
+    for name in table.colnames:
+        unit = table[name].unit
+        if isinstance(unit, u.UnrecognizedUnit):
+            try:
+                table[name].unit = u.Unit(str(unit))
+            except ValueError:
+                pass
+    return table
 
 
 def read_stamp_chunk(path: str | Path) -> tuple[np.ndarray, Table, fits.Header]:
@@ -132,7 +193,7 @@ def read_stamp_chunk(path: str | Path) -> tuple[np.ndarray, Table, fits.Header]:
             with fits.open(path, memmap=False) as hdul:
                 stamps = np.asarray(hdul[0].data, dtype=np.float32)
                 header = hdul[0].header.copy()
-                labels = Table.read(hdul["LABELS"])
+                labels = _read_labels_table(hdul["LABELS"])
     except FileNotFoundError:
         raise DataError(f"stamp file not found: {path}") from None
     except (OSError, KeyError, ValueError, TypeError, IndexError, AstropyUserWarning) as exc:
@@ -183,6 +244,49 @@ def read_stamp_set(set_dir: str | Path) -> tuple[np.ndarray, Table, fits.Header]
     return np.concatenate(cubes), vstack(tables, metadata_conflicts="silent"), header
 
 
+def read_stamp_masks(set_dir: str | Path) -> np.ndarray | None:
+    """The neighbour masks of a stamp set (the ``NBRMASK`` extensions), or None when it has none.
+
+    Parameters
+    ----------
+    set_dir : str or Path
+        Stamp-set folder.
+
+    Returns
+    -------
+    numpy.ndarray or None
+        Boolean ``(N, H, W)`` cube in the order of :func:`read_stamp_set`, True on
+        neighbour pixels; None when no chunk of the set has masks.
+
+    Raises
+    ------
+    DataError
+        If the folder holds no chunk, a chunk cannot be read, only some chunks
+        have masks, or a chunk's masks do not match its ``NSTAMPS``.
+    """
+    cubes, missing = [], []
+    for path in chunk_paths(set_dir):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", AstropyUserWarning)
+                with fits.open(path, memmap=False) as hdul:
+                    n_stamps = hdul[0].header.get("NSTAMPS")
+                    if MASK_EXTNAME not in hdul:
+                        missing.append(path.name)
+                        continue
+                    mask = np.asarray(hdul[MASK_EXTNAME].data) != 0
+        except (OSError, KeyError, ValueError, TypeError, IndexError, AstropyUserWarning) as exc:
+            raise DataError(f"cannot read the masks of {path}: {exc}") from None
+        if mask.ndim != 3 or (n_stamps is not None and len(mask) != n_stamps):
+            raise DataError(f"the {MASK_EXTNAME} extension of {path} has shape {mask.shape}, expected {n_stamps} masks")
+        cubes.append(mask)
+    if not cubes:
+        return None
+    if missing:
+        raise DataError(f"stamp set {set_dir}: chunks {', '.join(missing)} have no {MASK_EXTNAME} extension while others do")
+    return np.concatenate(cubes)
+
+
 def read_labels(set_dir: str | Path) -> Table:
     """The label rows of a stamp set, without reading its stamps.
 
@@ -194,7 +298,7 @@ def read_labels(set_dir: str | Path) -> Table:
     tables = []
     for path in chunk_paths(set_dir):
         try:
-            tables.append(Table.read(path, hdu="LABELS"))
+            tables.append(_read_labels_table(path, hdu="LABELS"))
         except (OSError, KeyError, ValueError) as exc:
             raise DataError(f"cannot read the labels of {path}: {exc}") from None
     return vstack(tables, metadata_conflicts="silent")

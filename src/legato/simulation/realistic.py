@@ -15,8 +15,15 @@ catalogue (as the Sérsic domain does) and is rendered as one of four kinds:
 
 Every stamp may get Sérsic neighbours inside the stamp, is drawn with a PSF
 slightly wider or narrower than the nominal one (PSF mismatch), and gets
-correlated sky noise (white noise smoothed by a Gaussian kernel and rescaled to
-the nominal per-pixel sigma, as drizzling correlates CANDELS pixels).
+correlated sky noise calibrated on real CANDELS UDS F160W data: a per-pixel
+sigma drawn log-uniformly over ``sky_sigma_range`` (the depths of the real
+blocks' GALFIT residuals) and white noise smoothed by the Gaussian kernel whose
+neighbour-pixel correlation is the residuals' (drizzling correlates CANDELS
+pixels; :mod:`legato.analysis.noise_texture` measures both the same way on real
+and simulated stamps). A COSMOS galaxy whose stamp would carry negative holes
+(more than 0.5% of the pixels below -4 sigma, an artefact of the deconvolved
+ACS image no real F160W image has) is replaced by another COSMOS galaxy of the
+same split.
 
 The generation parameters are kept (``gen_*`` columns) but are not the labels:
 like van der Wel's real galaxies, these are labelled by a single-Sérsic fit
@@ -44,6 +51,7 @@ from legato.catalog.vanderwel import read_vanderwel_catalog, select_good_fits
 from legato.conventions import circular_half_light_radius, galfit_pa_to_galsim_beta_deg, mag_to_flux
 from legato.errors import ConfigError
 from legato.io.stamps import StampSetMeta, write_stamp_set
+from legato.analysis.noise_texture import HOLE_FRACTION_LIMIT, has_negative_holes
 from legato.simulation.noise import correlated_noise
 from legato.simulation.parameters import draw_parameters
 from legato.simulation.psf import read_psf_image
@@ -82,6 +90,11 @@ class RealisticConfig:
         Range of the factor applied to the PSF size when drawing (the fitters assume 1).
     noise_correlation_pix : float
         Gaussian smoothing (sigma, pixels) of the sky noise; 0 = white.
+    sky_sigma_range : tuple of float or None
+        Per-pixel sky sigma range (electrons/s), drawn log-uniformly per stamp; None = the
+        calibrated ``simulate.noise.sky_sigma`` for every stamp.
+    max_cosmos_redraws : int
+        COSMOS galaxies tried in turn when a stamp shows negative holes.
     cosmos_noise_fraction : float
         A COSMOS galaxy is made at most as bright as keeps its own (rescaled) noise below this
         fraction of the sky sigma; the added sky noise is reduced so the total matches the sky sigma.
@@ -98,6 +111,8 @@ class RealisticConfig:
     psf_dilation: tuple = (0.95, 1.08)
     noise_correlation_pix: float = 0.6
     cosmos_noise_fraction: float = 0.5
+    sky_sigma_range: tuple | None = None
+    max_cosmos_redraws: int = 10
 
     def __post_init__(self):
         unknown = set(self.kinds) - set(KINDS)
@@ -114,6 +129,8 @@ class RealisticConfig:
             raise ConfigError(f"psf_dilation must be a range 0 < low <= high, got {self.psf_dilation}")
         if self.noise_correlation_pix < 0 or not 0 < self.cosmos_noise_fraction < 1:
             raise ConfigError("noise_correlation_pix must be >= 0 and cosmos_noise_fraction in (0, 1)")
+        if self.sky_sigma_range is not None and not 0 < self.sky_sigma_range[0] <= self.sky_sigma_range[1]:
+            raise ConfigError(f"sky_sigma_range must be a range 0 < low <= high in electrons/s, got {self.sky_sigma_range}")
 
 
 def realistic_config(params: dict, overrides: dict | None = None) -> RealisticConfig:
@@ -125,8 +142,8 @@ def realistic_config(params: dict, overrides: dict | None = None) -> RealisticCo
     values.update({k: v for k, v in (overrides or {}).items() if v is not None})
     if "cosmos_dir" not in values:
         raise ConfigError("missing parameter realistic.cosmos_dir")
-    for key in ("neighbour_distance_pix", "psf_dilation"):
-        if key in values:
+    for key in ("neighbour_distance_pix", "psf_dilation", "sky_sigma_range"):
+        if values.get(key) is not None:
             values[key] = tuple(float(v) for v in values[key])
     try:
         return RealisticConfig(base=base, **values)
@@ -182,6 +199,11 @@ def draw_realistic_parameters(config: RealisticConfig, n_cosmos: int) -> dict[st
             rng.uniform(size=size) < config.neighbour_probability, rng.integers(1, config.max_neighbours + 1, size), 0
         )
         table["psf_dilation"] = rng.uniform(*config.psf_dilation, size)
+        if config.sky_sigma_range is None:
+            sky_sigma = np.full(size, config.base.noise.sky_sigma)
+        else:
+            sky_sigma = np.exp(rng.uniform(*np.log(config.sky_sigma_range), size))
+        table["sky_sigma"] = sky_sigma  # electrons/s per pixel (FITS has no native electron unit, so none is written)
         for name in ("mag", "re_arcsec", "n", "q", "ellipticity", "pa_deg"):
             table.rename_column(name, f"gen_{name}")
         tables[split] = table
@@ -335,12 +357,16 @@ def _init_worker(config: RealisticConfig) -> None:
 def render_realistic_stamp(row, split_index: int) -> tuple[np.ndarray, float]:
     """One noisy realistic stamp (electrons/s, sky-subtracted) and its noiseless central-galaxy flux inside the stamp.
 
-    Must run after the worker initialiser (PSF, COSMOS catalogue and neighbour rows loaded).
+    The sky noise has the row's per-pixel ``sky_sigma`` (electrons/s) and the
+    domain's correlation kernel; the source Poisson noise follows the calibrated
+    exposure time. Must run after the worker initialiser (PSF, COSMOS catalogue
+    and neighbour rows loaded).
     """
     import galsim
 
     config: RealisticConfig = _WORKER["config"]
     base = config.base
+    sky_sigma = float(row.get("sky_sigma", base.noise.sky_sigma))
     rng = np.random.default_rng([config.seed, 99, split_index, int(row["id"])])
     gsparams = galsim.GSParams(folding_threshold=FOLDING_THRESHOLD)
     galaxy = galaxy_profile(row, rng, base.zeropoint, _WORKER["cosmos"], gsparams)
@@ -348,7 +374,7 @@ def render_realistic_stamp(row, split_index: int) -> tuple[np.ndarray, float]:
     own_noise = 0.0
     if str(row["kind"]) == "cosmos":
         galaxy, own_noise = brighten_within_noise(
-            galaxy, psf, float(mag_to_flux(float(row["gen_mag"]), base.zeropoint)), config.cosmos_noise_fraction * base.noise.sky_sigma,
+            galaxy, psf, float(mag_to_flux(float(row["gen_mag"]), base.zeropoint)), config.cosmos_noise_fraction * sky_sigma,
             base.stamp_size, base.pixel_scale, int(rng.integers(1, 2**31 - 1)),
         )
     half_pixel = 0.0 if base.stamp_size % 2 else 0.5
@@ -360,11 +386,55 @@ def render_realistic_stamp(row, split_index: int) -> tuple[np.ndarray, float]:
     image = galsim.Convolve(scene, psf, gsparams=gsparams).drawImage(
         nx=base.stamp_size, ny=base.stamp_size, scale=base.pixel_scale, offset=offset, method="auto"
     ).array.astype(np.float64)
-    noise = base.noise
-    electrons = np.clip(image, 0.0, None) * noise.exposure_time
-    source_noise = (rng.poisson(electrons) - electrons) / noise.exposure_time
-    sky = correlated_noise(image.shape, float(np.sqrt(noise.sky_sigma**2 - own_noise**2)), config.noise_correlation_pix, rng)
+    exposure_time = base.noise.exposure_time
+    electrons = np.clip(image, 0.0, None) * exposure_time
+    source_noise = (rng.poisson(electrons) - electrons) / exposure_time
+    sky = correlated_noise(image.shape, float(np.sqrt(sky_sigma**2 - own_noise**2)), config.noise_correlation_pix, rng)
     return (image + source_noise + sky).astype(np.float32), float(galaxy.flux)
+
+
+FALLBACK_KIND = "bulge_disc"
+HOLE_MARGIN = 0.2  # a COSMOS stamp is redrawn at a fifth of the artefact limit (4 pixels of 4,096; Gaussian noise gives ~0.1),
+# so that the check on the measured noise (legato realism), whose sigma scatters around the true one, passes with margin
+
+
+def cosmos_pool(split_index: int, n_cosmos: int) -> np.ndarray:
+    """COSMOS galaxy indices the split may use (test A: identifiers divisible by five; pool B: the others)."""
+    reserved = in_test_split(np.arange(n_cosmos))
+    return np.flatnonzero(reserved if SPLITS[split_index] == "A" else ~reserved)
+
+
+def render_without_holes(row, split_index: int) -> tuple[np.ndarray, float, int, int]:
+    """A realistic stamp free of negative holes: a COSMOS galaxy that leaves them is replaced by another of its split.
+
+    Returns
+    -------
+    stamp : numpy.ndarray
+        float32, electrons/s.
+    flux : float
+        Noiseless central-galaxy flux, electrons/s.
+    cosmos_index : int
+        The COSMOS galaxy finally used (-1 for the other kinds).
+    redraws : int
+        COSMOS galaxies rejected for negative holes before it; ``max_cosmos_redraws + 1`` when
+        none was clean and the galaxy was drawn as :data:`FALLBACK_KIND` instead.
+    """
+    config: RealisticConfig = _WORKER["config"]
+    sky_sigma = float(row.get("sky_sigma", config.base.noise.sky_sigma))
+    stamp, flux = render_realistic_stamp(row, split_index)
+    index = int(row.get("cosmos_index", -1))
+    if str(row["kind"]) != "cosmos":
+        return stamp, flux, index, 0
+    pool = cosmos_pool(split_index, _WORKER["cosmos"].nobjects)
+    redraws = 0
+    while has_negative_holes(stamp, sky_sigma, HOLE_MARGIN * HOLE_FRACTION_LIMIT):
+        if redraws == config.max_cosmos_redraws:  # no clean COSMOS galaxy found: a bulge + disc galaxy instead
+            stamp, flux = render_realistic_stamp({**row, "kind": FALLBACK_KIND, "cosmos_index": -1}, split_index)
+            return stamp, flux, -1, redraws + 1
+        redraws += 1
+        index = int(pool[np.random.default_rng([config.seed, 98, split_index, int(row["id"]), redraws]).integers(len(pool))])
+        stamp, flux = render_realistic_stamp({**row, "cosmos_index": index}, split_index)
+    return stamp, flux, index, redraws
 
 
 def _render_task(task):
@@ -372,9 +442,19 @@ def _render_task(task):
     size = _WORKER["config"].base.stamp_size
     stamps = np.empty((len(rows), size, size), dtype=np.float32)
     flux = np.empty(len(rows))
+    cosmos_index = np.empty(len(rows), dtype=np.int64)
+    redraws = np.empty(len(rows), dtype=np.int64)
     for k, row in enumerate(rows):
-        stamps[k], flux[k] = render_realistic_stamp(row, split_index)
-    return split_index, [int(r["id"]) for r in rows], stamps, flux
+        stamps[k], flux[k], cosmos_index[k], redraws[k] = render_without_holes(row, split_index)
+    return split_index, [int(r["id"]) for r in rows], stamps, flux, cosmos_index, redraws
+
+
+def _store(result, stamps: dict, flux: dict, cosmos_index: dict, redraws: dict) -> int:
+    split_index, ids, batch, batch_flux, batch_cosmos, batch_redraws = result
+    split = SPLITS[split_index]
+    stamps[split][ids], flux[split][ids] = batch, batch_flux
+    cosmos_index[split][ids], redraws[split][ids] = batch_cosmos, batch_redraws
+    return len(ids)
 
 
 def simulate_realistic(config: RealisticConfig, out_dir: str | Path, workers: int | None = None, progress: bool = True) -> dict:
@@ -402,28 +482,31 @@ def simulate_realistic(config: RealisticConfig, out_dir: str | Path, workers: in
         tasks += [(split_index, rows[i : i + TASK_SIZE]) for i in range(0, len(rows), TASK_SIZE)]
     stamps = {s: np.empty((len(t), base.stamp_size, base.stamp_size), dtype=np.float32) for s, t in tables.items()}
     flux = {s: np.empty(len(t)) for s, t in tables.items()}
+    cosmos_index = {s: np.asarray(t["cosmos_index"]).copy() for s, t in tables.items()}
+    redraws = {s: np.zeros(len(t), dtype=np.int64) for s, t in tables.items()}
     total = sum(len(t) for t in tables.values())
     with tqdm(total=total, desc="simulate realistic", unit="stamp", disable=not progress) as bar:
         if workers == 1:
             _init_worker(config)
             results = map(_render_task, tasks)
-            for split_index, ids, batch, batch_flux in results:
-                stamps[SPLITS[split_index]][ids], flux[SPLITS[split_index]][ids] = batch, batch_flux
-                bar.update(len(ids))
+            for result in results:
+                bar.update(_store(result, stamps, flux, cosmos_index, redraws))
         else:
             context = multiprocessing.get_context("spawn")
             with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_worker, initargs=(config,)) as pool:
-                for split_index, ids, batch, batch_flux in pool.map(_render_task, tasks):
-                    stamps[SPLITS[split_index]][ids], flux[SPLITS[split_index]][ids] = batch, batch_flux
-                    bar.update(len(ids))
+                for result in pool.map(_render_task, tasks):
+                    bar.update(_store(result, stamps, flux, cosmos_index, redraws))
     staging = out_dir.with_name(out_dir.name + ".partial")
     if staging.exists():
         shutil.rmtree(staging)
     for split, table in tables.items():
         table["gen_total_mag"] = flux_to_mag(flux[split], base.zeropoint) * u.mag  # after the COSMOS flux cap
+        table["cosmos_index"] = cosmos_index[split]  # after the negative-hole redraws
+        table["kind"] = np.where((table["kind"] == "cosmos") & (cosmos_index[split] < 0), FALLBACK_KIND, table["kind"])
+        table["cosmos_redraws"] = redraws[split]
         meta = StampSetMeta(
             pixel_scale=base.pixel_scale, zeropoint=base.zeropoint, band=base.band, psf_id=psf_id, domain="realistic",
-            extra={"SEED": config.seed, "SPLIT": split, "SKYSIG": base.noise.sky_sigma, "EXPTIME": base.noise.exposure_time,
+            extra={"SEED": config.seed, "SPLIT": split, "SKYSIG": (float(np.median(table["sky_sigma"])) if len(table) else base.noise.sky_sigma, "median sky sigma; per stamp in sky_sigma"), "EXPTIME": base.noise.exposure_time,
                    "NOISECOR": (config.noise_correlation_pix, "sky noise correlation sigma, pixels")},
         )
         write_stamp_set(staging / split, stamps[split], table, meta, chunk_size=base.chunk_size)
@@ -434,8 +517,14 @@ def simulate_realistic(config: RealisticConfig, out_dir: str | Path, workers: in
     return {
         "stamps": {s: len(t) for s, t in tables.items()},
         "kinds": {s: {k: int(np.sum(t["kind"] == k)) for k in KINDS} for s, t in tables.items()},
+        "cosmos_replaced_by_bulge_disc": {s: int(np.sum(r > config.max_cosmos_redraws)) for s, r in redraws.items()},
         "with_neighbours": {s: int(np.sum(t["n_neighbours"] > 0)) for s, t in tables.items()},
         "cosmos_sources": {s: int(len(set(t["cosmos_index"][t["cosmos_index"] >= 0]))) for s, t in tables.items()},
+        "cosmos_redrawn_for_negative_holes": {s: int(np.sum(r > 0)) for s, r in redraws.items()},
+        "stamps_with_negative_holes": {
+            s: int(sum(has_negative_holes(stamp, sigma) for stamp, sigma in zip(stamps[s], np.asarray(t["sky_sigma"])))) for s, t in tables.items()
+        },
+        "sky_sigma_median": {s: round(float(np.median(t["sky_sigma"])), 6) for s, t in tables.items() if len(t)},
         "workers": workers,
         "wall_seconds": round(wall, 2),
         "stamps_per_second": round(total / wall, 1) if wall > 0 else None,
