@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from legato.training.production import ProductionConfig
+
 REPO = Path(__file__).resolve().parents[1]
 CATALOG = REPO / "data/vanderwel2014_3dhst/cosmos_3dhst.v4.1_f160w.galfit"
 PSF = REPO / "data/psf/wfc3ir_f160w_psf.fits"
@@ -95,3 +97,29 @@ def trained(tiny_sim, tmp_path_factory):
         config = TrainConfig(arch=arch, epochs=2, batch_size=32, seed=1)
         summaries[arch] = train(config, tiny_sim, out / arch)
     return out, summaries
+
+
+TOY_PRODUCTION = ProductionConfig(steps=6, batch_size=16, checkpoint_every=3, validation_stamps=16, calibration_stamps=32, seed=5)
+
+
+@pytest.fixture(scope="session")
+def tiny_noiseless(sim_config, tmp_path_factory, cpu_workers):
+    """The galaxies of ``tiny_sim`` (same seed and sizes) without noise."""
+    from legato.simulation.simulate import simulate
+
+    folder = tmp_path_factory.mktemp("tiny") / "noiseless"
+    simulate(replace(sim_config, sizes={"train": 96, "val": 32, "test": 48}, seed=3, noiseless=True), folder, workers=cpu_workers, progress=False)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def production(tiny_noiseless, tmp_path_factory):
+    """A toy production estimator: 6 steps, finalised (calibrated uncertainties, input range, MLflow model)."""
+    from legato.training.production import train_production
+    from legato.training.production_finalize import finalize_production
+
+    root = tmp_path_factory.mktemp("production")
+    progress = train_production(TOY_PRODUCTION, tiny_noiseless, root / "checkpoint", log=lambda line: None)
+    assert progress["finished"] and progress["step"] == 6
+    summary = finalize_production(TOY_PRODUCTION, tiny_noiseless, root / "checkpoint", root / "estimator", progress)
+    return root / "estimator", summary

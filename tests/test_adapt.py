@@ -10,7 +10,7 @@ import pytest
 from legato.errors import ConfigError
 from legato.evaluation.adaptation import adaptation_targets, write_adaptation_reports
 from legato.io.stamps import StampSetMeta, read_stamp_set, write_stamp_set
-from legato.training.adapt import AdaptConfig, adaptation_curve, classical_versus_classical, effective_sizes, epochs_for, nested_subsets, real_check
+from legato.training.adapt import AdaptConfig, FineTuning, adaptation_curve, classical_versus_classical, effective_sizes, epochs_for, nested_subsets, real_check
 
 
 def test_subsets_are_nested_and_split_four_to_one():
@@ -56,33 +56,53 @@ def labelled_sets(tiny_sim, tmp_path_factory):
     return folder
 
 
-def test_adaptation_curve_runs_nested_and_logs_the_adapted_model(trained, labelled_sets, tmp_path):
+def test_setups_are_read_from_params_and_bad_ones_refused():
+    config = AdaptConfig.from_params({"base": "x", "seeds": [1, 2], "setups": {"head": {"frozen_prefixes": ["block1", "unit"], "learning_rate": 0.001}}})
+    assert config.seeds == (1, 2) and config.setups["head"] == FineTuning(("block1", "unit"), 0.001)
+    assert config.setups["head"].describe() == "frozen=block1,unit lr=0.001"
+    with pytest.raises(ConfigError, match="bad adapt parameters"):
+        AdaptConfig.from_params({"setups": {"head": {"frozen_prefixes": []}}})
+    with pytest.raises(ConfigError, match="at least one"):
+        AdaptConfig(seeds=())
+
+
+def test_production_estimator_is_adapted_over_seeds_with_a_measured_setup(production, labelled_sets, tmp_path):
     import mlflow
 
-    models, _ = trained
-    config = AdaptConfig(sizes=(24, 48, 500), epochs=2, max_steps=3, batch_size=16)
-    result = adaptation_curve(config, models / "arch1", labelled_sets / "A", labelled_sets / "B", tmp_path / "adapted")
+    base, _ = production
+    setups = {"frozen_block1": FineTuning(("block1",), 3e-4), "head_only": FineTuning(("block1", "unit"), 1e-3)}
+    config = AdaptConfig(sizes=(24, 48, 500), epochs=2, max_steps=3, batch_size=16, setups=setups, selection_size=24, seeds=(7, 8))
+    result = adaptation_curve(config, base, labelled_sets / "A", labelled_sets / "B", tmp_path / "adapted")
     curve = result["figure5"]
-    assert curve["sizes"] == [24, 48, 96] and curve["requested_sizes"] == [24, 48, 500]
-    assert all(len(curve[m][p]) == 3 for m in ("finetuned", "scratch") for p in ("mag", "re", "n", "ellipticity"))
-    assert result["adapted_on"] == 96 and (tmp_path / "adapted/estimator.json").is_file()
+    assert curve["sizes"] == [24, 48, 96] and curve["requested_sizes"] == [24, 48, 500] and curve["seeds"] == [7, 8]
+    for method in ("finetuned", "scratch"):
+        for p in ("mag", "re", "n", "ellipticity"):
+            per_seed = [curve["per_seed"][s][method][p] for s in ("7", "8")]
+            assert curve[method][p] == pytest.approx(np.mean(per_seed, axis=0), abs=1e-4)
+            assert curve[f"{method}_std"][p] == pytest.approx(np.std(per_seed, axis=0), abs=1e-4)
+    assert result["selection"]["chosen"] in setups and set(result["selection"]["setups"]) == set(setups)
+    assert result["after"]["mag"] == curve["finetuned"]["mag"][-1] and result["after_std"]["mag"] == curve["finetuned_std"]["mag"][-1]
+    manifest = json.loads((tmp_path / "adapted/estimator.json").read_text())
+    assert manifest["kind"] == "production" and manifest["adapted_on"] == 96 and manifest["uncertainty"]["calibrated_on"] == 19
+    assert manifest["finetuning_setup"]["name"] == result["selection"]["chosen"] and "input_range" in manifest
     summary = json.loads((tmp_path / "adapted/run.json").read_text())
     client = mlflow.MlflowClient()
     children = client.search_runs([client.get_run(summary["parent_run_id"]).info.experiment_id], f"tags.mlflow.parentRunId = '{summary['parent_run_id']}'")
-    assert sorted(r.info.run_name for r in children) == sorted(f"{m}-n{s:04d}" for m in ("finetuned", "scratch") for s in (24, 48, 96))
+    expected = {f"{m}-n{s:04d}-s{seed}" for m in ("finetuned", "scratch") for s in (24, 48, 96) for seed in (7, 8)} | {f"select-{n}-n0024" for n in setups}
+    assert sorted(r.info.run_name for r in children) == sorted(expected)
     adapted_run = client.get_run(summary["run_id"])
     assert adapted_run.data.tags["training_domain"] == "realistic-adapted" and "A_r2_mag" in adapted_run.data.metrics
     loaded = mlflow.pyfunc.load_model(summary["model_uri"])
-    stamps, _, _ = read_stamp_set(labelled_sets / "A")
-    assert list(loaded.predict(stamps[:3]).columns) == ["mag", "re_arcsec", "n", "q", "ellipticity", "flags"]
+    stamps, test_labels, _ = read_stamp_set(labelled_sets / "A")
+    assert {"mag", "re_arcsec", "mag_err", "mag_err95", "flags"} <= set(loaded.predict(stamps[:3]).columns)
 
-    _, test_labels, _ = read_stamp_set(labelled_sets / "A")
     result["classical_vs_classical"] = classical_versus_classical(test_labels)
     assert result["classical_vs_classical"]["n"] == 48 and result["classical_vs_classical"]["r2"]["mag"] > 0.99
-    result["real_check"] = real_check({"simulation": models / "arch1", "adapted": tmp_path / "adapted"}, labelled_sets / "A")
+    result["real_check"] = real_check({"simulation": base, "adapted": tmp_path / "adapted"}, labelled_sets / "A")
+    assert len(result["real_check"]["galaxies"]) == 48 and "error" in result["real_check"]["galaxies"][0]["adapted"]
     written = write_adaptation_reports(result, tmp_path / "reports")
     table2 = json.loads((tmp_path / "reports/table2.json").read_text())
-    assert set(table2) >= {"before", "after", "classical_vs_classical", "targets"}
-    assert set(table2["after"]) == {"mag", "re", "n", "ellipticity"}
+    assert set(table2) >= {"before", "after", "after_std_over_seeds", "classical_vs_classical", "targets"}
+    assert set(table2["after"]) == {"mag", "re", "n", "ellipticity"} and table2["seeds"] == [7, 8]
     assert (tmp_path / "reports/figures/figure5.png").stat().st_size > 10_000 and len(written) == 5
     assert (tmp_path / "reports/plots/figure5.csv").read_text().count("\n") == 4

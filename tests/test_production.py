@@ -17,30 +17,7 @@ from legato.training.noisy_batches import DepthRange, dihedral, noisy_batch
 from legato.training.production import ProductionConfig
 
 NOISE = NoiseModel(sky_sigma=0.008725, exposure_time=20000.0)
-TOY = ProductionConfig(steps=6, batch_size=16, checkpoint_every=3, validation_stamps=16, calibration_stamps=32, seed=5)
-
-
-@pytest.fixture(scope="session")
-def tiny_noiseless(sim_config, tmp_path_factory, cpu_workers):
-    """The galaxies of ``tiny_sim`` (same seed and sizes) without noise."""
-    from legato.simulation.simulate import simulate
-
-    folder = tmp_path_factory.mktemp("tiny") / "noiseless"
-    simulate(replace(sim_config, sizes={"train": 96, "val": 32, "test": 48}, seed=3, noiseless=True), folder, workers=cpu_workers, progress=False)
-    return folder
-
-
-@pytest.fixture(scope="module")
-def production(tiny_noiseless, tmp_path_factory):
-    """A toy production estimator: 6 steps, finalised (calibrated uncertainties, input range, MLflow model)."""
-    from legato.training.production import train_production
-    from legato.training.production_finalize import finalize_production
-
-    root = tmp_path_factory.mktemp("production")
-    progress = train_production(TOY, tiny_noiseless, root / "checkpoint", log=lambda line: None)
-    assert progress["finished"] and progress["step"] == 6
-    summary = finalize_production(TOY, tiny_noiseless, root / "checkpoint", root / "estimator", progress)
-    return root / "estimator", summary
+from conftest import TOY_PRODUCTION as TOY
 
 
 def test_survey_noise_has_the_requested_pixel_sigma_white_or_correlated():

@@ -38,16 +38,18 @@ def adaptation_targets(curve: dict, after: dict, classical: dict, small: int = 4
 
 
 def figure5(curve: dict, path: str | Path, before: dict | None = None) -> Path:
-    """R² on test A versus |B_i|, fine-tuned versus from scratch, one panel per parameter."""
+    """R² on test A versus |B_i|, fine-tuned versus from scratch (mean and seed-to-seed standard deviation), one panel per parameter."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, len(PARAMETERS), figsize=(4 * len(PARAMETERS), 3.4), sharex=True)
+    n_seeds = len(curve.get("seeds", [])) or 1
     for ax, p in zip(axes, PARAMETERS):
-        ax.plot(curve["sizes"], curve["finetuned"][p], "o-", color="tab:blue", label="fine-tuned (simulation weights)")
-        ax.plot(curve["sizes"], curve["scratch"][p], "s-", color="tab:red", label="from scratch")
+        for method, marker, color, label in (("finetuned", "o-", "tab:blue", "fine-tuned (simulation weights)"), ("scratch", "s-", "tab:red", "from scratch")):
+            spread = curve.get(f"{method}_std", {}).get(p)
+            ax.errorbar(curve["sizes"], curve[method][p], yerr=spread, fmt=marker, color=color, capsize=2, label=f"{label}, mean ± sd of {n_seeds} seeds" if spread else label)
         if before and before.get(p) is not None:
             ax.axhline(before[p], color="grey", ls=":", label="before adaptation")
         ax.set_xscale("log")
@@ -79,12 +81,16 @@ def write_adaptation_reports(result: dict, reports: str | Path) -> list[Path]:
     classical = result["classical_vs_classical"]
     targets = adaptation_targets(curve, result["after"], classical["r2"])
     written = [
-        write_json(reports / "figure5.json", {**{k: curve[k] for k in ("sizes", "finetuned", "scratch")}, "runs": curve["runs"], "n_test": result["n_test"], "parent_run_id": result["parent_run_id"]}),
+        write_json(reports / "figure5.json", {
+            **{k: curve[k] for k in curve if k != "runs"}, "selection": result.get("selection"), "runs": curve["runs"],
+            "n_test": result["n_test"], "n_pool": result.get("n_pool"), "parent_run_id": result["parent_run_id"], "targets": {k: v for k, v in targets.items() if k != "after_at_least_classical_vs_classical"},
+        }),
         write_json(
             reports / "table2.json",
             {
-                "before": result["before"], "after": result["after"], "classical_vs_classical": classical["r2"],
-                "n_test": result["n_test"], "n_classical_vs_classical": classical["n"], "adapted_on": result["adapted_on"],
+                "before": result["before"], "after": result["after"], "after_std_over_seeds": result.get("after_std"), "seeds": curve.get("seeds"),
+                "classical_vs_classical": classical["r2"], "n_test": result["n_test"], "n_classical_vs_classical": classical["n"],
+                "adapted_on": result["adapted_on"], "adapted_from": result.get("adapted_from"), "finetuning_setup": (result.get("selection") or {}).get("chosen"),
                 "adapted_model_uri": result["model_uri"], "paper": PAPER_TABLE2, "targets": targets,
             },
         ),
@@ -95,8 +101,9 @@ def write_adaptation_reports(result: dict, reports: str | Path) -> list[Path]:
     plot.parent.mkdir(parents=True, exist_ok=True)
     with plot.open("w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["size", *(f"{m}_{p}" for m in ("finetuned", "scratch") for p in PARAMETERS)])
+        columns = [m for m in ("finetuned", "scratch", "finetuned_std", "scratch_std") if m in curve]
+        writer.writerow(["size", *(f"{m}_{p}" for m in columns for p in PARAMETERS)])
         for k, size in enumerate(curve["sizes"]):
-            writer.writerow([size, *(curve[m][p][k] for m in ("finetuned", "scratch") for p in PARAMETERS)])
+            writer.writerow([size, *(curve[m][p][k] for m in columns for p in PARAMETERS)])
     written += [plot, figure5(curve, reports / "figures" / "figure5.png", result["before"])]
     return written

@@ -104,9 +104,9 @@ def medians(table: pd.DataFrame) -> dict:
     return {name: round(float(np.nanmedian(table[name])), 6) for name in NOISE_COLUMNS}
 
 
-def realism_parameters(real: dict, tolerance: float) -> dict:
-    """The suite's ``$PARAMETER`` values: each real median, ``tolerance`` either side."""
-    out = {}
+def realism_parameters(real: dict, tolerance: float, min_stamps: int = 100) -> dict:
+    """The suite's ``$PARAMETER`` values: each real median, ``tolerance`` either side, and the fewest stamps compared."""
+    out = {"min_stamps": int(min_stamps)}
     for name in NOISE_COLUMNS:
         out[f"{name}_min"] = real[name] * (1.0 - tolerance)
         out[f"{name}_max"] = real[name] * (1.0 + tolerance)
@@ -121,6 +121,7 @@ def realism_report(
     suite_path: str | Path = REALISM_SUITE,
     tolerance: float = 0.2,
     max_stamps: int = 1000,
+    min_stamps: int = 100,
 ) -> dict:
     """Compare the noise of the realistic stamps with the real UDS data and validate it with Great Expectations.
 
@@ -139,6 +140,8 @@ def realism_report(
         Relative agreement required of each median.
     max_stamps : int
         Realistic stamps measured per split.
+    min_stamps : int
+        Fewest realistic stamps the comparison accepts.
 
     Returns
     -------
@@ -178,7 +181,7 @@ def realism_report(
         table = stamp_noise_table(stamps)
         report["real_stamps"] = {"stamps": int(len(table)), "median": medians(table),
                                  "with_negative_holes": int(np.sum(table["negative_hole_fraction"] > HOLE_FRACTION_LIMIT))}
-    outcome = Validator().run(realistic, load_suite(suite_path), realism_parameters(real, tolerance))
+    outcome = Validator().run(realistic, load_suite(suite_path), realism_parameters(real, tolerance, min_stamps))
     report["suite"] = {
         "name": outcome.suite, "success": outcome.success,
         "expectations": [{"type": e.type, "column": e.column, "success": e.success, "observed": e.observed, "expected": e.expected} for e in outcome.expectations],

@@ -32,6 +32,7 @@ def realism_command(
     summary = realism_report(
         blocks, realistic, real_stamps, suite_path=options.get("suite", "expectations/noise_realism.json"),
         tolerance=float(options.get("tolerance", 0.2)), max_stamps=int(options.get("max_stamps", 1000)),
+        min_stamps=int(options.get("min_stamps", 100)),
     )
     write_json(report, summary)
     ratio = ", ".join(f"{k} {v:.2f}" for k, v in summary["ratio_realistic_to_real"].items())

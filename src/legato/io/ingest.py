@@ -205,7 +205,7 @@ def galfit_stamp(path: str | Path, size: int, rng: np.random.Generator) -> tuple
         float32, sky-subtracted, electrons/s.
     labels : dict
         ``mag``, ``re_arcsec``, ``n``, ``q``, ``ellipticity``, ``pa_deg``, their
-        ``*_err``, ``flags``, ``padded_fraction`` (of the stamp's pixels), and the
+        ``*_err``, ``flags``, ``padded_fraction`` (of the stamp's pixels), ``padded_near_target`` (of the pixels within two effective radii), and the
         block's ``noise_sigma`` (electrons/s), ``noise_correlation_1pix``,
         ``noise_correlation_2pix``.
     zeropoint : float
@@ -248,9 +248,35 @@ def galfit_stamp(path: str | Path, size: int, rng: np.random.Generator) -> tuple
         "pa_deg": target["PA"].value,
         "flags": flags,
         "padded_fraction": float(np.mean(outside)),
+        "padded_near_target": padded_near_target(outside, target["RE"].value, q),
         **noise_columns(noise),
     }
     return stamp.astype(np.float32), labels, block.zeropoint, scale
+
+
+TARGET_RADII = 2.0  # "near the target": inside the ellipse of twice its effective radius (at least 4 pixels)
+
+
+def padded_near_target(padded: np.ndarray, re_pix: float, q: float) -> float:
+    """Fraction of the pixels within ``TARGET_RADII`` effective radii of the stamp centre that hold no data (padding).
+
+    A target cut by a no-data band loses light the padding cannot restore: its
+    stamp does not show the galaxy its GALFIT labels describe.
+
+    Parameters
+    ----------
+    padded : numpy.ndarray of bool
+        Padded (no-data) pixels of the stamp.
+    re_pix : float
+        Target's semi-major effective radius, pixels.
+    q : float
+        Its axis ratio (the ellipse is taken circular in area: radius ``re * sqrt(q)``).
+    """
+    ny, nx = padded.shape
+    yy, xx = np.indices(padded.shape)
+    radius = max(TARGET_RADII * float(re_pix) * np.sqrt(max(float(q), 0.05)), 4.0)
+    near = np.hypot(yy - ny // 2, xx - nx // 2) <= radius
+    return float(np.mean(padded[near]))
 
 
 def labels_table(rows: list[dict]) -> Table:

@@ -1,18 +1,27 @@
 """Domain adaptation (the paper's section 6.2, Figure 5 and Table 2).
 
+The base is the simulation-trained estimator (the production network: noise
+aware, with a Gaussian uncertainty head; an Arch1/Arch2 estimator works too).
 For each size ``|B_i|`` a nested subset of pool B (4/5 train, 1/5 validation)
 is used twice, with the same optimiser budget:
 
-- **fine-tuned**: the simulation-trained network, its first convolutional
-  block(s) frozen (``frozen_prefixes``: the low-level filters that see the
-  pixels, which both domains share), every later layer trained at a low
-  learning rate, starting from the simulation weights and target scaler;
+- **fine-tuned**: the base network, the layers named by the chosen set-up's
+  ``frozen_prefixes`` frozen, every other layer trained from the simulation
+  weights and target scaler;
 - **from scratch**: the same architecture, freshly initialised, its target
   scaler fitted on ``B_i``.
 
-Both are scored by R² per parameter on test A. Each is an MLflow run nested
-under one parent run; the fine-tuned network of the largest ``B_i`` is saved
-as an estimator folder and logged as an MLflow model ready to register.
+The fine-tuning set-up (which layers stay frozen, the learning rate) is chosen
+by measurement before the curve: every candidate in ``setups`` is fine-tuned on
+the ``selection_size`` subset of B and scored on that subset's own validation
+galaxies (never on test A). The whole curve is repeated for every seed in
+``seeds`` (new subsets, new initialisations, new batch order), so each Figure 5
+and Table 2 number comes with its run-to-run scatter.
+
+Every run is an MLflow run nested under one parent; the fine-tuned network of
+the largest ``B_i`` of the first seed is saved as an estimator folder (a
+production estimator keeps its input range, its uncertainties recalibrated on
+its validation galaxies) and logged as an MLflow model ready to register.
 """
 
 from __future__ import annotations
@@ -20,7 +29,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -29,11 +38,32 @@ from legato.errors import ConfigError
 from legato.evaluation.metrics import PARAMETERS, r2_table
 
 PAPER_SIZES = (50, 100, 200, 400, 600, 800, 1000, 1500, 2000, 3000, 4000)
+METHODS = ("finetuned", "scratch")
+
+
+@dataclass(frozen=True)
+class FineTuning:
+    """One fine-tuning set-up: the layers kept frozen and the initial learning rate.
+
+    Attributes
+    ----------
+    frozen_prefixes : tuple of str
+        Layers whose name starts with one of these stay frozen.
+    learning_rate : float
+        Initial Adam learning rate (cosine decay to zero over the run).
+    """
+
+    frozen_prefixes: tuple = ("block1",)
+    learning_rate: float = 3e-4
+
+    def describe(self) -> str:
+        """``frozen=block1 lr=0.0003``."""
+        return f"frozen={','.join(self.frozen_prefixes) or 'none'} lr={self.learning_rate:g}"
 
 
 @dataclass(frozen=True)
 class AdaptConfig:
-    """Settings of the adaptation curve (the ``adapt`` section of params.yaml).
+    """Settings of the adaptation experiment (the ``adapt`` section of params.yaml).
 
     Attributes
     ----------
@@ -47,16 +77,20 @@ class AdaptConfig:
         Largest number of optimiser steps of a run (the same budget for both methods).
     batch_size : int
         Stamps per step.
-    finetune_learning_rate, scratch_learning_rate : float
-        Initial Adam learning rates (cosine decay to zero over the run).
-    frozen_prefixes : tuple of str
-        Layers whose name starts with one of these stay frozen when fine-tuning.
+    setups : dict
+        Candidate fine-tuning set-ups, name -> :class:`FineTuning`.
+    selection_size : int
+        Size of the subset of B on which the set-ups are compared.
+    scratch_learning_rate : float
+        Initial Adam learning rate of the from-scratch networks.
     patience : int
         Early-stopping patience on the validation loss, epochs.
     input_noise : float
-        Gaussian input noise of the from-scratch network (asinh units).
-    seed : int
-        Seed of the subsets, weights and shuffling.
+        Gaussian input noise of a from-scratch Arch1/Arch2 network (asinh units).
+    seeds : tuple of int
+        One repetition of the curve per seed (subsets, weights, shuffling).
+    augment : bool
+        Random flips and 90-degree rotations of the training stamps.
     """
 
     sizes: tuple = PAPER_SIZES
@@ -64,12 +98,12 @@ class AdaptConfig:
     epochs: int = 30
     max_steps: int = 200
     batch_size: int = 32
-    finetune_learning_rate: float = 3e-4
+    setups: dict = field(default_factory=lambda: {"frozen_block1": FineTuning()})
+    selection_size: int = 400
     scratch_learning_rate: float = 1e-3
-    frozen_prefixes: tuple = ("block",)
     patience: int = 5
     input_noise: float = 0.01
-    seed: int = 7
+    seeds: tuple = (7,)
     augment: bool = True
 
     def __post_init__(self):
@@ -79,17 +113,24 @@ class AdaptConfig:
             raise ConfigError(f"adapt.validation_fraction must be in (0, 1), got {self.validation_fraction}")
         if self.epochs < 1 or self.max_steps < 1 or self.batch_size < 1 or self.patience < 1:
             raise ConfigError("adapt.epochs, max_steps, batch_size and patience must be positive")
+        if not self.setups or not self.seeds:
+            raise ConfigError("adapt.setups and adapt.seeds must each name at least one entry")
 
     @classmethod
     def from_params(cls, section: dict) -> AdaptConfig:
-        """Settings from the ``adapt`` section (its ``base``, ``test``, ``pool`` and ``real`` keys are paths, not settings)."""
+        """Settings from the ``adapt`` section (its ``base``, ``test``, ``pool``, ``real`` and ``out`` keys are paths, not settings)."""
         values = {k: v for k, v in section.items() if k not in ("base", "test", "pool", "real", "out")}
-        for key in ("sizes", "frozen_prefixes"):
+        for key in ("sizes", "seeds"):
             if key in values:
                 values[key] = tuple(values[key])
         try:
+            if "setups" in values:
+                values["setups"] = {
+                    str(name): FineTuning(tuple(setup.get("frozen_prefixes") or ()), float(setup["learning_rate"]))
+                    for name, setup in dict(values["setups"]).items()
+                }
             return cls(**values)
-        except TypeError as exc:
+        except (TypeError, KeyError, AttributeError) as exc:
             raise ConfigError(f"bad adapt parameters: {exc}") from None
 
 
@@ -124,61 +165,172 @@ def epochs_for(n_train: int, config: AdaptConfig) -> int:
     return int(max(1, min(config.epochs, config.max_steps // steps_per_epoch)))
 
 
-def _fit(model, scaler, train_x, train_labels, val_x, val_labels, config: AdaptConfig, learning_rate: float, prefix: str):
+class AdaptationBase:
+    """The simulation-trained estimator being adapted: its network, scaler, loss and a fresh copy of its architecture.
+
+    Parameters
+    ----------
+    folder : str or Path
+        Estimator folder with one multi-output network (a production estimator or Arch1/Arch2).
+
+    Raises
+    ------
+    ConfigError
+        If the estimator has more than one network.
+    """
+
+    def __init__(self, folder: str | Path):
+        from legato.models.estimator import LoadedEstimator
+
+        self.folder = Path(folder)
+        self.estimator = LoadedEstimator(self.folder)
+        if len(self.estimator.members) != 1:
+            raise ConfigError(f"adaptation needs a multi-output estimator (one network); {folder} has {len(self.estimator.members)}")
+        self.model, self.scaler = self.estimator.members[0]
+        self.manifest = self.estimator.manifest
+        self.production = self.manifest.get("kind") == "production"
+        self.architecture = str(self.manifest.get("architecture", "arch1"))
+
+    @property
+    def loss(self):
+        """The training loss of this kind of network (mean + Gaussian likelihood for the production head, else MSE)."""
+        if self.production:
+            from legato.models.production import mean_and_variance_loss
+
+            return mean_and_variance_loss
+        return "mse"
+
+    def finetuned(self, setup: FineTuning):
+        """A trainable copy of the base network with the layers named by ``setup.frozen_prefixes`` frozen."""
+        import keras
+
+        model = keras.models.clone_model(self.model)
+        model.set_weights(self.model.get_weights())
+        for layer in model.layers:
+            layer.trainable = not (setup.frozen_prefixes and layer.name.startswith(tuple(setup.frozen_prefixes)))
+        return model
+
+    def scratch(self, stamp_size: int, input_noise: float):
+        """The same architecture freshly initialised (no dropout: no inference-mode shift to recalibrate)."""
+        if self.production:
+            from legato.models.production import build_production
+
+            return build_production(self.estimator.reference_sigma, stamp_size=stamp_size)
+        from legato.models.architectures import ARCHITECTURES
+
+        scale = float(self.model.get_layer("asinh_scaling").scale)
+        return ARCHITECTURES[self.architecture](n_outputs=len(self.scaler.targets), stamp_size=stamp_size, dropout=0.0, input_noise=input_noise, input_scale=scale)
+
+
+def _fit(model, scaler, loss, train, val, config: AdaptConfig, learning_rate: float, seed: int) -> dict:
     import keras
 
     from legato.training.data import make_dataset
     from legato.training.train import _epoch_logger
 
+    (train_x, train_labels), (val_x, val_labels) = train, val
     epochs = epochs_for(len(train_x), config)
     steps = int(np.ceil(len(train_x) / config.batch_size)) * epochs
-    model.compile(optimizer=keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(learning_rate, steps)), loss="mse", jit_compile=False)
-    train_ds = make_dataset(train_x, scaler.transform(train_labels), config.batch_size, True, config.augment, config.seed)
-    val_ds = make_dataset(val_x, scaler.transform(val_labels), 256, False, False, config.seed)
+    model.compile(optimizer=keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(learning_rate, steps)), loss=loss, jit_compile=False)
+    train_ds = make_dataset(train_x, scaler.transform(train_labels), config.batch_size, True, config.augment, seed)
+    val_ds = make_dataset(val_x, scaler.transform(val_labels), 256, False, False, seed)
     stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience, restore_best_weights=True)
     start = time.perf_counter()
-    history = model.fit(train_ds, validation_data=val_ds, epochs=epochs, callbacks=[stop, _epoch_logger(prefix)], shuffle=False, verbose=0)
-    return {"epochs": len(history.history["loss"]), "train_seconds": time.perf_counter() - start, "best_val_loss": float(min(history.history["val_loss"]))}
+    history = model.fit(train_ds, validation_data=val_ds, epochs=epochs, callbacks=[stop, _epoch_logger("")], shuffle=False, verbose=0)
+    return {"epochs": len(history.history["loss"]), "steps": steps, "train_seconds": time.perf_counter() - start, "best_val_loss": float(min(history.history["val_loss"]))}
 
 
-def finetuned_network(base_model, frozen_prefixes):
-    """A trainable copy of the simulation network with the layers named by ``frozen_prefixes`` frozen."""
-    import keras
-
-    model = keras.models.clone_model(base_model)
-    model.set_weights(base_model.get_weights())
-    for layer in model.layers:
-        layer.trainable = not layer.name.startswith(tuple(frozen_prefixes))
-    return model
-
-
-def scratch_network(architecture: str, n_outputs: int, stamp_size: int, input_noise: float, input_scale: float):
-    """The same architecture freshly initialised (no dropout: no inference-mode shift to recalibrate)."""
-    from legato.models.architectures import ARCHITECTURES
-
-    return ARCHITECTURES[architecture](n_outputs=n_outputs, stamp_size=stamp_size, dropout=0.0, input_noise=input_noise, input_scale=input_scale)
+def network_outputs(model, stamps: np.ndarray, batch_size: int = 512) -> np.ndarray:
+    """The network's raw outputs in inference mode."""
+    return np.concatenate([model(stamps[i : i + batch_size], training=False).numpy() for i in range(0, len(stamps), batch_size)])
 
 
 def predict_network(model, scaler, stamps) -> dict[str, np.ndarray]:
-    """Physical parameters from one network and its scaler."""
+    """Physical parameters from one network and its scaler (a Gaussian head's variances are ignored)."""
     from legato.models.targets import physical_columns
 
-    outputs = np.concatenate([model(stamps[i : i + 512], training=False).numpy() for i in range(0, len(stamps), 512)])
-    return physical_columns(scaler.inverse(outputs))
+    outputs = network_outputs(model, stamps)
+    return physical_columns(scaler.inverse(outputs[:, : len(scaler.targets)]))
 
 
-def save_estimator(model, scaler, folder: Path, stamp_size: int, **info) -> None:
-    """Write a one-network estimator folder (network, scaler, manifest)."""
+def save_estimator(model, scaler, folder: Path, base: AdaptationBase, calibration: tuple, **info) -> None:
+    """Write a one-network estimator folder (network, scaler, manifest) of an adapted network.
+
+    A production network keeps the base's reference noise and input range; its
+    uncertainty factors are recalibrated on ``calibration`` (validation stamps and labels of its own domain).
+    """
     from legato.models.estimator import write_manifest
 
     folder.mkdir(parents=True, exist_ok=True)
     model.save(folder / "network.keras")
     scaler.to_json(folder / "network_scaler.json")
-    write_manifest(folder, [{"model": "network.keras", "scaler": "network_scaler.json", "targets": list(scaler.targets)}], stamp_size=stamp_size, **info)
+    member = {"model": "network.keras", "scaler": "network_scaler.json", "targets": list(scaler.targets)}
+    extra = {"architecture": base.architecture, "mode": "multi_output"}
+    if base.production:
+        from legato.evaluation.uncertainty import binned_calibration_scales
+        from legato.models.production import gaussian_sigma
+        from legato.models.targets import to_network_space
+
+        stamps, labels = calibration
+        outputs = network_outputs(model, stamps)
+        count = len(scaler.targets)
+        mean = outputs[:, :count] * np.array(scaler.std) + np.array(scaler.mean)
+        sigma = gaussian_sigma(outputs[:, count : 2 * count], scaler.std)
+        scales = binned_calibration_scales(to_network_space(labels, scaler.targets), mean, sigma, mean[:, 0], base.manifest["uncertainty"]["mag_edges"])
+        member["head"] = "gaussian"
+        extra.update(kind="production", reference_sigma=base.estimator.reference_sigma, uncertainty={**scales, "calibrated_on": len(stamps)})
+        if base.manifest.get("input_range"):
+            extra["input_range"] = base.manifest["input_range"]
+    write_manifest(folder, [member], stamp_size=int(model.input_shape[1]), **extra, **info)
 
 
 def _rounded(values: dict) -> dict:
-    return {k: (round(float(v), 4) if np.isfinite(v) else None) for k, v in values.items()}
+    return {k: (round(float(v), 4) if v is not None and np.isfinite(v) else None) for k, v in values.items()}
+
+
+def _mean_r2(values: dict) -> float:
+    finite = [v for v in values.values() if np.isfinite(v)]
+    return float(np.mean(finite)) if finite else float("-inf")
+
+
+def select_setup(base: AdaptationBase, pool: tuple, config: AdaptConfig, log_run) -> tuple[str, dict]:
+    """Compare the fine-tuning set-ups on the ``selection_size`` subset of B (scored on its own validation galaxies).
+
+    Returns
+    -------
+    name : str
+        The set-up with the highest mean validation R².
+    scores : dict
+        Per set-up: its description, validation R² per parameter and the fit summary.
+    """
+    import keras
+
+    pool_x, pool_labels = pool
+    seed = int(config.seeds[0])
+    size = min(int(config.selection_size), len(pool_x))
+    train_rows, val_rows = nested_subsets(len(pool_x), [size], config.validation_fraction, seed)[size]
+    scores = {}
+    for name, setup in config.setups.items():
+        keras.utils.set_random_seed(seed)
+        model = base.finetuned(setup)
+        train, val = (pool_x[train_rows], pool_labels[train_rows]), (pool_x[val_rows], pool_labels[val_rows])
+        fit = _fit(model, base.scaler, base.loss, train, val, config, setup.learning_rate, seed)
+        r2 = r2_table(pool_labels[val_rows], predict_network(model, base.scaler, pool_x[val_rows]))
+        scores[name] = {"setup": setup.describe(), "validation_r2": _rounded(r2), "mean_validation_r2": round(_mean_r2(r2), 4), **_rounded(fit)}
+        log_run(f"select-{name}-n{size:04d}", {"method": "finetuned", "selection": "true"}, {"size": size, "setup": name, **asdict(setup)},
+                {**{f"B_val_r2_{p}": v for p, v in r2.items() if np.isfinite(v)}, **fit})
+    best = max(scores, key=lambda n: scores[n]["mean_validation_r2"])
+    return best, scores
+
+
+def _summaries(per_seed: dict, sizes: list) -> dict:
+    """Mean and standard deviation over seeds of each method's R² per parameter and size."""
+    out = {}
+    for method in METHODS:
+        values = {p: np.array([[per_seed[s][method][p][k] for s in per_seed] for k in range(len(sizes))], dtype=float) for p in PARAMETERS}
+        out[method] = {p: [round(float(np.nanmean(v[k])), 4) for k in range(len(sizes))] for p, v in values.items()}
+        out[f"{method}_std"] = {p: [round(float(np.nanstd(v[k])), 4) for k in range(len(sizes))] for p, v in values.items()}
+    return out
 
 
 def adaptation_curve(
@@ -190,7 +342,7 @@ def adaptation_curve(
     tracking_uri: str | None = None,
     experiment: str = "legato",
 ) -> dict:
-    """Fine-tune versus from scratch over the sizes; R² on test A; the best adapted estimator saved and logged.
+    """Set-up selection, then fine-tune versus from scratch over the sizes and seeds; R² on test A; the adapted estimator saved and logged.
 
     Parameters
     ----------
@@ -205,74 +357,89 @@ def adaptation_curve(
     Returns
     -------
     dict
-        ``figure5`` (sizes and R² per method and parameter), ``before`` / ``after`` R² on A,
+        ``figure5`` (sizes; mean and standard deviation over seeds of R² per method and
+        parameter; per-seed values; runs), ``selection``, ``before`` / ``after`` R² on A (``after_std``),
         the parent run id and the adapted model URI.
     """
     import keras
     import mlflow
 
-    from legato.models.estimator import LoadedEstimator
     from legato.models.targets import TargetScaler
     from legato.tracking import provenance_tags, start_tracking
     from legato.training.data import load_split
     from legato.training.train import log_estimator_model
 
     base_dir, out_dir = Path(base_dir), Path(out_dir)
-    base = LoadedEstimator(base_dir)
-    if len(base.members) != 1:
-        raise ConfigError(f"adaptation needs a multi-output estimator (one network); {base_dir} has {len(base.members)}")
-    base_model, base_scaler = base.members[0]
-    architecture = str(base.manifest.get("architecture", "arch1"))
-    input_scale = float(base_model.get_layer("asinh_scaling").scale)
+    base = AdaptationBase(base_dir)
     test_x, test_labels, _ = load_split(test_dir)
     pool_x, pool_labels, _ = load_split(pool_dir)
     sizes = effective_sizes(config.sizes, len(pool_x))
-    subsets = nested_subsets(len(pool_x), sizes, config.validation_fraction, config.seed)
     start_tracking(tracking_uri, experiment)
     staging = out_dir.with_name(out_dir.name + ".partial")
     if staging.exists():
         shutil.rmtree(staging)
-    curve = {"sizes": sizes, "requested_sizes": [int(s) for s in config.sizes], "finetuned": {p: [] for p in PARAMETERS}, "scratch": {p: [] for p in PARAMETERS}, "runs": []}
-    with mlflow.start_run(run_name=f"adapt-{architecture}") as parent:
-        mlflow.set_tags({"architecture": architecture, "method": "cnn", "training_domain": "realistic", "stage": "domain-adaptation", **provenance_tags(str(pool_dir))})
-        mlflow.log_params({**{k: (",".join(map(str, v)) if isinstance(v, tuple) else v) for k, v in asdict(config).items()}, "base": str(base_dir), "n_test": len(test_x), "n_pool": len(pool_x)})
-        before = r2_table(test_labels, base.predict(test_x))
-        mlflow.log_metrics({f"A_r2_{p}_before": v for p, v in before.items()})
-        best = None
-        for size in sizes:
-            train_rows, val_rows = subsets[int(size)]
-            train_x, val_x = pool_x[train_rows], pool_x[val_rows]
-            train_labels, val_labels = pool_labels[train_rows], pool_labels[val_rows]
-            for method in ("finetuned", "scratch"):
-                keras.utils.set_random_seed(config.seed + int(size))
-                if method == "finetuned":
-                    model, scaler, rate = finetuned_network(base_model, config.frozen_prefixes), base_scaler, config.finetune_learning_rate
-                else:
-                    scaler = TargetScaler.fit(train_labels, base_scaler.targets)
-                    model = scratch_network(architecture, len(base_scaler.targets), pool_x.shape[1], config.input_noise, input_scale)
-                    rate = config.scratch_learning_rate
-                with mlflow.start_run(run_name=f"{method}-n{int(size):04d}", nested=True) as child:
-                    mlflow.set_tags({"architecture": architecture, "method": method, "training_domain": "realistic-adapted" if method == "finetuned" else "realistic-scratch"})
-                    mlflow.log_params({"size": int(size), "n_train": len(train_x), "n_val": len(val_x), "learning_rate": rate, "frozen": ",".join(config.frozen_prefixes) if method == "finetuned" else ""})
-                    fit = _fit(model, scaler, train_x, train_labels, val_x, val_labels, config, rate, "")
+    runs = []
+
+    def log_run(name: str, tags: dict, params: dict, metrics: dict) -> str:
+        with mlflow.start_run(run_name=name, nested=True) as child:
+            mlflow.set_tags({"architecture": base.architecture, **tags})
+            mlflow.log_params(params)
+            mlflow.log_metrics({k: float(v) for k, v in metrics.items() if v is not None and np.isfinite(v)})
+            runs.append({"name": name, "run_id": child.info.run_id, **params, **_rounded({k: v for k, v in metrics.items() if k in ("train_seconds", "best_val_loss")}), "epochs": metrics.get("epochs")})
+            return child.info.run_id
+
+    with mlflow.start_run(run_name=f"adapt-{base.architecture}") as parent:
+        mlflow.set_tags({"architecture": base.architecture, "method": "cnn", "training_domain": "realistic", "stage": "domain-adaptation", **provenance_tags(str(pool_dir))})
+        plain = {k: v for k, v in asdict(config).items() if k != "setups"}
+        mlflow.log_params({**{k: (",".join(map(str, v)) if isinstance(v, tuple) else v) for k, v in plain.items()}, "base": str(base_dir), "n_test": len(test_x), "n_pool": len(pool_x)})
+        before = r2_table(test_labels, predict_network(base.model, base.scaler, test_x))
+        mlflow.log_metrics({f"A_r2_{p}_before": v for p, v in before.items() if np.isfinite(v)})
+        chosen, selection = select_setup(base, (pool_x, pool_labels), config, log_run)
+        setup = config.setups[chosen]
+        mlflow.set_tag("finetuning_setup", f"{chosen}: {setup.describe()}")
+        per_seed, kept = {}, None
+        for seed in config.seeds:
+            seed = int(seed)
+            subsets = nested_subsets(len(pool_x), sizes, config.validation_fraction, seed)
+            per_seed[seed] = {m: {p: [] for p in PARAMETERS} for m in METHODS}
+            for size in sizes:
+                train_rows, val_rows = subsets[int(size)]
+                train, val = (pool_x[train_rows], pool_labels[train_rows]), (pool_x[val_rows], pool_labels[val_rows])
+                for method in METHODS:
+                    keras.utils.set_random_seed(seed + int(size))
+                    if method == "finetuned":
+                        model, scaler, rate = base.finetuned(setup), base.scaler, setup.learning_rate
+                    else:
+                        model, scaler, rate = base.scratch(pool_x.shape[1], config.input_noise), TargetScaler.fit(train[1], base.scaler.targets), config.scratch_learning_rate
+                    fit = _fit(model, scaler, base.loss, train, val, config, rate, seed)
                     r2 = r2_table(test_labels, predict_network(model, scaler, test_x))
-                    mlflow.log_metrics({**{f"A_r2_{p}": v for p, v in r2.items() if np.isfinite(v)}, **fit})
+                    tags = {"method": method, "training_domain": "realistic-adapted" if method == "finetuned" else "realistic-scratch"}
+                    params = {"size": int(size), "seed": seed, "n_train": len(train_rows), "n_val": len(val_rows), "learning_rate": rate,
+                              "frozen": ",".join(setup.frozen_prefixes) if method == "finetuned" else ""}
+                    run_id = log_run(f"{method}-n{int(size):04d}-s{seed}", tags, params, {**{f"A_r2_{p}": v for p, v in r2.items()}, **fit})
                     for p in PARAMETERS:
-                        curve[method][p].append(round(float(r2.get(p, np.nan)), 4))
-                    curve["runs"].append({"size": int(size), "method": method, "run_id": child.info.run_id, **_rounded(fit), "epochs": fit["epochs"]})
-                    if method == "finetuned" and (best is None or size >= best[0]):
-                        best = (int(size), model, r2, child.info.run_id)
-        size, model, after, run_id = best
-        save_estimator(model, base_scaler, staging, pool_x.shape[1], architecture=architecture, mode="multi_output", training_domain="realistic-adapted", adapted_from=str(base_dir), adapted_on=size)
+                        per_seed[seed][method][p].append(round(float(r2.get(p, np.nan)), 4))
+                    if method == "finetuned" and seed == int(config.seeds[0]) and size == sizes[-1]:
+                        kept = (int(size), model, scaler, run_id, val)
+        size, model, scaler, run_id, val = kept
+        save_estimator(model, scaler, staging, base, val, training_domain="realistic-adapted", adapted_from=str(base_dir), adapted_on=size,
+                       finetuning_setup={"name": chosen, **asdict(setup)})
         with mlflow.start_run(run_id=run_id, nested=True):
             info = log_estimator_model(staging, test_x[:2])
-        mlflow.log_metrics({f"A_r2_{p}_after": v for p, v in after.items()})
-        summary = {"parent_run_id": parent.info.run_id, "run_id": run_id, "model_uri": info.model_uri, "architecture": architecture, "training_domain": "realistic-adapted", "adapted_on": size}
+        summary_curve = _summaries(per_seed, sizes)
+        after = {p: summary_curve["finetuned"][p][-1] for p in PARAMETERS}
+        after_std = {p: summary_curve["finetuned_std"][p][-1] for p in PARAMETERS}
+        mlflow.log_metrics({f"A_r2_{p}_after": v for p, v in after.items() if v is not None and np.isfinite(v)})
+        summary = {"parent_run_id": parent.info.run_id, "run_id": run_id, "model_uri": info.model_uri, "architecture": base.architecture,
+                   "training_domain": "realistic-adapted", "adapted_on": size, "adapted_from": str(base_dir)}
     (staging / "run.json").write_text(json.dumps(summary, indent=2))
     if out_dir.exists():
         shutil.rmtree(out_dir)
     staging.rename(out_dir)
-    return {"figure5": curve, "before": _rounded(before), "after": _rounded(after), "n_test": len(test_x), "n_pool": len(pool_x), **summary}
+    curve = {"sizes": sizes, "requested_sizes": [int(s) for s in config.sizes], "seeds": [int(s) for s in config.seeds], **summary_curve,
+             "per_seed": {str(s): v for s, v in per_seed.items()}, "runs": runs}
+    return {"figure5": curve, "selection": {"chosen": chosen, "size": min(int(config.selection_size), len(pool_x)), "setups": selection},
+            "before": _rounded(before), "after": after, "after_std": after_std, "n_test": len(test_x), "n_pool": len(pool_x), **summary}
 
 
 def classical_versus_classical(test_labels) -> dict:
@@ -287,24 +454,71 @@ def classical_versus_classical(test_labels) -> dict:
     return {"r2": _rounded(r2_table(truth, other)), "n": int(both.sum())}
 
 
+REAL_CHECK_MAG_LIMIT = 24.5  # H magnitude of the real-check target
+CUT_TARGET_LIMIT = 0.05  # a target with more than this fraction of no-data pixels within two effective radii is "cut"
+
+
 def real_check(estimators: dict, real_dir: str | Path) -> dict:
-    """Score estimators on a real labelled stamp set (few galaxies: report, do not tune).
+    """Score estimators on a real labelled stamp set, galaxy by galaxy (few galaxies: report, do not tune).
+
+    The check's sample is the galaxies brighter than H = 24.5 whose GALFIT fit
+    has no parameter at a limit and converged; galaxies whose target is cut by a
+    no-data band (``padded_near_target`` above 5%) are reported and also left out
+    of a second summary.
+
+    Parameters
+    ----------
+    estimators : dict
+        Name -> estimator folder.
+    real_dir : str or Path
+        Ingested real stamps with GALFIT labels (``legato ingest galfit``).
 
     Returns
     -------
     dict
-        Per estimator: R², median error per parameter and the number of galaxies scored.
+        ``galaxies`` (one row per galaxy: GALFIT labels and flags, each estimator's values,
+        flags and errors) and per estimator: R², median error per parameter on every galaxy,
+        on the check sample and on its uncut part, and whether |median Δmag| <= 0.15 there.
     """
     from legato.evaluation.metrics import COLUMN, errors
+    from legato.io.galfit import GALFIT_AT_LIMIT, GALFIT_NOT_CONVERGED
+    from legato.io.ingest import INGEST_FLAG_NAMES
     from legato.models.estimator import LoadedEstimator
     from legato.training.data import load_split
 
     stamps, labels, _ = load_split(real_dir)
-    report = {"n": len(stamps), "source": str(real_dir), "estimators": {}}
+    flags = np.asarray(labels["flags"], dtype=np.int64) if "flags" in labels.colnames else np.zeros(len(labels), dtype=np.int64)
+    mag = np.asarray(labels["mag"], dtype=float)
+    sample = (mag < REAL_CHECK_MAG_LIMIT) & ((flags & (GALFIT_AT_LIMIT | GALFIT_NOT_CONVERGED)) == 0)
+    cut = np.asarray(labels["padded_near_target"], dtype=float) > CUT_TARGET_LIMIT if "padded_near_target" in labels.colnames else np.zeros(len(labels), bool)
+    galaxies = []
+    for k in range(len(labels)):
+        row = {"id": int(labels["id"][k]) if "id" in labels.colnames else k, "source_file": str(labels["source_file"][k]) if "source_file" in labels.colnames else "",
+               "galfit": {c: round(float(labels[c][k]), 4) for c in ("mag", "re_arcsec", "n", "q", "ellipticity")},
+               "galfit_flags": [name for bit, name in INGEST_FLAG_NAMES.items() if flags[k] & bit], "in_check_sample": bool(sample[k]), "target_cut": bool(cut[k])}
+        for c in ("padded_near_target", "noise_sigma"):
+            if c in labels.colnames:
+                row[c] = round(float(labels[c][k]), 5)
+        galaxies.append(row)
+    report = {"n": len(stamps), "source": str(real_dir), "n_check_sample": int(sample.sum()), "n_check_sample_uncut": int((sample & ~cut).sum()),
+              "sample": f"H < {REAL_CHECK_MAG_LIMIT}, no GALFIT parameter at a limit, converged", "estimators": {}}
     for name, folder in estimators.items():
         values = LoadedEstimator(folder).predict(stamps)
-        report["estimators"][name] = {
-            "r2": _rounded(r2_table(labels, values)),
-            "median_error": _rounded({p: float(np.nanmedian(errors(p, labels[COLUMN[p]], values[COLUMN[p]]))) for p in PARAMETERS}),
+        error = {p: np.asarray(errors(p, labels[COLUMN[p]], values[COLUMN[p]]), dtype=float) for p in PARAMETERS}
+
+        def medians(rows):
+            return _rounded({p: float(np.nanmedian(error[p][rows])) if rows.any() else np.nan for p in PARAMETERS})
+
+        summary = {"r2": _rounded(r2_table(labels, values)), "median_error": medians(np.ones(len(labels), bool)),
+                   "median_error_check_sample": medians(sample), "median_error_check_sample_uncut": medians(sample & ~cut)}
+        summary["target_abs_median_dmag_le_0.15"] = {
+            "check_sample": summary["median_error_check_sample"]["mag"] is not None and abs(summary["median_error_check_sample"]["mag"]) <= 0.15,
+            "check_sample_uncut": summary["median_error_check_sample_uncut"]["mag"] is not None and abs(summary["median_error_check_sample_uncut"]["mag"]) <= 0.15,
         }
+        report["estimators"][name] = summary
+        for k, row in enumerate(galaxies):
+            row[name] = {**{c: round(float(values[c][k]), 4) for c in ("mag", "re_arcsec", "n", "ellipticity")},
+                         **({"flags": int(values["flags"][k])} if "flags" in values else {}),
+                         "error": {p: round(float(error[p][k]), 4) for p in PARAMETERS}}
+    report["galaxies"] = galaxies
     return report
