@@ -92,6 +92,21 @@ def test_production_estimator_is_adapted_over_seeds_with_a_measured_setup(produc
     assert sorted(r.info.run_name for r in children) == sorted(expected)
     adapted_run = client.get_run(summary["run_id"])
     assert adapted_run.data.tags["training_domain"] == "realistic-adapted" and "A_r2_mag" in adapted_run.data.metrics
+    base_summary = json.loads((base / "run.json").read_text())
+    assert adapted_run.data.tags["adapted_from_model_uri"] == base_summary["model_uri"] and "data_version" in adapted_run.data.tags
+    # both sides of the realistic-domain gate: the base's and the adapted network's R² on A
+    assert adapted_run.data.metrics["test_r2_mag_realistic_a"] == pytest.approx(curve["per_seed"]["7"]["finetuned"]["mag"][-1], abs=1e-4)
+    assert client.get_run(base_summary["run_id"]).data.metrics["test_r2_mag_realistic_a"] == pytest.approx(result["before"]["mag"], abs=1e-4)
+    from legato.cli import offer_domain_alias
+    from legato.registry.versions import register_estimator
+
+    client.set_tag(base_summary["run_id"], "validation", "passed")  # as legato evaluate marks the production run
+    assert adapted_run.data.tags["validation"] == "passed"
+    versions = {label: register_estimator(client, "adapt-test", folder)[0] for label, folder in (("production", base), ("adapted", tmp_path / "adapted"))}
+    assert versions["adapted"].tags["parent_version"] == str(versions["production"].version)
+    offered = offer_domain_alias(client, "adapt-test", versions, {"alias": "realistic", "subset": "realistic_a", "incumbent": "production", "candidate": "adapted"})
+    better = all(curve["per_seed"]["7"]["finetuned"][p][-1] >= result["before"][p] for p in ("mag", "re", "n", "ellipticity"))
+    assert offered["promoted"] is better and str(offered["holder"]) == str(versions["adapted" if better else "production"].version)
     loaded = mlflow.pyfunc.load_model(summary["model_uri"])
     stamps, test_labels, _ = read_stamp_set(labelled_sets / "A")
     assert {"mag", "re_arcsec", "mag_err", "mag_err95", "flags"} <= set(loaded.predict(stamps[:3]).columns)

@@ -105,6 +105,7 @@ def test_fresh_copy_pulls_data_and_reproduces_pipeline(repo_copy):
     assert figure5["sizes"][0] == 6 and figure5["sizes"][-1] <= 12 and len(figure5["scratch"]["mag"]) == 2
     assert json.loads((repo / "reports/real_check.json").read_text())["n"] == 15
     assert registry["holder"] in registry["versions"].values()
+    assert registry["domain_alias"]["alias"] == "realistic" and registry["domain_alias"]["holder"] in (registry["versions"]["production"], registry["versions"]["adapted"])
     status = run([*dvc, "status"], repo, env)
     assert "up to date" in status
     assert (repo / "mlflow_history/manifest.json").is_file()

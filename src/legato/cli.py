@@ -471,8 +471,31 @@ def register(
             + (f" (promoted {best})" if outcome["promoted"] else f" (kept; {best} not promoted: {'; '.join(outcome['failures'])})")
         )
         state.update({"alias": alias, "holder": holder.version if holder else None, "offered": best, "promoted": outcome["promoted"]})
+    domain = settings.get("domain_alias")
+    if promote_best and domain and domain.get("candidate") in versions:
+        state["domain_alias"] = offer_domain_alias(client, name, versions, domain)
+        typer.echo(f"{domain['alias']}: version {state['domain_alias']['holder']} ({state['domain_alias']['summary']})")
     if report is not None:
         write_json(report, state)
+
+
+def offer_domain_alias(client, name: str, versions: dict, domain: dict) -> dict:
+    """Offer a domain's candidate (the adapted estimator) to the domain's alias through the gates on that domain's test set.
+
+    The alias starts with ``domain['incumbent']`` (the simulation-trained estimator) when unset;
+    the candidate must then match or beat the holder on every parameter of ``domain['subset']``.
+    """
+    from legato.registry.promotion import promote
+    from legato.registry.store import version_by_alias
+
+    alias, subset, tolerance = domain["alias"], domain.get("subset", "realistic_a"), float(domain.get("tolerance", 0.0))
+    if version_by_alias(client, name, alias, required=False) is None and domain.get("incumbent") in versions:
+        promote(client, name, versions[domain["incumbent"]].version, alias, subset, tolerance)
+    outcome = promote(client, name, versions[domain["candidate"]].version, alias, subset, tolerance)
+    holder = version_by_alias(client, name, alias, required=False)
+    summary = f"promoted {domain['candidate']}" if outcome["promoted"] else f"kept; {domain['candidate']} not promoted: {'; '.join(outcome['failures'])}"
+    return {"alias": alias, "subset": subset, "holder": holder.version if holder else None, "offered": domain["candidate"],
+            "promoted": outcome["promoted"], "failures": outcome["failures"], "summary": summary}
 
 
 @app.command("promote")

@@ -58,8 +58,8 @@ class FitSettings:
     sky : str
         ``zero``: the stamp is background-subtracted, sky held at 0;
         ``border``: median of the stamp border, subtracted and held fixed;
-        ``masked``: sigma-clipped median of the pixels outside every detected source
-        (photutils segmentation, grown), subtracted and held fixed, as a local-sky pipeline does;
+        ``masked``: a local sky correction from the pixels far from every detected source
+        (photutils segmentation; see :func:`fixed_sky`), subtracted and held fixed;
         ``free``: a flat sky term fitted with the galaxy.
     retry_chi2 : float
         Reduced chi-square above which the fit is restarted from ``RETRY_STARTS``.
@@ -231,10 +231,22 @@ def network_guess(moments: InitialGuess, estimate, settings: FitSettings) -> Ini
 
 
 SKY_GROW_PIX = 4  # the masked sky leaves out pixels this far beyond each source's segment (its faint wings)
+SKY_TARGET_RADII = 3.0  # ... and every pixel within this many target-segment radii of the centre (a galaxy's wings reach far beyond its isophote)
+SKY_MIN_PIXELS = 1000  # fewer sky pixels left: no local correction, the survey's global background stands (sky 0)
 
 
 def fixed_sky(image: np.ndarray, mode: str, segmentation=None) -> float:
-    """The sky level (electrons/s) held fixed in the fit: 0 (``zero``/``free``), the border median, or the masked-sky median."""
+    """The sky level (electrons/s) held fixed in the fit.
+
+    ``zero`` and ``free``: 0 (a free sky is fitted, not fixed). ``border``: the
+    median of the stamp border. ``masked``: a local correction to the survey's
+    global background, as local-sky pipelines make it: the sigma-clipped median
+    of the pixels outside every photutils segment (grown ``SKY_GROW_PIX``) and
+    farther than ``SKY_TARGET_RADII`` times the target segment's radius
+    (``sqrt(area / pi)``) from the centre; 0 when fewer than ``SKY_MIN_PIXELS``
+    such pixels remain (an extended galaxy leaves no sky on its stamp, and its
+    own wings would bias any estimate up).
+    """
     if mode == "border":
         return border_background(image)
     if mode != "masked":
@@ -243,9 +255,13 @@ def fixed_sky(image: np.ndarray, mode: str, segmentation=None) -> float:
     from scipy.ndimage import binary_dilation
 
     sources = binary_dilation(segmentation.source_mask, iterations=SKY_GROW_PIX)
+    if segmentation.target:
+        radius = SKY_TARGET_RADII * np.sqrt(np.sum(segmentation.labels == segmentation.target) / np.pi)
+        yy, xx = np.indices(image.shape)
+        sources |= np.hypot(yy - image.shape[0] // 2, xx - image.shape[1] // 2) < radius
     sky_pixels = image[~sources & np.isfinite(image)]
-    if sky_pixels.size < 50:
-        return border_background(image)
+    if sky_pixels.size < SKY_MIN_PIXELS:
+        return 0.0
     return float(sigma_clipped_stats(sky_pixels, sigma=3.0)[1])
 
 

@@ -2,8 +2,9 @@
 
 The realistic domain has no single-Sérsic truth: its labels are what a
 classical pipeline measures. Test A and pool B are fitted with the main
-set-up (neighbours masked); test A is fitted a second time with an alternative
-set-up (another starting Sérsic index and a free sky), which gives the
+set-up (survey background, neighbours masked by photutils segmentation); test
+A is fitted a second time with an alternative set-up (a local sky correction
+and an exponential start, see params.yaml ``realistic_labels``), which gives the
 "classical versus classical" column of Table 2: how far two reasonable
 classical fits of the same galaxies disagree.
 

@@ -323,6 +323,26 @@ def select_setup(base: AdaptationBase, pool: tuple, config: AdaptConfig, log_run
     return best, scores
 
 
+GATE_SUBSET = "realistic_a"  # promotion gates on test A compare test_r2_<parameter>_realistic_a
+
+
+def log_gate_metrics(run_id: str, r2: dict) -> None:
+    """Log R² on test A as the gate metrics ``test_r2_<parameter>_realistic_a`` of a run (``legato promote --subset realistic_a``)."""
+    from mlflow import MlflowClient
+
+    from legato.registry.versions import gate_metric
+
+    client = MlflowClient()
+    for p, value in r2.items():
+        if value is not None and np.isfinite(value):
+            client.log_metric(run_id, gate_metric(p, GATE_SUBSET), float(value))
+
+
+def _base_run(base_dir: Path) -> dict:
+    path = base_dir / "run.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
 def _summaries(per_seed: dict, sizes: list) -> dict:
     """Mean and standard deviation over seeds of each method's R² per parameter and size."""
     out = {}
@@ -364,6 +384,7 @@ def adaptation_curve(
     import keras
     import mlflow
 
+    from legato.evaluation.evaluate import evaluation_data_status
     from legato.models.targets import TargetScaler
     from legato.tracking import provenance_tags, start_tracking
     from legato.training.data import load_split
@@ -394,6 +415,9 @@ def adaptation_curve(
         mlflow.log_params({**{k: (",".join(map(str, v)) if isinstance(v, tuple) else v) for k, v in plain.items()}, "base": str(base_dir), "n_test": len(test_x), "n_pool": len(pool_x)})
         before = r2_table(test_labels, predict_network(base.model, base.scaler, test_x))
         mlflow.log_metrics({f"A_r2_{p}_before": v for p, v in before.items() if np.isfinite(v)})
+        base_run = _base_run(base_dir)
+        if base_run.get("run_id"):  # the base's scores on A: the incumbent's side of the realistic-domain gate
+            log_gate_metrics(base_run["run_id"], before)
         chosen, selection = select_setup(base, (pool_x, pool_labels), config, log_run)
         setup = config.setups[chosen]
         mlflow.set_tag("finetuning_setup", f"{chosen}: {setup.describe()}")
@@ -426,6 +450,11 @@ def adaptation_curve(
                        finetuning_setup={"name": chosen, **asdict(setup)})
         with mlflow.start_run(run_id=run_id, nested=True):
             info = log_estimator_model(staging, test_x[:2])
+            status = evaluation_data_status(test_x, test_labels)  # the promotion gate's check of test A
+            mlflow.set_tags({**provenance_tags(str(pool_dir)), "finetuning_setup": f"{chosen}: {setup.describe()}",
+                             "validation": status.split(":")[0], "validation_detail": status,
+                             **{f"adapted_from_{k}": v for k, v in base_run.items() if k in ("run_id", "model_uri")}})
+        log_gate_metrics(run_id, {p: per_seed[int(config.seeds[0])]["finetuned"][p][-1] for p in PARAMETERS})
         summary_curve = _summaries(per_seed, sizes)
         after = {p: summary_curve["finetuned"][p][-1] for p in PARAMETERS}
         after_std = {p: summary_curve["finetuned_std"][p][-1] for p in PARAMETERS}
@@ -519,6 +548,7 @@ def real_check(estimators: dict, real_dir: str | Path) -> dict:
         for k, row in enumerate(galaxies):
             row[name] = {**{c: round(float(values[c][k]), 4) for c in ("mag", "re_arcsec", "n", "ellipticity")},
                          **({"flags": int(values["flags"][k])} if "flags" in values else {}),
+                         **({"sky_sigma": round(float(values["sky_sigma"][k]), 6)} if "sky_sigma" in values else {}),
                          "error": {p: round(float(error[p][k]), 4) for p in PARAMETERS}}
     report["galaxies"] = galaxies
     return report
