@@ -245,7 +245,9 @@ def fixed_sky(image: np.ndarray, mode: str, segmentation=None) -> float:
     farther than ``SKY_TARGET_RADII`` times the target segment's radius
     (``sqrt(area / pi)``) from the centre; 0 when fewer than ``SKY_MIN_PIXELS``
     such pixels remain (an extended galaxy leaves no sky on its stamp, and its
-    own wings would bias any estimate up).
+    own wings would bias any estimate up) or when the correction is below
+    ``SKY_SIGNIFICANCE`` standard errors (:func:`sky_standard_error`): a
+    correction the stamp cannot measure is not applied.
     """
     if mode == "border":
         return border_background(image)
@@ -262,7 +264,28 @@ def fixed_sky(image: np.ndarray, mode: str, segmentation=None) -> float:
     sky_pixels = image[~sources & np.isfinite(image)]
     if sky_pixels.size < SKY_MIN_PIXELS:
         return 0.0
-    return float(sigma_clipped_stats(sky_pixels, sigma=3.0)[1])
+    level = float(sigma_clipped_stats(sky_pixels, sigma=3.0)[1])
+    return level if abs(level) >= SKY_SIGNIFICANCE * sky_standard_error(image, sources) else 0.0
+
+
+SKY_SIGNIFICANCE = 3.0  # a local correction smaller than this many standard errors is not measured: the global background stands
+
+
+def sky_standard_error(image: np.ndarray, sources: np.ndarray) -> float:
+    """Standard error (electrons/s) of the mean of the sky pixels, inflated for the noise correlation.
+
+    Correlated noise averages down more slowly than white noise: the effective
+    number of independent pixels is ``N * norm**2``, where ``norm`` is the standard
+    deviation of unit white noise after the Gaussian kernel whose neighbour-pixel
+    correlation is the measured one (:mod:`legato.analysis.noise_texture`).
+    """
+    from legato.analysis.noise_texture import kernel_sigma_for_correlation, noise_statistics
+    from legato.simulation.noise import correlation_norm
+
+    stats = noise_statistics(image, sources)
+    correlation = float(np.clip(np.nan_to_num(stats.correlation[1]), 0.0, 0.9))
+    norm = correlation_norm(kernel_sigma_for_correlation(correlation))
+    return float(stats.sigma / (norm * np.sqrt(max(stats.n_pixels, 1))))
 
 
 def fit_stamp(image: np.ndarray, sigma: np.ndarray, psf: np.ndarray, settings: FitSettings, start_estimate=None) -> dict:
