@@ -222,7 +222,8 @@ class AdaptationBase:
         return ARCHITECTURES[self.architecture](n_outputs=len(self.scaler.targets), stamp_size=stamp_size, dropout=0.0, input_noise=input_noise, input_scale=scale)
 
 
-def _fit(model, scaler, loss, train, val, config: AdaptConfig, learning_rate: float, seed: int) -> dict:
+def fit_network(model, scaler, loss, train, val, config: AdaptConfig, learning_rate: float, seed: int) -> dict:
+    """Train ``model`` on ``train`` = (stamps, labels) with early stopping on ``val``, within ``config``'s epoch and step budget; the fit summary."""
     import keras
 
     from legato.training.data import make_dataset
@@ -314,7 +315,7 @@ def select_setup(base: AdaptationBase, pool: tuple, config: AdaptConfig, log_run
         keras.utils.set_random_seed(seed)
         model = base.finetuned(setup)
         train, val = (pool_x[train_rows], pool_labels[train_rows]), (pool_x[val_rows], pool_labels[val_rows])
-        fit = _fit(model, base.scaler, base.loss, train, val, config, setup.learning_rate, seed)
+        fit = fit_network(model, base.scaler, base.loss, train, val, config, setup.learning_rate, seed)
         r2 = r2_table(pool_labels[val_rows], predict_network(model, base.scaler, pool_x[val_rows]))
         scores[name] = {"setup": setup.describe(), "validation_r2": _rounded(r2), "mean_validation_r2": round(_mean_r2(r2), 4), **_rounded(fit)}
         log_run(f"select-{name}-n{size:04d}", {"method": "finetuned", "selection": "true"}, {"size": size, "setup": name, **asdict(setup)},
@@ -435,7 +436,7 @@ def adaptation_curve(
                         model, scaler, rate = base.finetuned(setup), base.scaler, setup.learning_rate
                     else:
                         model, scaler, rate = base.scratch(pool_x.shape[1], config.input_noise), TargetScaler.fit(train[1], base.scaler.targets), config.scratch_learning_rate
-                    fit = _fit(model, scaler, base.loss, train, val, config, rate, seed)
+                    fit = fit_network(model, scaler, base.loss, train, val, config, rate, seed)
                     r2 = r2_table(test_labels, predict_network(model, scaler, test_x))
                     tags = {"method": method, "training_domain": "realistic-adapted" if method == "finetuned" else "realistic-scratch"}
                     params = {"size": int(size), "seed": seed, "n_train": len(train_rows), "n_val": len(val_rows), "learning_rate": rate,
