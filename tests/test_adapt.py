@@ -97,7 +97,7 @@ def test_production_estimator_is_adapted_over_seeds_with_a_measured_setup(produc
     # both sides of the realistic-domain gate: the base's and the adapted network's R² on A
     assert adapted_run.data.metrics["test_r2_mag_realistic_a"] == pytest.approx(curve["per_seed"]["7"]["finetuned"]["mag"][-1], abs=1e-4)
     assert client.get_run(base_summary["run_id"]).data.metrics["test_r2_mag_realistic_a"] == pytest.approx(result["before"]["mag"], abs=1e-4)
-    from legato.cli import offer_domain_alias
+    from legato.registry.promotion import offer_domain_alias
     from legato.registry.versions import register_estimator
 
     client.set_tag(base_summary["run_id"], "validation", "passed")  # as legato evaluate marks the production run

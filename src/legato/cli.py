@@ -460,7 +460,7 @@ def register(
 ):
     """Register the trained estimators (params registry.estimators) as versions of one model, tagged."""
     from legato.errors import ConfigError
-    from legato.registry.promotion import promote
+    from legato.registry.promotion import offer_domain_alias, promote
     from legato.registry.store import DEFAULT_ALIAS, DEFAULT_MODEL_NAME, version_by_alias
     from legato.evaluation.metrics import PARAMETERS
     from legato.registry.versions import register_estimator, version_metrics
@@ -500,25 +500,6 @@ def register(
         typer.echo(f"{domain['alias']}: version {state['domain_alias']['holder']} ({state['domain_alias']['summary']})")
     if report is not None:
         write_json(report, state)
-
-
-def offer_domain_alias(client, name: str, versions: dict, domain: dict) -> dict:
-    """Offer a domain's candidate (the adapted estimator) to the domain's alias through the gates on that domain's test set.
-
-    The alias starts with ``domain['incumbent']`` (the simulation-trained estimator) when unset;
-    the candidate must then match or beat the holder on every parameter of ``domain['subset']``.
-    """
-    from legato.registry.promotion import promote
-    from legato.registry.store import version_by_alias
-
-    alias, subset, tolerance = domain["alias"], domain.get("subset", "realistic_a"), float(domain.get("tolerance", 0.0))
-    if version_by_alias(client, name, alias, required=False) is None and domain.get("incumbent") in versions:
-        promote(client, name, versions[domain["incumbent"]].version, alias, subset, tolerance)
-    outcome = promote(client, name, versions[domain["candidate"]].version, alias, subset, tolerance)
-    holder = version_by_alias(client, name, alias, required=False)
-    summary = f"promoted {domain['candidate']}" if outcome["promoted"] else f"kept; {domain['candidate']} not promoted: {'; '.join(outcome['failures'])}"
-    return {"alias": alias, "subset": subset, "holder": holder.version if holder else None, "offered": domain["candidate"],
-            "promoted": outcome["promoted"], "failures": outcome["failures"], "summary": summary}
 
 
 @app.command("promote")

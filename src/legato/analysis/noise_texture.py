@@ -146,6 +146,15 @@ def kernel_sigma_for_correlation(correlation: float, lag: int = 1) -> float:
     return round(0.5 * (low + high), 4)
 
 
+MAX_KERNEL_CORRELATION = 0.9  # measured lag-1 correlations are clipped into [0, this] before they become a kernel
+
+
+def kernel_sigma_for_measured_correlation(correlation: float) -> float:
+    """:func:`kernel_sigma_for_correlation` of a *measured* lag-1 correlation: NaN taken as 0 (white), clipped into [0, 0.9]."""
+    value = float(np.clip(np.nan_to_num(float(correlation), nan=0.0), 0.0, MAX_KERNEL_CORRELATION))
+    return kernel_sigma_for_correlation(value, lag=1)
+
+
 def negative_hole_fraction(image: np.ndarray, sigma: float, threshold_sigma: float = HOLE_THRESHOLD_SIGMA) -> float:
     """Fraction of pixels below ``-threshold_sigma * sigma`` (negative holes no real F160W image has)."""
     image = np.asarray(image)

@@ -233,6 +233,7 @@ def network_guess(moments: InitialGuess, estimate, settings: FitSettings) -> Ini
 SKY_GROW_PIX = 4  # the masked sky leaves out pixels this far beyond each source's segment (its faint wings)
 SKY_TARGET_RADII = 3.0  # ... and every pixel within this many target-segment radii of the centre (a galaxy's wings reach far beyond its isophote)
 SKY_MIN_PIXELS = 1000  # fewer sky pixels left: no local correction, the survey's global background stands (sky 0)
+SKY_SIGNIFICANCE = 3.0  # a local correction smaller than this many standard errors is not measured: the global background stands
 
 
 def fixed_sky(image: np.ndarray, mode: str, segmentation=None) -> float:
@@ -268,8 +269,6 @@ def fixed_sky(image: np.ndarray, mode: str, segmentation=None) -> float:
     return level if abs(level) >= SKY_SIGNIFICANCE * sky_standard_error(image, sources) else 0.0
 
 
-SKY_SIGNIFICANCE = 3.0  # a local correction smaller than this many standard errors is not measured: the global background stands
-
 
 def sky_standard_error(image: np.ndarray, sources: np.ndarray) -> float:
     """Standard error (electrons/s) of the mean of the sky pixels, inflated for the noise correlation.
@@ -279,12 +278,11 @@ def sky_standard_error(image: np.ndarray, sources: np.ndarray) -> float:
     deviation of unit white noise after the Gaussian kernel whose neighbour-pixel
     correlation is the measured one (:mod:`legato.analysis.noise_texture`).
     """
-    from legato.analysis.noise_texture import kernel_sigma_for_correlation, noise_statistics
+    from legato.analysis.noise_texture import kernel_sigma_for_measured_correlation, noise_statistics
     from legato.simulation.noise import correlation_norm
 
     stats = noise_statistics(image, sources)
-    correlation = float(np.clip(np.nan_to_num(stats.correlation[1]), 0.0, 0.9))
-    norm = correlation_norm(kernel_sigma_for_correlation(correlation))
+    norm = correlation_norm(kernel_sigma_for_measured_correlation(stats.correlation[1]))
     return float(stats.sigma / (norm * np.sqrt(max(stats.n_pixels, 1))))
 
 

@@ -54,7 +54,7 @@ import numpy as np
 from astropy import units as u
 from astropy.table import Table
 
-from legato.analysis.noise_texture import NoiseStatistics, kernel_sigma_for_correlation, noise_statistics
+from legato.analysis.noise_texture import NoiseStatistics, kernel_sigma_for_measured_correlation, noise_statistics
 from legato.analysis.segmentation import StampSegmentation, segment_stamp
 from legato.conventions import PIXEL_SCALE_ARCSEC, ZEROPOINT_AB, ellipticity
 from legato.errors import DataError
@@ -66,7 +66,6 @@ from legato.simulation.noise import correlated_noise
 INGEST_PADDED = 8  # the stamp extends beyond the observed block (filled with correlated noise)
 INGEST_FLAG_NAMES = {**GALFIT_FLAG_NAMES, INGEST_PADDED: "padded"}
 NOISE_SIGMA_UNIT = u.electron / u.s
-MAX_PADDING_CORRELATION = 0.9  # lag-1 correlations are clipped into [0, this] before they become a kernel
 MIN_SKY_PIXELS = 50  # fewer sky pixels than this: the noise is measured on every finite pixel
 NOISE_COLUMNS = ("noise_sigma", "noise_correlation_1pix", "noise_correlation_2pix")
 
@@ -93,15 +92,6 @@ def block_id(path: Path, fallback: int) -> int:
     """The number in a block's file name (``H.gf12.fits`` -> 12), else ``fallback``."""
     numbers = re.findall(r"\d+", path.name)
     return int(numbers[-1]) if numbers else fallback
-
-
-def padding_kernel_sigma(correlation: float) -> float:
-    """Gaussian kernel sigma (pixels) whose smoothed white noise has lag-1 autocorrelation ``correlation``.
-
-    The correlation is clipped into [0, :data:`MAX_PADDING_CORRELATION`] (NaN -> 0, white noise) first.
-    """
-    value = float(np.clip(np.nan_to_num(float(correlation), nan=0.0), 0.0, MAX_PADDING_CORRELATION))
-    return kernel_sigma_for_correlation(value, lag=1)
 
 
 def blank_pixels(image: np.ndarray) -> np.ndarray:
@@ -155,7 +145,7 @@ def pad_with_noise(stamp: np.ndarray, outside: np.ndarray, noise: NoiseStatistic
     if sigma == 0.0:
         stamp[outside] = 0.0
         return
-    field = correlated_noise(stamp.shape, sigma, padding_kernel_sigma(noise.correlation.get(1, float("nan"))), rng)
+    field = correlated_noise(stamp.shape, sigma, kernel_sigma_for_measured_correlation(noise.correlation.get(1, float("nan"))), rng)
     stamp[outside] = field[outside]
 
 

@@ -136,3 +136,19 @@ def rollback(client, name: str, alias: str, reason: str | None = None) -> dict:
         client.delete_registered_model_alias(name, f"{alias}-previous")
     _move_alias(client, name, alias, target, earlier, history, action)
     return {"model": name, "alias": alias, "version": target, **action}
+
+
+def offer_domain_alias(client, name: str, versions: dict, domain: dict) -> dict:
+    """Offer a domain's candidate (the adapted estimator) to the domain's alias through the gates on that domain's test set.
+
+    The alias starts with ``domain['incumbent']`` (the simulation-trained estimator) when unset;
+    the candidate must then match or beat the holder on every parameter of ``domain['subset']``.
+    """
+    alias, subset, tolerance = domain["alias"], domain.get("subset", "realistic_a"), float(domain.get("tolerance", 0.0))
+    if version_by_alias(client, name, alias, required=False) is None and domain.get("incumbent") in versions:
+        promote(client, name, versions[domain["incumbent"]].version, alias, subset, tolerance)
+    outcome = promote(client, name, versions[domain["candidate"]].version, alias, subset, tolerance)
+    holder = version_by_alias(client, name, alias, required=False)
+    summary = f"promoted {domain['candidate']}" if outcome["promoted"] else f"kept; {domain['candidate']} not promoted: {'; '.join(outcome['failures'])}"
+    return {"alias": alias, "subset": subset, "holder": holder.version if holder else None, "offered": domain["candidate"],
+            "promoted": outcome["promoted"], "failures": outcome["failures"], "summary": summary}

@@ -181,7 +181,6 @@ def draw_realistic_parameters(config: RealisticConfig, n_cosmos: int) -> dict[st
         read_vanderwel_catalog(config.base.catalog), mag_min=space.mag_min, mag_max=space.mag_max, re_max_arcsec=space.re_max_arcsec
     )
     reserved = in_test_split(catalogue["NUMBER"])
-    cosmos_reserved = in_test_split(np.arange(n_cosmos))
     names = list(config.kinds)
     weights = np.array([config.kinds[k] for k in names], dtype=float)
     weights /= weights.sum()
@@ -193,7 +192,7 @@ def draw_realistic_parameters(config: RealisticConfig, n_cosmos: int) -> dict[st
         table = draw_parameters(rows, size, space, rng)
         table.add_column(np.arange(size, dtype=np.int64), name="id", index=0)
         table["kind"] = np.asarray(names)[rng.choice(len(names), size, p=weights)]
-        pool = np.flatnonzero(cosmos_reserved if split == "A" else ~cosmos_reserved)
+        pool = cosmos_pool(index, n_cosmos)
         table["cosmos_index"] = np.where(table["kind"] == "cosmos", rng.choice(pool, size) if len(pool) else -1, -1)
         table["n_neighbours"] = np.where(
             rng.uniform(size=size) < config.neighbour_probability, rng.integers(1, config.max_neighbours + 1, size), 0

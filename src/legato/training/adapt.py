@@ -241,16 +241,12 @@ def fit_network(model, scaler, loss, train, val, config: AdaptConfig, learning_r
     return {"epochs": len(history.history["loss"]), "steps": steps, "train_seconds": time.perf_counter() - start, "best_val_loss": float(min(history.history["val_loss"]))}
 
 
-def network_outputs(model, stamps: np.ndarray, batch_size: int = 512) -> np.ndarray:
-    """The network's raw outputs in inference mode."""
-    return np.concatenate([model(stamps[i : i + batch_size], training=False).numpy() for i in range(0, len(stamps), batch_size)])
-
-
 def predict_network(model, scaler, stamps) -> dict[str, np.ndarray]:
     """Physical parameters from one network and its scaler (a Gaussian head's variances are ignored)."""
+    from legato.models.production import forward_in_batches
     from legato.models.targets import physical_columns
 
-    outputs = network_outputs(model, stamps)
+    outputs = forward_in_batches(model, stamps)
     return physical_columns(scaler.inverse(outputs[:, : len(scaler.targets)]))
 
 
@@ -269,11 +265,11 @@ def save_estimator(model, scaler, folder: Path, base: AdaptationBase, calibratio
     extra = {"architecture": base.architecture, "mode": "multi_output"}
     if base.production:
         from legato.evaluation.uncertainty import binned_calibration_scales
-        from legato.models.production import gaussian_sigma
+        from legato.models.production import forward_in_batches, gaussian_sigma
         from legato.models.targets import to_network_space
 
         stamps, labels = calibration
-        outputs = network_outputs(model, stamps)
+        outputs = forward_in_batches(model, stamps)
         count = len(scaler.targets)
         mean = outputs[:, :count] * np.array(scaler.std) + np.array(scaler.mean)
         sigma = gaussian_sigma(outputs[:, count : 2 * count], scaler.std)
