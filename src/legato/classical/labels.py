@@ -25,6 +25,7 @@ from legato.classical.run import fit_stamp_set
 from legato.errors import ConfigError
 from legato.io.stamps import StampSetMeta, read_stamp_set, write_stamp_set
 
+CLASSICAL_AGREEMENT_TARGET = {"re": 0.8}  # two defensible set-ups should agree about as well as two real catalogues (0.86)
 UNUSABLE = FLAG_BAD_INPUT | FLAG_FIT_ERROR | FLAG_AT_LIMIT | FLAG_NOT_CONVERGED
 LABEL_COLUMNS = ("mag", "re_arcsec", "n", "q", "ellipticity", "pa_deg")
 ALTERNATIVE_PREFIX = "alt_"
@@ -68,6 +69,32 @@ def labelled_table(generation: Table, fits: Table, alternative: Table | None = N
             table[ALTERNATIVE_PREFIX + name] = other[name]
         table[ALTERNATIVE_PREFIX + "flags"] = other["flags"].astype(np.int64)
     return table
+
+
+def classical_versus_classical(test_labels) -> dict:
+    """R² of the alternative classical fit against the main one on the test galaxies both set-ups fitted.
+
+    Returns
+    -------
+    dict
+        ``r2`` per parameter, ``n`` galaxies, and ``targets``: each parameter of
+        :data:`CLASSICAL_AGREEMENT_TARGET` with its value, target and whether it is met.
+
+    Raises
+    ------
+    ConfigError
+        If the table has no alternative fit (``alt_*`` columns).
+    """
+    from legato.evaluation.metrics import r2_table
+
+    if f"{ALTERNATIVE_PREFIX}flags" not in test_labels.colnames:
+        raise ConfigError("test A has no alternative classical fit (alt_* columns): run legato label-realistic")
+    both = usable(test_labels[f"{ALTERNATIVE_PREFIX}flags"])
+    truth = test_labels[both]
+    other = {name: np.asarray(truth[ALTERNATIVE_PREFIX + name], dtype=float) for name in LABEL_COLUMNS if ALTERNATIVE_PREFIX + name in truth.colnames}
+    r2 = {p: (round(float(v), 4) if np.isfinite(v) else None) for p, v in r2_table(truth, other).items()}
+    targets = {p: {"value": r2.get(p), "target": t, "met": r2.get(p) is not None and r2[p] >= t} for p, t in CLASSICAL_AGREEMENT_TARGET.items()}
+    return {"r2": r2, "n": int(both.sum()), "targets": targets}
 
 
 def rows_by_id(catalogue: Table, ids, columns) -> dict[str, np.ndarray]:
@@ -137,7 +164,8 @@ def write_labelled_sets(raw_dir: str | Path, labels_dir: str | Path, out_dir: st
     Returns
     -------
     dict
-        Per split: stamps fitted, kept as labelled, and dropped per reason.
+        Per split: stamps fitted, kept as labelled, and dropped per reason; for a split
+        with an alternative fit, its ``classical_vs_classical`` agreement and target.
     """
     raw_dir, labels_dir, out_dir = Path(raw_dir), Path(labels_dir), Path(out_dir)
     report = {}
@@ -165,4 +193,6 @@ def write_labelled_sets(raw_dir: str | Path, labels_dir: str | Path, out_dir: st
             "labelled": int(keep.sum()),
             "dropped": {name: int(np.sum((flags & bit) > 0)) for bit, name in ((FLAG_BAD_INPUT, "bad_input"), (FLAG_FIT_ERROR, "fit_error"), (FLAG_AT_LIMIT, "at_limit"), (FLAG_NOT_CONVERGED, "not_converged"))},
         }
+        if other is not None:  # Table 2's third column and its target, on the galaxies both set-ups labelled
+            report[split]["classical_vs_classical"] = classical_versus_classical(table[keep])
     return report

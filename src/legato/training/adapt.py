@@ -34,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
+from legato.classical.labels import classical_versus_classical  # noqa: F401  (Table 2's third column; part of this module's API)
 from legato.errors import ConfigError
 from legato.evaluation.metrics import PARAMETERS, r2_table
 
@@ -468,18 +469,6 @@ def adaptation_curve(
             "before": _rounded(before), "after": after, "after_std": after_std, "n_test": len(test_x), "n_pool": len(pool_x), **summary}
 
 
-def classical_versus_classical(test_labels) -> dict:
-    """R² of the alternative classical fit against the main one on the test galaxies both set-ups fitted."""
-    from legato.classical.labels import ALTERNATIVE_PREFIX, LABEL_COLUMNS, usable
-
-    if f"{ALTERNATIVE_PREFIX}flags" not in test_labels.colnames:
-        raise ConfigError("test A has no alternative classical fit (alt_* columns): run legato label-realistic")
-    both = usable(test_labels[f"{ALTERNATIVE_PREFIX}flags"])
-    truth = test_labels[both]
-    other = {name: np.asarray(truth[ALTERNATIVE_PREFIX + name], dtype=float) for name in LABEL_COLUMNS if ALTERNATIVE_PREFIX + name in truth.colnames}
-    return {"r2": _rounded(r2_table(truth, other)), "n": int(both.sum())}
-
-
 REAL_CHECK_MAG_LIMIT = 24.5  # H magnitude of the real-check target
 CUT_TARGET_LIMIT = 0.05  # a target with more than this fraction of no-data pixels within two effective radii is "cut"
 
@@ -504,8 +493,9 @@ def real_check(estimators: dict, real_dir: str | Path) -> dict:
     -------
     dict
         ``galaxies`` (one row per galaxy: GALFIT labels and flags, each estimator's values,
-        flags and errors) and per estimator: R², median error per parameter on every galaxy,
-        on the check sample and on its uncut part, and whether |median Δmag| <= 0.15 there.
+        flags and errors); per estimator: R², median error per parameter on every galaxy,
+        on the check sample and on its uncut part, and whether |median Δmag| <= 0.15 there;
+        ``targets``: each later estimator no worse than the first (:func:`no_worse_than_first`).
     """
     from legato.evaluation.metrics import COLUMN, errors
     from legato.io.galfit import GALFIT_AT_LIMIT
@@ -548,5 +538,19 @@ def real_check(estimators: dict, real_dir: str | Path) -> dict:
                          **({"flags": int(values["flags"][k])} if "flags" in values else {}),
                          **({"sky_sigma": round(float(values["sky_sigma"][k]), 6)} if "sky_sigma" in values else {}),
                          "error": {p: round(float(error[p][k]), 4) for p in PARAMETERS}}
+    report["targets"] = no_worse_than_first(report["estimators"])
     report["galaxies"] = galaxies
     return report
+
+
+def no_worse_than_first(scores: dict) -> dict:
+    """Each later estimator's |median Δmag| against the first one's (e.g. adapted against its base), per sample."""
+    names = list(scores)
+    out = {}
+    for name in names[1:]:
+        out[f"{name}_no_worse_than_{names[0]}"] = {}
+        for sample in ("check_sample", "check_sample_uncut"):
+            first, this = (scores[n][f"median_error_{sample}"]["mag"] for n in (names[0], name))
+            met = first is not None and this is not None and abs(this) <= abs(first)
+            out[f"{name}_no_worse_than_{names[0]}"][sample] = {"abs_median_dmag": None if this is None else abs(this), f"{names[0]}": None if first is None else abs(first), "met": met}
+    return out
