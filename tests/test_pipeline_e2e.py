@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from legato.io.fingerprint import STAND_IN_VARIABLE
+
 pytestmark = pytest.mark.slow
 
 
@@ -68,7 +70,8 @@ def test_fresh_copy_pulls_data_and_reproduces_pipeline(repo_copy):
 
     run([*dvc, "repro"], repo, env)
     files = sorted(p.name for p in (repo / "datasets/simulated/train").iterdir())
-    assert files == ["stamps_00000.fits", "stamps_00001.fits"]
+    assert files == ["fingerprint.json", "stamps_00000.fits", "stamps_00001.fits"]
+    assert set(json.loads((repo / "reports/simulate.json").read_text())["fingerprints"]) == {"train", "val", "test"}
     assert (repo / "reports/simulate.json").is_file()
     assert (repo / "models/arch1/estimator.json").is_file() and (repo / "models/arch2/estimator.json").is_file()
     table1 = json.loads((repo / "reports/table1.json").read_text())
@@ -146,10 +149,25 @@ def published_copy_regenerates_only_stamp_sets(repo: Path, env: dict, dvc: list)
     run([*dvc, "pull", "-q", "--allow-missing"], clone, env)
     imported = run([sys.executable, "-m", "legato", "history", "import", "mlflow_history"], clone, env)
     assert "0 present" in imported and "registry versions created: 4" in imported
-    output = run([*dvc, "repro"], clone, env)
+    # the clone stands in for a machine of another CPU family: every regenerated pixel a few ULPs away
+    other_cpu = dict(env, **{STAND_IN_VARIABLE: "2"})
+    output = run([*dvc, "repro"], clone, other_cpu)
     ran = set(re.findall(r"Running stage '([\w-]+)'", output))
     assert ran == REGENERATED_STAGES, output
+    chunk = "datasets/simulated/test/stamps_00000.fits"
+    assert (clone / chunk).read_bytes() != (repo / chunk).read_bytes()  # other bytes ...
+    assert "fingerprint kept" in output and "fingerprint new" not in output  # ... the same sets
     assert "up to date" in run([*dvc, "status"], clone, env)
-    assert run(["git", "status", "--porcelain"], clone, env).strip() == ""
+    assert run(["git", "status", "--porcelain"], clone, env).strip() == ""  # dvc.lock and the reports unchanged
+    assert "regenerated: datasets/simulated: train, val, test regenerated" in run([sys.executable, "-m", "legato", "where"], clone, env)
     models = run([sys.executable, "-m", "legato", "models"], clone, env)
     assert "champion" in models and "production" in models
+
+    # a set that differs beyond rounding (same recipe, same code) is an error naming the set and the statistic
+    different = dict(env, **{STAND_IN_VARIABLE: "300000"})
+    failed = subprocess.run([*dvc, "repro", "--force", "simulate"], cwd=clone, env=different, capture_output=True, text=True, timeout=600)
+    assert failed.returncode != 0
+    assert re.search(r"regenerated set datasets/simulated/\w+ differs from its recorded fingerprint beyond rounding: statistic pixels\.", failed.stdout + failed.stderr)
+    assert run(["git", "status", "--porcelain"], clone, env).strip() == ""  # the recorded fingerprints are untouched
+    run([*dvc, "repro", "simulate"], clone, env)  # the set is regenerated again; nothing downstream runs
+    assert "up to date" in run([*dvc, "status"], clone, env)

@@ -112,6 +112,6 @@ def test_separate_processes_write_identical_bytes(tmp_path, repo_root):
                    "--workers", str(workers), "--out", str(out), "--report", str(tmp_path / f"report_{workers}.json"), "--no-progress"]
         subprocess.run(command, cwd=tmp_path, check=True, capture_output=True, env=dict(os.environ, PYTHONHASHSEED=str(workers)))
         digests.append({p.relative_to(out).as_posix(): hashlib.md5(p.read_bytes()).hexdigest() for p in sorted(out.rglob("*")) if p.is_file()})
-    assert len(digests[0]) == 4 and digests[0] == digests[1]  # train in two chunks, val, test
+    assert len(digests[0]) == 7 and digests[0] == digests[1]  # train in two chunks, val, test, and each split's fingerprint
     assert (tmp_path / "report_1.json").read_bytes() == (tmp_path / "report_2.json").read_bytes()
     assert "wall_seconds" not in (tmp_path / "report_1.json").read_text()

@@ -80,9 +80,11 @@ def simulate(
         sizes.update({k: v for k, v in (("A", size_a), ("B", size_b)) if v is not None})
         config = realistic_config(loaded, {"sizes": sizes, "seed": seed})
         out = out or Path("datasets/realistic/raw")
+        from legato.simulation.realistic import CODE, split_recipes
+
         summary = simulate_realistic(config, out, workers=workers, progress=progress)
         typer.echo(f"wrote realistic test A and pool B {summary['stamps']} to {out} in {summary['wall_seconds']} s; kinds {summary['kinds']}")
-        write_report_and_timing(report, summary)
+        write_report_and_timing(report, _settled(out, split_recipes(config), CODE, report, summary))
         return
     if domain != "sersic":
         raise ConfigError(f"unknown domain {domain!r}; choose sersic or realistic")
@@ -101,6 +103,7 @@ def simulate(
     if workers is not None and workers < 1:
         raise ConfigError(f"--workers must be >= 1, got {workers}")
 
+    from legato.simulation.simulate import CODE, split_recipes
     from legato.simulation.simulate import simulate as run_simulation
 
     summary = run_simulation(config, out, workers=workers, progress=progress)
@@ -108,7 +111,17 @@ def simulate(
         f"wrote {summary['total_stamps']} stamps to {out} in {summary['wall_seconds']} s "
         f"({summary['stamps_per_second']} stamps/s, {summary['workers']} workers)"
     )
-    write_report_and_timing(report, summary)
+    write_report_and_timing(report, _settled(out, split_recipes(config), CODE, report, summary))
+
+
+def _settled(out: Path, recipes: dict, code_sources: tuple, report: Optional[Path], summary: dict) -> dict:
+    """Fingerprint a regenerated set against the one its report records (docs/reproducibility.md); the summary with them."""
+    from legato.io.fingerprint import code_digest, settle_set
+
+    records, outcomes = settle_set(out, recipes, code_digest(code_sources), report)
+    for split, outcome in outcomes.items():
+        typer.echo(f"{out / split}: fingerprint {outcome['outcome']}" + (f" (largest deviation {outcome['largest_deviation']} of the tolerance)" if "largest_deviation" in outcome else ""))
+    return summary | {"fingerprints": records, "fingerprint_check": {"set": str(out), "splits": outcomes}}
 
 
 @app.command()
@@ -319,13 +332,16 @@ def assemble_realistic(
     report: Annotated[Optional[Path], typer.Option(help="Write the summary (JSON) here.")] = None,
 ):
     """Labelled realistic stamp sets: the raw stamps with usable classical labels (seconds; the fits are published)."""
-    from legato.classical.labels import write_labelled_sets
+    import time
 
+    from legato.classical.labels import LABELLED_CODE, labelled_recipes, write_labelled_sets
+
+    start = time.perf_counter()
     summary = write_labelled_sets(raw, labels, out)
     for split, counts in summary.items():
         typer.echo(f"{split}: {counts['labelled']} of {counts['fitted']} galaxies labelled; dropped {counts['dropped']}")
-    if report is not None:
-        write_json(report, summary)
+    summary = _settled(out, labelled_recipes(raw, labels, tuple(summary)), LABELLED_CODE, report, summary)
+    write_report_and_timing(report, summary | {"wall_seconds": round(time.perf_counter() - start, 2)})
 
 
 ingest_app = typer.Typer(help="Ingest real data (GALFIT blocks, or a mosaic with a GALFIT catalogue) as a labelled stamp set.", no_args_is_help=True)

@@ -16,7 +16,7 @@ def write_json(path: str | Path, payload: dict) -> Path:
     return path
 
 
-TIMING_KEYS = ("wall_seconds", "render_seconds", "stamps_per_second", "cpu_count", "workers")
+TIMING_KEYS = ("wall_seconds", "render_seconds", "stamps_per_second", "cpu_count", "workers", "fingerprint_check")
 TIMING_DIR = Path("reports/timing")
 
 
@@ -42,3 +42,32 @@ def write_report_and_timing(path: str | Path | None, summary: dict, timing_dir: 
     path = Path(path)
     write_json(path, {key: value for key, value in summary.items() if key not in TIMING_KEYS})
     write_json(Path(timing_dir) / path.name, {key: summary[key] for key in TIMING_KEYS if key in summary})
+
+
+def regeneration_summary(timing_dir: str | Path = TIMING_DIR) -> list[str]:
+    """One line per stamp set regenerated on this machine: its time and how its fingerprints settled.
+
+    Read from the timing files of the regenerating stages (the ones holding a
+    ``fingerprint_check``), so it describes the last ``dvc repro`` here.
+    """
+    import json
+
+    lines = []
+    for path in sorted(Path(timing_dir).glob("*.json")):
+        try:
+            timing = json.loads(path.read_text())
+        except ValueError:
+            continue
+        check = timing.get("fingerprint_check")
+        if not isinstance(check, dict):
+            continue
+        splits = check.get("splits", {})
+        outcomes = sorted({str(s.get("outcome")) for s in splits.values()})
+        deviations = [s["largest_deviation"] for s in splits.values() if isinstance(s.get("largest_deviation"), (int, float))]
+        seconds = timing.get("wall_seconds")
+        line = f"{check.get('set')}: {', '.join(splits)} regenerated" + (f" in {seconds:.0f} s" if isinstance(seconds, (int, float)) else "")
+        line += f"; fingerprints {'/'.join(outcomes)}"
+        if deviations:
+            line += f" (largest deviation {max(deviations):.2g} of the tolerance)"
+        lines.append(line)
+    return lines

@@ -23,6 +23,7 @@ from astropy.table import Table
 from legato.classical.fitter import FLAG_AT_LIMIT, FLAG_BAD_INPUT, FLAG_FIT_ERROR, FLAG_NOT_CONVERGED, FitSettings
 from legato.classical.run import fit_stamp_set
 from legato.errors import ConfigError
+from legato.io.fingerprint import FINGERPRINT_NAME, recipe
 from legato.io.stamps import StampSetMeta, read_stamp_set, write_stamp_set
 
 CLASSICAL_AGREEMENT_TARGET = {"re": 0.8}  # two defensible set-ups should agree about as well as two real catalogues (0.86)
@@ -144,6 +145,25 @@ def fit_label_catalogues(
             runs["alternative"] = fit_stamp_set(raw_dir / split, other_path, psf_path, alternative, workers, block_size, max_stamps, progress)
         report[split] = {"fits": runs}
     return report
+
+
+# the project's sources that assemble the labelled realistic sets (the code part of their fingerprints)
+LABELLED_CODE = ("classical/labels.py", "io/stamps.py", "io/fingerprint.py")
+
+
+def labelled_recipes(raw_dir: str | Path, labels_dir: str | Path, splits: tuple = ("A", "B")) -> dict[str, dict]:
+    """The recipe of every labelled realistic set: its raw split's fingerprint and its label catalogues.
+
+    The raw stamps enter through their fingerprint, not their bytes, so a raw set
+    regenerated on another CPU leaves the labelled sets' dependants up to date.
+    """
+    raw_dir, labels_dir = Path(raw_dir), Path(labels_dir)
+    recipes = {}
+    for split in splits:
+        catalogues = [path for path in (labels_dir / f"{split}.fits", labels_dir / f"{split}_alternative.fits") if path.is_file()]
+        inputs = (raw_dir / split / FINGERPRINT_NAME, *catalogues)
+        recipes[split] = recipe("realistic_labelled", split, {"splits": list(splits)}, inputs, libraries=("numpy", "astropy"))
+    return recipes
 
 
 def write_labelled_sets(raw_dir: str | Path, labels_dir: str | Path, out_dir: str | Path, splits: tuple = ("A", "B")) -> dict:

@@ -81,3 +81,7 @@ def where(
     typer.echo("runs: .venv/bin/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000   (then http://127.0.0.1:5000)")
     typer.echo("models: .venv/bin/legato models")
     typer.echo("serve: .venv/bin/legato serve --port 5001   (POST stamps to http://127.0.0.1:5001/invocations)")
+    from legato.reports import regeneration_summary
+
+    for line in regeneration_summary():
+        typer.echo(f"regenerated: {line}")

@@ -35,6 +35,7 @@ catalogue row seeds galaxies in both.
 
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing
 import os
 import shutil
@@ -50,6 +51,7 @@ from astropy.table import Table
 from legato.catalog.vanderwel import read_vanderwel_catalog, select_good_fits
 from legato.conventions import circular_half_light_radius, galfit_pa_to_galsim_beta_deg, mag_to_flux
 from legato.errors import ConfigError
+from legato.io.fingerprint import cpu_stand_in, recipe
 from legato.io.stamps import StampSetMeta, write_stamp_set
 from legato.analysis.noise_texture import HOLE_FRACTION_LIMIT, has_negative_holes
 from legato.simulation.noise import correlated_noise
@@ -62,6 +64,8 @@ KINDS = ("sersic", "bulge_disc", "clumpy", "cosmos")
 SPLITS = ("A", "B")
 COSMOS_CATALOGUE = "real_galaxy_catalog_26_extension_example.fits"
 TASK_SIZE = 100
+# the project's sources that compute the realistic raw sets (the code part of their fingerprints)
+CODE = ("simulation", "catalog", "analysis/noise_texture.py", "io/stamps.py", "io/fingerprint.py", "conventions.py", "config.py")
 
 
 @dataclass(frozen=True)
@@ -149,6 +153,18 @@ def realistic_config(params: dict, overrides: dict | None = None) -> RealisticCo
         return RealisticConfig(base=base, **values)
     except TypeError as exc:
         raise ConfigError(f"bad realistic parameters: {exc}") from None
+
+
+def split_recipes(config: RealisticConfig) -> dict[str, dict]:
+    """The recipe of test A and pool B (:func:`legato.io.fingerprint.recipe`).
+
+    Both splits are drawn together (no COSMOS galaxy or catalogue row seeds
+    both), so each recipe holds both sizes; the single-Sérsic sizes are left out.
+    """
+    settings = dataclasses.asdict(config)
+    settings["base"].pop("sizes")
+    inputs = (config.base.catalog, config.base.psf, config.cosmos_dir)
+    return {split: recipe("realistic_raw", split, settings, inputs) for split in SPLITS}
 
 
 def cosmos_catalogue(cosmos_dir: str | Path):
@@ -508,7 +524,7 @@ def simulate_realistic(config: RealisticConfig, out_dir: str | Path, workers: in
             extra={"SEED": config.seed, "SPLIT": split, "SKYSIG": (float(np.median(table["sky_sigma"])) if len(table) else base.noise.sky_sigma, "median sky sigma; per stamp in sky_sigma"), "EXPTIME": base.noise.exposure_time,
                    "NOISECOR": (config.noise_correlation_pix, "sky noise correlation sigma, pixels")},
         )
-        write_stamp_set(staging / split, stamps[split], table, meta, chunk_size=base.chunk_size)
+        write_stamp_set(staging / split, cpu_stand_in(stamps[split]), table, meta, chunk_size=base.chunk_size)
     if out_dir.exists():
         shutil.rmtree(out_dir)
     staging.rename(out_dir)

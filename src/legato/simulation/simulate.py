@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing
 import os
 import shutil
@@ -17,6 +18,7 @@ from astropy.table import Table
 from legato.catalog.vanderwel import read_vanderwel_catalog, select_good_fits
 from legato.conventions import PIXEL_SCALE_ARCSEC, mag_to_flux, zeropoint
 from legato.errors import ConfigError
+from legato.io.fingerprint import cpu_stand_in, recipe
 from legato.io.stamps import StampSetMeta, write_stamp_set
 from legato.simulation.noise import NoiseModel, segmentation_snr
 from legato.simulation.parameters import ParameterSpace, draw_parameters
@@ -25,6 +27,8 @@ from legato.simulation.render import render_sersic_stamp
 
 SPLITS = ("train", "val", "test")
 TASK_SIZE = 250
+# the project's sources that compute a single-Sérsic set (the code part of its fingerprint; dvc.yaml lists them as deps too)
+CODE = ("simulation", "catalog", "io/stamps.py", "io/fingerprint.py", "conventions.py", "config.py")
 
 
 @dataclass(frozen=True)
@@ -161,6 +165,21 @@ def _tasks(labels_by_split: dict[str, Table]):
     return tasks
 
 
+def split_recipes(config: SimulationConfig) -> dict[str, dict]:
+    """The recipe of every split (:func:`legato.io.fingerprint.recipe`).
+
+    A split's stamps depend on its own size only (each split and each stamp has
+    its own seeded generator), so a split's recipe leaves the other sizes out:
+    a larger training set does not make the test set's dependants stale.
+    """
+    settings = dataclasses.asdict(config)
+    name = "noiseless" if config.noiseless else "simulated"
+    return {
+        split: recipe(name, split, settings | {"sizes": {split: int(config.sizes.get(split, 0))}}, (config.catalog, config.psf))
+        for split in SPLITS
+    }
+
+
 def draw_split_parameters(config: SimulationConfig) -> dict[str, Table]:
     """Draw the parameters of every split (deterministic in ``config.seed``).
 
@@ -263,7 +282,7 @@ def simulate(
             extra={"SEED": config.seed, "SPLIT": split, "SKYSIG": config.noise.sky_sigma, "EXPTIME": config.noise.exposure_time}
             | ({"SKYSIG": 0.0, "NOMSKY": config.noise.sky_sigma} if config.noiseless else {}),
         )
-        write_stamp_set(staging / split, stamps[split], table, meta, chunk_size=config.chunk_size)
+        write_stamp_set(staging / split, cpu_stand_in(stamps[split]), table, meta, chunk_size=config.chunk_size)
     if out_dir.exists():
         shutil.rmtree(out_dir)
     staging.rename(out_dir)
