@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -30,22 +29,6 @@ from pathlib import Path
 
 AVX2_ENV = {"ONEDNN_MAX_CPU_ISA": "AVX2", "NPY_DISABLE_CPU_FEATURES": "X86_V4 AVX512_ICL AVX512_SPR"}
 RUNTIMES = ("tensorflow", "tensorflow-xla", "onnxruntime")
-
-
-def cpu_description() -> dict:
-    """Model name and the vector instruction-set flags of this CPU (from /proc/cpuinfo)."""
-    model, flags = platform.processor(), set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name") and model in ("", "x86_64"):
-                model = line.split(":", 1)[1].strip()
-            if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-                break
-    except OSError:
-        pass
-    vector = sorted(f for f in flags if f.startswith(("avx", "fma", "amx", "sse4")))
-    return {"model": model, "cores": os.cpu_count(), "vector_flags": vector}
 
 
 WORKER = r'''
@@ -86,6 +69,7 @@ def main() -> None:
     import numpy as np
 
     from legato.io.stamps import read_stamp_set
+    from legato.reports import machine_description
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--estimator", type=Path, default=Path("models/production_tracked"))
@@ -99,7 +83,7 @@ def main() -> None:
 
     stamps, _, _ = read_stamp_set(args.test)
     stamps = np.resize(stamps, (args.stamps,) + stamps.shape[1:]).astype(np.float32)
-    results: dict = {"cpu": cpu_description(), "stamps": args.stamps, "batch_size": args.batch_size, "estimator": str(args.estimator), "rows": []}
+    results: dict = {"cpu": machine_description(), "stamps": args.stamps, "batch_size": args.batch_size, "estimator": str(args.estimator), "rows": []}
     with tempfile.TemporaryDirectory() as tmp:
         stamps_path = Path(tmp) / "stamps.npy"
         np.save(stamps_path, stamps)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import platform
 from pathlib import Path
 
 
@@ -71,3 +73,19 @@ def regeneration_summary(timing_dir: str | Path = TIMING_DIR) -> list[str]:
             line += f" (largest deviation {max(deviations):.2g} of the tolerance)"
         lines.append(line)
     return lines
+
+
+def machine_description() -> dict:
+    """This CPU's model name, core count and vector instruction-set flags (from /proc/cpuinfo), for benchmark reports."""
+    model, flags = platform.processor(), set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+            elif line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                break
+    except OSError:
+        pass
+    vector = sorted(flag for flag in flags if flag.startswith(("avx", "fma", "amx", "sse4")))
+    return {"model": model, "cores": os.cpu_count(), "vector_flags": vector, "avx512": "avx512f" in flags}
