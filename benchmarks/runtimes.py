@@ -9,7 +9,8 @@ kernels (MLAS) have no such cap, so its AVX2 figure needs an AVX2 machine and
 is reported as not measured. Outputs are compared with TensorFlow's on the
 same stamps (largest absolute difference over the 9 raw outputs).
 
-Runtimes: ``tensorflow`` (today's compiled tf.function), ``tensorflow-xla``
+Runtimes: ``tensorflow`` (today's compiled tf.function, oneDNN kernels),
+``tensorflow-eigen`` (the same with oneDNN off: Eigen's kernels), ``tensorflow-xla``
 (the same with ``jit_compile=True``), ``onnxruntime`` (the graph exported with
 tf2onnx; needs ``pip install onnxruntime tf2onnx``, taken from ``--extra-path``
 when given). Writes reports/runtimes.json.
@@ -28,7 +29,8 @@ import tempfile
 from pathlib import Path
 
 AVX2_ENV = {"ONEDNN_MAX_CPU_ISA": "AVX2", "NPY_DISABLE_CPU_FEATURES": "X86_V4 AVX512_ICL AVX512_SPR"}
-RUNTIMES = ("tensorflow", "tensorflow-xla", "onnxruntime")
+RUNTIMES = ("tensorflow", "tensorflow-eigen", "tensorflow-xla", "onnxruntime")
+RUNTIME_ENV = {"tensorflow-eigen": {"TF_ENABLE_ONEDNN_OPTS": "0"}}  # TensorFlow's own Eigen kernels instead of oneDNN
 
 
 WORKER = r'''
@@ -78,6 +80,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=256, help="legato predict's default batch")
     parser.add_argument("--runtime", action="append", choices=RUNTIMES, default=None)
     parser.add_argument("--extra-path", default="", help="a folder with onnxruntime and tf2onnx (pip install --target)")
+    parser.add_argument("--isa", action="append", choices=("avx512", "avx2"), default=None)
     parser.add_argument("--out", type=Path, default=Path("reports/runtimes.json"))
     args = parser.parse_args()
 
@@ -89,6 +92,8 @@ def main() -> None:
         np.save(stamps_path, stamps)
         reference = None
         for isa, env in (("avx512", {}), ("avx2", AVX2_ENV)):
+            if args.isa and isa not in args.isa:
+                continue
             for runtime in args.runtime or RUNTIMES:
                 row = {"runtime": runtime, "isa": isa}
                 if runtime == "onnxruntime" and isa == "avx2":
@@ -96,7 +101,7 @@ def main() -> None:
                     continue
                 out = Path(tmp) / f"{runtime}-{isa}.json"
                 command = [sys.executable, "-c", WORKER, args.extra_path, runtime, str(args.estimator), str(stamps_path), str(args.batch_size), str(out)]
-                done = subprocess.run(command, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", **env), capture_output=True, text=True)
+                done = subprocess.run(command, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", **env, **RUNTIME_ENV.get(runtime, {})), capture_output=True, text=True)
                 if done.returncode != 0:
                     results["rows"].append(row | {"stamps_per_second": None, "error": done.stderr.strip().splitlines()[-1][:300]})
                     continue
