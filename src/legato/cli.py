@@ -63,6 +63,7 @@ def simulate(
     band: Annotated[Optional[str], typer.Option(help="Filter (sets the zeropoint).")] = None,
     stamp_size: Annotated[Optional[int], typer.Option(help="Stamp side in pixels.")] = None,
     noiseless: Annotated[bool, typer.Option(help="Single-Sérsic: store noiseless models (noise drawn at training time, legato train-production).")] = False,
+    bands: Annotated[bool, typer.Option(help="Single-Sérsic: draw every galaxy in one of the bands of params.yaml's bands section (its PSF, zeropoint, prior; PSF jitter), with that section's sizes and seed.")] = False,
     report: Annotated[Optional[Path], typer.Option(help="Write a JSON summary here (its timing goes to reports/timing/, untracked).")] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ):
@@ -97,9 +98,17 @@ def simulate(
             sizes[split] = value
     overrides = {"mag_min": mag_min, "mag_max": mag_max, "seed": seed, "band": band, "stamp_size": stamp_size}
     overrides["sizes"] = sizes or None
+    if bands:
+        from legato.config import band_mixture
+
+        mixture, band_sizes, band_seed = band_mixture(loaded)
+        overrides["sizes"] = band_sizes | {split: value for split, value in (("train", train), ("val", val), ("test", test)) if value is not None}
+        overrides["seed"] = seed if seed is not None else band_seed
     config = simulation_config(loaded, overrides)
     if noiseless:
         config = dataclasses.replace(config, noiseless=True)
+    if bands:
+        config = dataclasses.replace(config, bands=mixture)
     if workers is not None and workers < 1:
         raise ConfigError(f"--workers must be >= 1, got {workers}")
 
@@ -738,13 +747,14 @@ def calibrate_noise(
 @app.command("make-psf")
 @one_line_errors
 def make_psf(
-    out: Annotated[Path, typer.Option(help="PSF FITS file to write.")] = Path("data/psf/wfc3ir_f160w_psf.fits"),
+    band: Annotated[str, typer.Option(help="F606W, F814W (ACS/WFC), F105W, F125W, F140W or F160W (WFC3/IR).")] = "F160W",
+    out: Annotated[Optional[Path], typer.Option(help="PSF FITS file to write (default: data/psf/<instrument>_<band>_psf.fits).")] = None,
     size: Annotated[int, typer.Option(help="Image side in pixels (odd).")] = 51,
 ):
-    """Write the model WFC3/IR F160W PSF image (sampled at 0.06", no output-pixel response)."""
-    from legato.simulation.psf import write_psf_image
+    """Write a band's model PSF image (sampled at 0.06", no output-pixel response; docs/data.md)."""
+    from legato.simulation.psf import band_optics, write_psf_image
 
-    path = write_psf_image(out, size=size)
+    path = write_psf_image(out or Path("data/psf") / band_optics(band).file_name, size=size, band=band)
     typer.echo(f"wrote {path}")
 
 

@@ -110,3 +110,26 @@ def simulation_config(params: dict[str, Any], overrides: dict[str, Any] | None =
         ),
         snr_threshold_sigma=_number(values, "snr_threshold_sigma"),
     )
+
+
+def band_mixture(params: dict[str, Any]):
+    """The ``bands`` section: a :class:`~legato.simulation.simulate.BandMixture`, the split sizes and the seed.
+
+    Raises
+    ------
+    ConfigError
+        On a missing key or a band without a PSF, catalogue or weight.
+    """
+    from legato.simulation.simulate import BandMixture
+
+    values = dict(section(params, "bands"))
+    for key in ("psfs", "catalogs", "weights", "sizes"):
+        if not isinstance(values.get(key), dict):
+            raise ConfigError(f"parameter bands.{key} must map band (or split) names to values")
+    mixture = BandMixture(
+        psfs={str(k): str(v) for k, v in values["psfs"].items()},
+        catalogs={str(k): str(v) for k, v in values["catalogs"].items()},
+        weights={str(k): float(v) for k, v in values["weights"].items()},
+        psf_jitter=_number(values, "psf_jitter", where="bands"),
+    )
+    return mixture, {k: int(v) for k, v in values["sizes"].items()}, _number(values, "seed", int, where="bands")

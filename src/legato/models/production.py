@@ -148,9 +148,25 @@ def mean_and_variance_loss(y_true, y_pred):
     return ops.mean(squared, axis=-1) + ops.mean(nll, axis=-1)
 
 
-def forward_in_batches(model, stamps: np.ndarray, batch_size: int = 512) -> np.ndarray:
-    """The network's raw outputs for ``stamps`` ``(N, H, W)`` in inference mode, ``batch_size`` stamps at a time."""
-    return np.concatenate([model(stamps[i : i + batch_size], training=False).numpy() for i in range(0, len(stamps), batch_size)])
+PSF_REFERENCE_ARCSEC = (0.18, 0.12)  # FWHM and half-light radius of the F160W model PSF, roughly
+
+
+def psf_features(fwhm_arcsec, r50_arcsec) -> np.ndarray:
+    """The PSF input of a PSF-conditioned network: ``ln(FWHM / 0.18")`` and ``ln(r50 / 0.12")``, ``(N, 2)`` float32."""
+    fwhm, r50 = np.broadcast_arrays(np.asarray(fwhm_arcsec, dtype=float), np.asarray(r50_arcsec, dtype=float))
+    return np.column_stack([np.log(fwhm / PSF_REFERENCE_ARCSEC[0]), np.log(r50 / PSF_REFERENCE_ARCSEC[1])]).astype(np.float32)
+
+
+def forward_in_batches(model, stamps: np.ndarray, batch_size: int = 512, psf: np.ndarray | None = None) -> np.ndarray:
+    """The network's raw outputs for ``stamps`` ``(N, H, W)`` in inference mode, ``batch_size`` stamps at a time.
+
+    ``psf`` ``(N, 2)`` (:func:`psf_features`) is the second input of a PSF-conditioned network.
+    """
+    def call(i):
+        batch = stamps[i : i + batch_size]
+        return model(batch if psf is None else [batch, psf[i : i + batch_size]], training=False).numpy()
+
+    return np.concatenate([call(i) for i in range(0, len(stamps), batch_size)])
 
 
 def gaussian_sigma(log_variance: np.ndarray, std) -> np.ndarray:
@@ -165,6 +181,7 @@ def build_production(
     further_filters: tuple = (32, 64, 64),
     dense_units: tuple = (128, 64),
     uncertainty_units: int = 64,
+    psf_inputs: int = 0,
     name: str = "production",
 ):
     """Build the production network (see the module docstring).
@@ -183,6 +200,9 @@ def build_production(
         Widths of the hidden fully connected layers of the mean head.
     uncertainty_units : int
         Width of the hidden layer of the uncertainty branch.
+    psf_inputs : int
+        Length of a second input describing the PSF (:func:`psf_features`: 2), which
+        enters the fully connected head and the uncertainty branch; 0: one PSF, no such input.
     name : str
         Model name.
 
@@ -205,13 +225,15 @@ def build_production(
         x = layers.Conv2D(filters, 3, padding="same", activation="relu", name=f"{prefix}_conv1")(x)
         x = layers.Conv2D(filters, 3, padding="same", activation="relu", name=f"{prefix}_conv2")(x)
         x = layers.MaxPooling2D(2, name=f"{prefix}_pool")(x)
-    features = layers.Concatenate(name="features")([layers.Flatten(name="flatten")(x), log_ratio])
+    psf = keras.Input(shape=(psf_inputs,), name="psf") if psf_inputs else None
+    conditions = [log_ratio] + ([psf] if psf is not None else [])
+    features = layers.Concatenate(name="features")([layers.Flatten(name="flatten")(x), *conditions])
     h = features
     for d, units in enumerate(dense_units, start=1):
         h = layers.Dense(units, activation="relu", name=f"dense{d}")(h)
-    mean = layers.Dense(N_TARGETS, name="estimate")(layers.Concatenate(name="head_input")([h, log_ratio]))
+    mean = layers.Dense(N_TARGETS, name="estimate")(layers.Concatenate(name="head_input")([h, *conditions]))
     frozen = StopGradient(name="stop_gradient")(layers.Concatenate(name="uncertainty_input")([features, mean]))
     u = layers.Dense(uncertainty_units, activation="relu", name="uncertainty1")(frozen)
     log_variance = layers.Dense(N_TARGETS, name="log_variance")(u)
     outputs = layers.Concatenate(name="outputs")([mean, log_variance, log_ratio])
-    return keras.Model(stamps, outputs, name=name)
+    return keras.Model(stamps if psf is None else [stamps, psf], outputs, name=name)

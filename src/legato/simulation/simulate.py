@@ -32,6 +32,45 @@ CODE = ("simulation", "catalog", "io/stamps.py", "io/fingerprint.py", "conventio
 
 
 @dataclass(frozen=True)
+class BandMixture:
+    """The bands of a multi-band set: a PSF image and a prior catalogue per band, and PSF jitter.
+
+    Attributes
+    ----------
+    psfs : dict
+        Band -> PSF FITS image (``legato make-psf --band``, or a measured one).
+    catalogs : dict
+        Band -> GALFIT catalogue the band's parameters are drawn from (van der Wel
+        fits in that band, or the nearest band that has one).
+    weights : dict
+        Band -> relative frequency of the band in the set.
+    psf_jitter : float
+        Each galaxy is drawn with its band's PSF dilated by a factor uniform in
+        ``[1 - psf_jitter, 1 + psf_jitter]`` (real PSF models are never exact).
+    """
+
+    psfs: dict
+    catalogs: dict
+    weights: dict
+    psf_jitter: float = 0.0
+
+    def __post_init__(self):
+        if not self.psfs or set(self.psfs) != set(self.catalogs) or set(self.psfs) != set(self.weights):
+            raise ConfigError("a band mixture needs the same bands in psfs, catalogs and weights")
+        for band in self.psfs:
+            zeropoint(band)
+        if any(w < 0 for w in self.weights.values()) or sum(self.weights.values()) <= 0:
+            raise ConfigError("band weights must be >= 0 and not all zero")
+        if not 0 <= self.psf_jitter < 0.5:
+            raise ConfigError(f"psf_jitter must be in [0, 0.5), got {self.psf_jitter}")
+
+    @property
+    def bands(self) -> tuple:
+        """The bands, in a fixed order (their index is the ``band_index`` column)."""
+        return tuple(self.psfs)
+
+
+@dataclass(frozen=True)
 class SimulationConfig:
     """Everything that defines a simulated data set (the ``simulate`` section of params.yaml).
 
@@ -62,6 +101,10 @@ class SimulationConfig:
     noiseless : bool
         Store the noiseless PSF-convolved models instead of noisy stamps (the
         production estimator draws its noise at training time, at every depth).
+    bands : BandMixture or None
+        Draw every galaxy in one of several bands, each with its own PSF, zeropoint
+        and prior (``band``, ``psf_dilation``, ``psf_fwhm_arcsec``, ``psf_r50_arcsec``
+        and ``zeropoint`` label columns); None: the one ``band`` and ``psf``.
     """
 
     catalog: str
@@ -76,6 +119,7 @@ class SimulationConfig:
     noise: NoiseModel = field(default_factory=lambda: NoiseModel(sky_sigma=0.0067, exposure_time=5000.0))
     snr_threshold_sigma: float = 1.0
     noiseless: bool = False
+    bands: BandMixture | None = None
 
     def __post_init__(self):
         zeropoint(self.band)
@@ -103,23 +147,32 @@ class SimulationConfig:
 _WORKER: dict = {}
 
 
+def psf_paths(config: SimulationConfig) -> tuple[str, ...]:
+    """The PSF image of each band index (the one ``config.psf`` without a band mixture)."""
+    return tuple(config.bands.psfs[band] for band in config.bands.bands) if config.bands else (config.psf,)
+
+
 def _init_worker(config: SimulationConfig) -> None:
-    psf = read_psf_image(config.psf, expected_pixel_scale=config.pixel_scale)
     _WORKER["config"] = config
-    _WORKER["psf"] = psf.galsim_profile()
+    _WORKER["psfs"] = [read_psf_image(path, expected_pixel_scale=config.pixel_scale).galsim_profile() for path in psf_paths(config)]
 
 
 def _render_task(task: tuple[int, np.ndarray, np.ndarray]) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
-    """Render one task: galaxies of one split, as (split index, row indices, parameter array)."""
+    """Render one task: galaxies of one split, as (split index, row indices, parameter array).
+
+    A parameter row holds :data:`PARAM_COLUMNS`, then the band index, the PSF dilation and the zeropoint.
+    """
     split_index, rows, params = task
     config: SimulationConfig = _WORKER["config"]
-    psf = _WORKER["psf"]
     size = config.stamp_size
     stamps = np.empty((len(rows), size, size), dtype=np.float32)
     snr = np.empty(len(rows))
     for k, (row, p) in enumerate(zip(rows, params)):
+        psf = _WORKER["psfs"][int(p[7])]
+        if p[8] != 1.0:
+            psf = psf.dilate(float(p[8]))
         model = render_sersic_stamp(
-            *p, psf=psf, size=size, pixel_scale=config.pixel_scale, zeropoint=config.zeropoint
+            *p[:7], psf=psf, size=size, pixel_scale=config.pixel_scale, zeropoint=float(p[9])
         )
         if config.noiseless:
             stamps[k] = model
@@ -131,16 +184,26 @@ def _render_task(task: tuple[int, np.ndarray, np.ndarray]) -> tuple[int, np.ndar
 
 
 PARAM_COLUMNS = ("mag", "re_arcsec", "n", "q", "pa_deg", "x_offset_pix", "y_offset_pix")
+RENDER_COLUMNS = ("band_index", "psf_dilation", "zeropoint")  # how each galaxy is drawn
 
 
-def _tasks(labels_by_split: dict[str, Table]):
+def _render_parameters(labels: Table, default_zeropoint: float) -> np.ndarray:
+    """:data:`PARAM_COLUMNS` and :data:`RENDER_COLUMNS` of every galaxy (one-band sets: band 0, no dilation)."""
+    count = len(labels)
+    defaults = {"band_index": np.zeros(count), "psf_dilation": np.ones(count), "zeropoint": np.full(count, default_zeropoint)}
+    columns = [np.asarray(labels[c], float) for c in PARAM_COLUMNS]
+    columns += [np.asarray(labels[c], float) if c in labels.colnames else defaults[c] for c in RENDER_COLUMNS]
+    return np.column_stack(columns)
+
+
+def _tasks(labels_by_split: dict[str, Table], default_zeropoint: float):
     """Tasks in Sérsic-index order, so each worker reuses GalSim's tables for one index."""
     entries = []
     for split_index, split in enumerate(SPLITS):
         labels = labels_by_split.get(split)
         if labels is None or len(labels) == 0:
             continue
-        params = np.column_stack([np.asarray(labels[c], float) for c in PARAM_COLUMNS])
+        params = _render_parameters(labels, default_zeropoint)
         entries.append((np.full(len(labels), split_index), np.arange(len(labels)), params))
     if not entries:
         return []
@@ -173,34 +236,72 @@ def split_recipes(config: SimulationConfig) -> dict[str, dict]:
     a larger training set does not make the test set's dependants stale.
     """
     settings = dataclasses.asdict(config)
-    name = "noiseless" if config.noiseless else "simulated"
-    return {
-        split: recipe(name, split, settings | {"sizes": {split: int(config.sizes.get(split, 0))}}, (config.catalog, config.psf))
-        for split in SPLITS
-    }
+    name = ("bands" if config.bands else "") + ("noiseless" if config.noiseless else "simulated")
+    inputs = (config.catalog, config.psf)
+    if config.bands is not None:
+        inputs = tuple(sorted(set(config.bands.psfs.values()) | set(config.bands.catalogs.values())))
+    return {split: recipe(name, split, settings | {"sizes": {split: int(config.sizes.get(split, 0))}}, inputs) for split in SPLITS}
+
+
+def _good_fits(path: str, space: ParameterSpace) -> Table:
+    return select_good_fits(read_vanderwel_catalog(path), mag_min=space.mag_min, mag_max=space.mag_max, re_max_arcsec=space.re_max_arcsec)
 
 
 def draw_split_parameters(config: SimulationConfig) -> dict[str, Table]:
     """Draw the parameters of every split (deterministic in ``config.seed``).
+
+    With a band mixture, each split's galaxies are shared out over the bands
+    (multinomially, by weight); each band draws from its own prior catalogue
+    with its own generator, and every galaxy gets a PSF dilation.
 
     Returns
     -------
     dict of str to astropy.table.Table
         Label tables per split, before rendering.
     """
-    catalog = select_good_fits(
-        read_vanderwel_catalog(config.catalog),
-        mag_min=config.space.mag_min,
-        mag_max=config.space.mag_max,
-        re_max_arcsec=config.space.re_max_arcsec,
-    )
+    if config.bands is None:
+        catalog = _good_fits(config.catalog, config.space)
+        tables = {}
+        for split_index, split in enumerate(SPLITS):
+            size = int(config.sizes.get(split, 0))
+            rng = np.random.default_rng([config.seed, split_index])
+            table = draw_parameters(catalog, size, config.space, rng)
+            table.add_column(np.arange(size, dtype=np.int64), name="id", index=0)
+            table["flux"] = mag_to_flux(np.asarray(table["mag"]), config.zeropoint) * u.ct / u.s
+            tables[split] = table
+        return tables
+    return _draw_band_mixture(config)
+
+
+def _draw_band_mixture(config: SimulationConfig) -> dict[str, Table]:
+    from astropy.table import vstack
+
+    from legato.simulation.psf import psf_summary
+
+    mixture = config.bands
+    catalogs = {path: _good_fits(path, config.space) for path in sorted(set(mixture.catalogs.values()))}
+    summaries = {band: psf_summary(read_psf_image(mixture.psfs[band], expected_pixel_scale=config.pixel_scale)) for band in mixture.bands}
+    weights = np.array([mixture.weights[band] for band in mixture.bands], dtype=float)
     tables = {}
     for split_index, split in enumerate(SPLITS):
         size = int(config.sizes.get(split, 0))
-        rng = np.random.default_rng([config.seed, split_index])
-        table = draw_parameters(catalog, size, config.space, rng)
-        table.add_column(np.arange(size, dtype=np.int64), name="id", index=0)
-        table["flux"] = mag_to_flux(np.asarray(table["mag"]), config.zeropoint) * u.ct / u.s
+        counts = np.random.default_rng([config.seed, split_index]).multinomial(size, weights / weights.sum())
+        parts = []
+        for band_index, (band, count) in enumerate(zip(mixture.bands, counts)):
+            rng = np.random.default_rng([config.seed, split_index, 1000 + band_index])
+            part = draw_parameters(catalogs[mixture.catalogs[band]], int(count), config.space, rng)
+            dilation = rng.uniform(1.0 - mixture.psf_jitter, 1.0 + mixture.psf_jitter, int(count))
+            fwhm, r50 = summaries[band]
+            part["band"] = np.full(int(count), band)
+            part["band_index"] = np.full(int(count), band_index, dtype=np.int16)
+            part["psf_dilation"] = dilation
+            part["psf_fwhm_arcsec"] = fwhm * dilation * u.arcsec
+            part["psf_r50_arcsec"] = r50 * dilation * u.arcsec
+            part["zeropoint"] = np.full(int(count), zeropoint(band)) * u.mag
+            part["flux"] = mag_to_flux(np.asarray(part["mag"]), zeropoint(band)) * u.ct / u.s
+            parts.append(part)
+        table = vstack(parts, metadata_conflicts="silent") if parts else draw_parameters(catalogs[next(iter(catalogs))], 0, config.space, np.random.default_rng(0))
+        table.add_column(np.arange(len(table), dtype=np.int64), name="id", index=0)
         tables[split] = table
     return tables
 
@@ -236,10 +337,11 @@ def simulate(
 
     out_dir = Path(out_dir)
     workers = workers or os.cpu_count() or 1
-    psf_id = read_psf_image(config.psf, expected_pixel_scale=config.pixel_scale).psf_id  # fail fast, in the main process
+    psf_ids = [read_psf_image(path, expected_pixel_scale=config.pixel_scale).psf_id for path in psf_paths(config)]  # fail fast, in the main process
+    psf_id = psf_ids[0] if config.bands is None else "multi-band (psf_fwhm_arcsec per row)"
     start = time.perf_counter()
     labels = draw_split_parameters(config)
-    tasks = _tasks(labels)
+    tasks = _tasks(labels, config.zeropoint)
     total = sum(len(t) for t in labels.values())
     stamps = {
         split: np.empty((len(table), config.stamp_size, config.stamp_size), dtype=np.float32)
@@ -276,7 +378,7 @@ def simulate(
         meta = StampSetMeta(
             pixel_scale=config.pixel_scale,
             zeropoint=config.zeropoint,
-            band=config.band,
+            band=config.band if config.bands is None else "MULTI",
             psf_id=psf_id,
             domain="simulated-sersic-noiseless" if config.noiseless else "simulated-sersic",
             extra={"SEED": config.seed, "SPLIT": split, "SKYSIG": config.noise.sky_sigma, "EXPTIME": config.noise.exposure_time}

@@ -26,12 +26,13 @@ import numpy as np
 
 from legato.errors import ConfigError
 from legato.training.noisy_batches import DepthRange
+from legato.training.scenes import SceneModel
 
 CHECKPOINT_MODEL = "network.keras"
 CHECKPOINT_STATE = "state.json"
 SNAPSHOT_EVERY = 5_000  # steps between kept copies of the network (learning-curve benchmark)
 SNAPSHOTS = "snapshots"
-TRAINING_FIELDS = ("steps", "batch_size", "learning_rate", "depths", "seed")
+TRAINING_FIELDS = ("steps", "batch_size", "learning_rate", "depths", "seed", "scenes", "psf_input")
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,12 @@ class ProductionConfig:
         Validation stamps calibrating the uncertainties (the validation galaxies at random depths, repeated as needed).
     seed : int
         Seed of the weights and of every batch.
+    scenes : SceneModel or None
+        Train on crowded stamps composed on the fly (:mod:`legato.training.scenes`);
+        None: isolated galaxies (the published production estimator's recipe).
+    psf_input : bool
+        A PSF-conditioned network: the training set's per-galaxy PSF summary
+        (``psf_fwhm_arcsec``, ``psf_r50_arcsec``) is a second input.
     """
 
     steps: int = 60_000
@@ -66,6 +73,8 @@ class ProductionConfig:
     validation_stamps: int = 2_000
     calibration_stamps: int = 15_000
     seed: int = 2026
+    scenes: SceneModel | None = None
+    psf_input: bool = False
 
     def __post_init__(self):
         if self.steps < 1 or self.batch_size < 1 or self.checkpoint_every < 1:
@@ -76,9 +85,9 @@ class ProductionConfig:
             raise ConfigError("validation_stamps and calibration_stamps must be positive")
 
     @classmethod
-    def from_params(cls, params: dict, overrides: dict | None = None) -> ProductionConfig:
-        """The ``production`` section of params.yaml, then ``overrides`` (None values ignored)."""
-        values = dict(params.get("production") or {})
+    def from_params(cls, params: dict, overrides: dict | None = None, section: str = "production") -> ProductionConfig:
+        """A section of params.yaml (``production``, or ``scenes`` for the scene-trained recipe), then ``overrides`` (None values ignored)."""
+        values = dict(params.get(section) or {})
         values.pop("out", None)
         values.update({k: v for k, v in (overrides or {}).items() if v is not None})
         known = {f.name for f in fields(cls)}
@@ -91,8 +100,14 @@ class ProductionConfig:
                 depths = DepthRange(**{k: tuple(v) for k, v in depths.items()})
             except TypeError as exc:
                 raise ConfigError(f"bad production.depths: {exc}") from None
+        scenes = values.pop("scenes", None)
+        if isinstance(scenes, dict):
+            try:
+                scenes = SceneModel(**{k: tuple(v) if isinstance(v, list) else v for k, v in scenes.items()})
+            except TypeError as exc:
+                raise ConfigError(f"bad scenes parameters: {exc}") from None
         try:
-            return cls(depths=depths, **values)
+            return cls(depths=depths, scenes=scenes, **values)
         except TypeError as exc:
             raise ConfigError(f"bad production parameters: {exc}") from None
 
@@ -100,6 +115,12 @@ class ProductionConfig:
         """Plain values (for MLflow parameters and the model card)."""
         values = asdict(self)
         values["depths"] = {k: list(v) for k, v in values["depths"].items()}
+        if values["scenes"] is None:  # the isolated recipe reads as it did before scenes existed
+            del values["scenes"]
+        else:
+            values["scenes"] = {k: list(v) if isinstance(v, tuple) else v for k, v in values["scenes"].items()}
+        if not values["psf_input"]:
+            del values["psf_input"]
         return values
 
 
@@ -226,10 +247,10 @@ def train_production(
     from legato.evaluation.metrics import r2_table
     from legato.models.production import N_TARGETS, build_production, forward_in_batches
     from legato.models.targets import TargetScaler, physical_columns
-    from legato.simulation.noise import NoiseModel
     from legato.tracking import provenance_tags, start_tracking
     from legato.training.data import load_split
     from legato.training.noisy_batches import noisy_batch, noisy_copies
+    from legato.training.scenes import scene_batch, scene_stamps
 
     data_dir, checkpoint_dir = Path(data_dir), Path(checkpoint_dir)
     train_models, train_labels, header = load_split(data_dir / "train")
@@ -247,7 +268,8 @@ def train_production(
     keras.utils.set_random_seed(config.seed)
     if state is None:
         state = TrainingState(config=config.as_dict())
-        model = compile_network(build_production(noise.sky_sigma, stamp_size=train_models.shape[1]), config)
+        network = build_production(noise.sky_sigma, stamp_size=train_models.shape[1], psf_inputs=2 if config.psf_input else 0)
+        model = compile_network(network, config)
     else:
         model = keras.saving.load_model(checkpoint_dir / CHECKPOINT_MODEL, compile=True)
         log(f"continuing from step {state.step} of {config.steps} ({checkpoint_dir})")
@@ -255,9 +277,17 @@ def train_production(
     scaler.to_json(checkpoint_dir / "scaler.json")
 
     count = min(config.validation_stamps, len(val_models))
-    rng = np.random.default_rng([config.seed, 1])
-    val_scale, val_correlation = config.depths.draw(count, rng)
-    val_x = noisy_copies(val_models[:count], noise, val_scale, val_correlation, seed=config.seed + 1)
+    crowded = config.scenes is not None or config.psf_input
+    if crowded:  # scenes (isolated ones when scenes is None) with the PSF input where asked
+        library = scene_library(train_models, train_targets, train_labels, config)
+        val_library = scene_library(val_models[:count], scaler.transform(val_labels[:count]), val_labels[:count], config)
+        val_x, _ = scene_stamps(val_library, np.arange(count), config.scenes or ISOLATED, noise, config.depths, np.random.default_rng([config.seed, 1]))
+        val_psf = val_library.extra
+    else:
+        rng = np.random.default_rng([config.seed, 1])
+        val_scale, val_correlation = config.depths.draw(count, rng)
+        val_x = noisy_copies(val_models[:count], noise, val_scale, val_correlation, seed=config.seed + 1)
+        val_psf = None
     val_labels = val_labels[:count]
 
     start_tracking(tracking_uri, experiment)
@@ -267,19 +297,27 @@ def train_production(
         mlflow.set_tags({"architecture": "production", "training_domain": "sim-noise-range", "method": "cnn", **provenance_tags(str(data_dir))})
         mlflow.log_params({k: (json.dumps(v) if isinstance(v, dict) else v) for k, v in config.as_dict().items()} | {"n_train": len(train_models)})
 
-    def make_batch(step):
-        return noisy_batch(train_models, train_targets, noise, config.depths, config.batch_size, config.seed, step)
+    if crowded:
+        members = library.members()
+
+        def make_batch(step):
+            return scene_batch(library, config.scenes or ISOLATED, noise, config.depths, config.batch_size, config.seed, step, members)
+    else:
+
+        def make_batch(step):
+            return noisy_batch(train_models, train_targets, noise, config.depths, config.batch_size, config.seed, step)
 
     began = time.perf_counter()
     last_metrics: dict = {}
     losses = []
     try:
-        for step, (x, y) in BatchPrefetcher(make_batch, state.step, config.steps):
-            losses.append(float(model.train_on_batch(x, y)))
+        for step, batch in BatchPrefetcher(make_batch, state.step, config.steps):
+            x, y = batch[0], batch[1]
+            losses.append(float(model.train_on_batch(x if len(batch) == 2 else [x, batch[2]], y)))
             done = step + 1
             out_of_time = max_seconds is not None and time.perf_counter() - began >= max_seconds
             if done % config.checkpoint_every == 0 or done == config.steps or out_of_time:
-                outputs = forward_in_batches(model, val_x)
+                outputs = forward_in_batches(model, val_x, psf=val_psf)
                 r2 = r2_table(val_labels, physical_columns(scaler.inverse(outputs[:, :N_TARGETS])))
                 last_metrics = {"train_loss": float(np.mean(losses)), **{f"val_r2_{p}": float(v) for p, v in r2.items() if np.isfinite(v)}}
                 mlflow.log_metrics(last_metrics, step=done)
@@ -302,6 +340,31 @@ def train_production(
         "seconds": final.seconds,
         **last_metrics,
     }
+
+
+ISOLATED = SceneModel(neighbour_probability=0.0, sky_offset_sigma=0.0, sky_gradient_sigma=0.0, bright_flattening=0.0)
+
+
+def scene_library(models: np.ndarray, targets: np.ndarray, labels, config: ProductionConfig):
+    """The :class:`~legato.training.scenes.SceneLibrary` of a noiseless split under ``config``.
+
+    Raises
+    ------
+    ConfigError
+        When ``psf_input`` is asked of a set without per-galaxy PSF columns.
+    """
+    from legato.models.production import psf_features
+    from legato.training.scenes import SceneLibrary
+
+    extra = None
+    if config.psf_input:
+        missing = [c for c in ("psf_fwhm_arcsec", "psf_r50_arcsec") if c not in labels.colnames]
+        if missing:
+            raise ConfigError(f"psf_input needs a multi-band noiseless set with {', '.join(missing)} (legato simulate --noiseless with simulate_bands)")
+        extra = psf_features(labels["psf_fwhm_arcsec"], labels["psf_r50_arcsec"])
+    bands = np.asarray(labels["band_index"]) if "band_index" in labels.colnames else np.zeros(len(models), dtype=int)
+    weights = (config.scenes or ISOLATED).target_weights(np.asarray(labels["mag"], float))
+    return SceneLibrary(models=models, targets=targets, band_index=bands, weights=weights, extra=extra)
 
 
 def noiseless_set_noise(header, data_dir) -> NoiseModel:

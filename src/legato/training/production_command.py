@@ -10,6 +10,7 @@ import typer
 
 def train_production_command(
     params: Annotated[Path, typer.Option(help="Pipeline parameters (the production section).")] = Path("params.yaml"),
+    section: Annotated[str, typer.Option(help="Section of the parameters holding the recipe: production (isolated galaxies, F160W) or scenes (crowded stamps, every band, PSF input).")] = "production",
     data: Annotated[Path, typer.Option(help="Noiseless set (train/ and val/ inside): legato simulate --noiseless.")] = Path("datasets/noiseless"),
     checkpoint: Annotated[Path, typer.Option(help="Checkpoint folder: a rerun continues from it.")] = Path("checkpoints/production"),
     out: Annotated[Path, typer.Option(help="Estimator folder written when every step is done.")] = Path("models/production"),
@@ -30,7 +31,11 @@ def train_production_command(
     from legato.training.production import ProductionConfig, train_production
 
     loaded = load_params(params)
-    config = ProductionConfig.from_params(loaded, {"steps": steps})
+    if section not in loaded:
+        from legato.errors import ConfigError
+
+        raise ConfigError(f"params file {params} has no section {section!r}")
+    config = ProductionConfig.from_params(loaded, {"steps": steps}, section=section)
     tracking_uri, experiment = tracking_settings(loaded, tracking_uri)
     progress = train_production(
         config,
