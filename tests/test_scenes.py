@@ -163,3 +163,13 @@ def test_scene_recipe_reads_from_params(params):
     assert "scenes" not in isolated.as_dict() and "psf_input" not in isolated.as_dict()  # the published recipe reads as before
     with pytest.raises(ConfigError, match="bad scenes parameters"):
         ProductionConfig.from_params({"scenes": {"scenes": {"crowding": 2}}}, section="scenes")
+
+
+def test_one_band_recipes_leave_the_band_mixture_out(sim_config, band_config):
+    """A one-band set's fingerprint recipe reads as before band mixtures existed (its dependants stay up to date)."""
+    from legato.simulation.simulate import split_recipes
+
+    assert "bands" not in split_recipes(sim_config)["test"]["config"]
+    mixed = split_recipes(band_config)["test"]
+    assert mixed["set"] == "bandsnoiseless" and mixed["config"]["bands"]["psf_jitter"] == 0.1
+    assert any(path.endswith("wfc3ir_f125w_psf.fits") for path in mixed["inputs"])

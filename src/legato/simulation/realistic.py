@@ -58,7 +58,7 @@ from legato.simulation.noise import correlated_noise
 from legato.simulation.parameters import draw_parameters
 from legato.simulation.psf import read_psf_image
 from legato.simulation.render import FOLDING_THRESHOLD
-from legato.simulation.simulate import SimulationConfig
+from legato.simulation.simulate import SimulationConfig, recipe_settings
 
 KINDS = ("sersic", "bulge_disc", "clumpy", "cosmos")
 SPLITS = ("A", "B")
@@ -161,7 +161,7 @@ def split_recipes(config: RealisticConfig) -> dict[str, dict]:
     Both splits are drawn together (no COSMOS galaxy or catalogue row seeds
     both), so each recipe holds both sizes; the single-Sérsic sizes are left out.
     """
-    settings = dataclasses.asdict(config)
+    settings = dataclasses.asdict(config) | {"base": recipe_settings(config.base)}
     settings["base"].pop("sizes")
     inputs = (config.base.catalog, config.base.psf, config.cosmos_dir)
     return {split: recipe("realistic_raw", split, settings, inputs) for split in SPLITS}

@@ -228,6 +228,18 @@ def _tasks(labels_by_split: dict[str, Table], default_zeropoint: float):
     return tasks
 
 
+def recipe_settings(config: SimulationConfig) -> dict:
+    """The configuration part of a recipe: every field, but ``bands`` only when there is a mixture.
+
+    A one-band set's recipe then reads as it did before band mixtures existed, so
+    its recorded fingerprints (and what depends on them) stand.
+    """
+    settings = dataclasses.asdict(config)
+    if config.bands is None:
+        del settings["bands"]
+    return settings
+
+
 def split_recipes(config: SimulationConfig) -> dict[str, dict]:
     """The recipe of every split (:func:`legato.io.fingerprint.recipe`).
 
@@ -235,7 +247,7 @@ def split_recipes(config: SimulationConfig) -> dict[str, dict]:
     its own seeded generator), so a split's recipe leaves the other sizes out:
     a larger training set does not make the test set's dependants stale.
     """
-    settings = dataclasses.asdict(config)
+    settings = recipe_settings(config)
     name = ("bands" if config.bands else "") + ("noiseless" if config.noiseless else "simulated")
     inputs = (config.catalog, config.psf)
     if config.bands is not None:
