@@ -47,7 +47,8 @@ def aperture_photometry(stamps: np.ndarray, sky_sigma: np.ndarray, radius_arcsec
         Aperture radius, arcsec.
     """
     mask = aperture_mask(stamps.shape[-1], radius_arcsec)
-    flux = np.asarray(stamps, dtype=np.float64)[:, mask].sum(axis=1)
+    # the aperture's pixels first, then float64: the same sums as converting the whole cube, at a fifth of the memory traffic
+    flux = np.asarray(stamps)[:, mask].astype(np.float64).sum(axis=1)
     return flux, np.asarray(sky_sigma, dtype=np.float64) * np.sqrt(mask.sum())
 
 
