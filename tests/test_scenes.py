@@ -173,3 +173,27 @@ def test_one_band_recipes_leave_the_band_mixture_out(sim_config, band_config):
     mixed = split_recipes(band_config)["test"]
     assert mixed["set"] == "bandsnoiseless" and mixed["config"]["bands"]["psf_jitter"] == 0.1
     assert any(path.endswith("wfc3ir_f125w_psf.fits") for path in mixed["inputs"])
+
+
+def test_test_a_is_scored_against_labels_and_truth_split_by_neighbours():
+    from astropy.table import Table
+
+    from legato.evaluation.truth import score_test_a
+
+    rng = np.random.default_rng(2)
+    count = 60
+    truth = {"gen_mag": rng.uniform(19, 25, count), "gen_re_arcsec": rng.uniform(0.1, 1, count), "gen_n": rng.uniform(0.5, 4, count), "gen_ellipticity": rng.uniform(0, 0.8, count)}
+    labels = Table(truth | {
+        "gen_total_mag": truth["gen_mag"], "kind": np.where(np.arange(count) % 2, "sersic", "cosmos"), "n_neighbours": np.arange(count) % 3,
+        "mag": truth["gen_mag"] + rng.normal(0, 0.05, count), "re_arcsec": truth["gen_re_arcsec"] * 1.02, "n": truth["gen_n"], "ellipticity": truth["gen_ellipticity"],
+    })
+    perfect = {"mag": truth["gen_mag"], "re_arcsec": truth["gen_re_arcsec"], "n": truth["gen_n"], "ellipticity": truth["gen_ellipticity"],
+               "mag_err": np.full(count, 0.01), "mag_err95": np.full(count, 0.2)}
+    report = score_test_a(labels, {"perfect": perfect})
+    assert report["counts"] == {"all": 60, "isolated": 20, "with_neighbours": 40}
+    exact = report["against_truth"]["perfect"]["sersic_with_neighbours"]
+    assert exact["count"] == 20 and exact["r2"]["re"] == 1.0 and exact["coverage"]["68"]["mag"] == 1.0
+    assert report["against_labels"]["perfect"]["isolated"]["coverage"]["95"]["mag"] == 1.0
+    assert report["against_labels"]["perfect"]["isolated"]["coverage"]["68"]["mag"] < 0.5  # labels scattered by 0.05 mag
+    assert report["against_truth"]["classical_labels"]["sersic_isolated"]["r2"]["re"] < 1.0 and "coverage" not in report["against_truth"]["classical_labels"]["sersic_isolated"]
+    assert report["total_magnitude"]["perfect"]["all"]["r2"]["mag"] == 1.0

@@ -339,6 +339,7 @@ def assemble_realistic(
     labels: Annotated[Path, typer.Option(help="Label catalogues written by legato label-realistic.")] = Path("datasets/realistic/labels"),
     out: Annotated[Path, typer.Option(help="Labelled stamp sets (A, B).")] = Path("datasets/realistic/labelled"),
     report: Annotated[Optional[Path], typer.Option(help="Write the summary (JSON) here.")] = None,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ):
     """Labelled realistic stamp sets: the raw stamps with usable classical labels (seconds; the fits are published)."""
     import time
@@ -346,7 +347,7 @@ def assemble_realistic(
     from legato.classical.labels import LABELLED_CODE, labelled_recipes, write_labelled_sets
 
     start = time.perf_counter()
-    summary = write_labelled_sets(raw, labels, out)
+    summary = write_labelled_sets(raw, labels, out, progress=progress)
     for split, counts in summary.items():
         typer.echo(f"{split}: {counts['labelled']} of {counts['fitted']} galaxies labelled; dropped {counts['dropped']}")
     summary = _settled(out, labelled_recipes(raw, labels, tuple(summary)), LABELLED_CODE, report, summary)
@@ -802,6 +803,10 @@ app.command("crb")(one_line_errors(_crb_command))
 from legato.evaluation.realism_command import realism_command as _realism_command  # noqa: E402
 
 app.command("realism")(one_line_errors(_realism_command))
+
+from legato.evaluation.truth_command import score_realistic_command as _score_realistic_command  # noqa: E402
+
+app.command("score-realistic")(one_line_errors(_score_realistic_command))
 
 from legato.fit_quality.command import inspect_command as _inspect_command  # noqa: E402
 

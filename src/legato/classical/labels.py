@@ -166,7 +166,7 @@ def labelled_recipes(raw_dir: str | Path, labels_dir: str | Path, splits: tuple 
     return recipes
 
 
-def write_labelled_sets(raw_dir: str | Path, labels_dir: str | Path, out_dir: str | Path, splits: tuple = ("A", "B")) -> dict:
+def write_labelled_sets(raw_dir: str | Path, labels_dir: str | Path, out_dir: str | Path, splits: tuple = ("A", "B"), progress: bool = False) -> dict:
     """Labelled stamp sets ``out_dir/<split>``: the raw stamps whose fits are usable, with their labels.
 
     Parameters
@@ -180,6 +180,8 @@ def write_labelled_sets(raw_dir: str | Path, labels_dir: str | Path, out_dir: st
     splits : tuple of str
         Splits to assemble; a split with an ``<split>_alternative.fits``
         catalogue also gets the ``alt_*`` columns.
+    progress : bool
+        Show a progress bar over the splits.
 
     Returns
     -------
@@ -187,9 +189,11 @@ def write_labelled_sets(raw_dir: str | Path, labels_dir: str | Path, out_dir: st
         Per split: stamps fitted, kept as labelled, and dropped per reason; for a split
         with an alternative fit, its ``classical_vs_classical`` agreement and target.
     """
+    from tqdm import tqdm
+
     raw_dir, labels_dir, out_dir = Path(raw_dir), Path(labels_dir), Path(out_dir)
     report = {}
-    for split in splits:
+    for split in tqdm(splits, desc="assemble realistic", unit="set", disable=not progress):
         main_path = labels_dir / f"{split}.fits"
         if not main_path.is_file():
             raise ConfigError(f"no label catalogue {main_path}: run legato label-realistic first")
