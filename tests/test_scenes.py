@@ -197,3 +197,16 @@ def test_test_a_is_scored_against_labels_and_truth_split_by_neighbours():
     assert report["against_labels"]["perfect"]["isolated"]["coverage"]["68"]["mag"] < 0.5  # labels scattered by 0.05 mag
     assert report["against_truth"]["classical_labels"]["sersic_isolated"]["r2"]["re"] < 1.0 and "coverage" not in report["against_truth"]["classical_labels"]["sersic_isolated"]
     assert report["total_magnitude"]["perfect"]["all"]["r2"]["mag"] == 1.0
+
+
+def test_multi_band_magnitudes_are_learnt_on_the_f160w_zeropoint():
+    from legato.conventions import ZEROPOINT_AB, mag_to_flux
+    from legato.models.production import reference_band_mag
+
+    # the same flux in electrons/s is the same target in every band, whatever the band's zeropoint
+    flux = 3.0
+    mags = {band: -2.5 * np.log10(flux) + zp for band, zp in ZEROPOINT_AB.items()}
+    moved = {band: float(reference_band_mag(mag, ZEROPOINT_AB[band])) for band, mag in mags.items()}
+    assert np.allclose(list(moved.values()), mags["F160W"]) and moved["F160W"] == pytest.approx(mags["F160W"])
+    assert mag_to_flux(moved["F125W"], ZEROPOINT_AB["F160W"]) == pytest.approx(flux)
+    assert len(set(ZEROPOINT_AB.values())) == len(ZEROPOINT_AB)  # no two bands share a zeropoint (ingest tells the band by it)

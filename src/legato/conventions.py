@@ -20,7 +20,8 @@ INSTRUMENT = "WFC3/IR"
 PIXEL_SCALE_ARCSEC = 0.06
 # AB zeropoints (magnitude of 1 electron/s) of the CANDELS mosaics, all drizzled to 0.06"/pixel:
 # F160W and F125W as in the CANDELS UDS GALFIT blocks (MAGZPT), the others the CANDELS/3D-HST values
-ZEROPOINT_AB = {"F606W": 26.4902, "F814W": 25.9463, "F105W": 26.2687, "F125W": 26.2303, "F140W": 26.4524, "F160W": 25.9463}
+# (ACS/WFC F814W, 25.937, lies 0.009 from F160W: io.ingest.band_of_zeropoint still tells them apart)
+ZEROPOINT_AB = {"F606W": 26.4902, "F814W": 25.9370, "F105W": 26.2687, "F125W": 26.2303, "F140W": 26.4524, "F160W": 25.9463}
 BUNIT = "ELECTRONS/S"
 SERSIC_N_MIN = 0.2
 SERSIC_N_MAX = 8.0

@@ -151,6 +151,19 @@ def mean_and_variance_loss(y_true, y_pred):
 PSF_REFERENCE_ARCSEC = (0.18, 0.12)  # FWHM and half-light radius of the F160W model PSF, roughly
 
 
+def reference_band_mag(mag, zeropoint) -> np.ndarray:
+    """Magnitudes moved onto the F160W zeropoint: ``mag - (zeropoint - ZP_F160W)``, i.e. ``-2.5 log10(flux) + ZP_F160W``.
+
+    A multi-band network measures flux in electrons/s and cannot know a band's
+    zeropoint from the pixels (the bands' PSFs overlap under jitter), so it learns
+    and predicts magnitudes on the F160W zeropoint; the band's own zeropoint is
+    applied outside the network (``mag_band = mag_F160W-zeropoint + zeropoint - ZP_F160W``).
+    """
+    from legato.conventions import ZEROPOINT_AB
+
+    return np.asarray(mag, dtype=float) - (np.asarray(zeropoint, dtype=float) - ZEROPOINT_AB["F160W"])
+
+
 def psf_features(fwhm_arcsec, r50_arcsec) -> np.ndarray:
     """The PSF input of a PSF-conditioned network: ``ln(FWHM / 0.18")`` and ``ln(r50 / 0.12")``, ``(N, 2)`` float32."""
     fwhm, r50 = np.broadcast_arrays(np.asarray(fwhm_arcsec, dtype=float), np.asarray(r50_arcsec, dtype=float))

@@ -245,7 +245,7 @@ def train_production(
 
     import legato.models.production  # noqa: F401  (registers the custom layers and loss)
     from legato.evaluation.metrics import r2_table
-    from legato.models.production import N_TARGETS, build_production, forward_in_batches
+    from legato.models.production import N_TARGETS, build_production, forward_in_batches, reference_band_mag
     from legato.models.targets import TargetScaler, physical_columns
     from legato.tracking import provenance_tags, start_tracking
     from legato.training.data import load_split
@@ -255,6 +255,9 @@ def train_production(
     data_dir, checkpoint_dir = Path(data_dir), Path(checkpoint_dir)
     train_models, train_labels, header = load_split(data_dir / "train")
     val_models, val_labels, _ = load_split(data_dir / "val")
+    for labels in (train_labels, val_labels):  # a multi-band set: magnitudes on the F160W zeropoint (reference_band_mag)
+        if "zeropoint" in labels.colnames:
+            labels["mag"] = reference_band_mag(labels["mag"], labels["zeropoint"])
     noise = noiseless_set_noise(header, data_dir)
     scaler = TargetScaler.fit(train_labels)
     train_targets = scaler.transform(train_labels)
