@@ -163,17 +163,7 @@ def train(
         write_json(report, summary)
 
 
-def parse_mapping(values: list[str], option: str) -> dict[str, Path]:
-    """``name=path`` command-line values as a dict."""
-    from legato.errors import ConfigError
-
-    mapping = {}
-    for value in values:
-        name, sep, path = value.partition("=")
-        if not sep or not name or not path:
-            raise ConfigError(f"{option} expects name=path, got {value!r}")
-        mapping[name] = Path(path)
-    return mapping
+from legato.options import parse_mapping  # noqa: E402  (name=path options, shared with the command modules)
 
 
 @app.command()

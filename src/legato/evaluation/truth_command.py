@@ -18,18 +18,13 @@ def score_realistic_command(
     Split into isolated stamps and stamps with neighbours, with the coverage of the
     68% / 95% intervals; the classical labels are scored against the same truth.
     """
-    from legato.errors import ConfigError
+    from legato.options import parse_mapping
     from legato.evaluation.truth import score_test_a
     from legato.io.stamps import read_stamp_set
     from legato.models.estimator import LoadedEstimator
     from legato.reports import write_json
 
-    folders = {}
-    for item in estimator:
-        name, sep, folder = item.partition("=")
-        if not sep or not name or not folder:
-            raise ConfigError(f"--estimator must be name=folder, got {item!r}")
-        folders[name] = Path(folder)
+    folders = parse_mapping(estimator, "--estimator")
     stamps, labels, _ = read_stamp_set(test)
     estimates = {name: LoadedEstimator(folder).predict(stamps) for name, folder in folders.items()}
     summary = score_test_a(labels, estimates) | {"test": str(test), "estimators": {k: str(v) for k, v in folders.items()}}
