@@ -2,7 +2,9 @@
 #   make run   - set up .venv, pull data/ and the published artifacts from the in-repo DVC remote, recreate their
 #                MLflow runs and registry, regenerate the stamp sets (dvc repro), check dvc status, say where things are
 #   make recompute - the whole pipeline from scratch (dvc repro --force; the production estimator stays published)
-#   make test  - set up .venv, fetch data/, run the test suite
+#   make test  - set up .venv, fetch data/, lint (ruff, the import-layer contract), run the whole test suite (slow tests too)
+#   make lint  - ruff check, ruff format --check and lint-imports (the layer contract of docs/architecture.md)
+#   make test-fast - the suite without the slow end-to-end tests (what a bare `pytest` runs)
 #   make paper - the pipeline at the paper's training length (15 epochs), as a DVC experiment
 #   make production - retrain the production estimator (hours; resumable: rerun to continue), then record it in dvc.lock
 #   make lock  - re-resolve requirements.lock from pyproject.toml (keeps current pins; UPGRADE=--upgrade to move them)
@@ -18,7 +20,7 @@ export DVC_NO_ANALYTICS := 1
 export GX_ANALYTICS_ENABLED := false
 export MPLBACKEND := Agg
 
-.PHONY: run test data published install clean paper production lock recompute
+.PHONY: run test test-fast lint data published install clean paper production lock recompute
 
 # exact versions and hashes from the lock (main and test dependencies), then legato itself without resolving anything
 $(INSTALLED): pyproject.toml $(LOCK)
@@ -61,7 +63,15 @@ production: data
 	$(BIN)/legato train-production --params params.yaml --data datasets/noiseless --checkpoint checkpoints/production --out models/production --report reports/train_production.json
 	$(BIN)/dvc commit --force train_production
 
-test: data
+lint: $(INSTALLED)
+	$(BIN)/ruff check src tests benchmarks docs
+	$(BIN)/ruff format --check src tests benchmarks docs
+	$(BIN)/lint-imports
+
+test: data lint
+	$(BIN)/python -m pytest -m "slow or not slow"
+
+test-fast: data
 	$(BIN)/python -m pytest
 
 clean:

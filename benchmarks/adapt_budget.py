@@ -31,9 +31,9 @@ def main() -> None:
     import keras
 
     from legato.config import load_params, section
-    from legato.evaluation.metrics import r2_table
-    from legato.training.adapt import AdaptConfig, AdaptationBase, fit_network, nested_subsets, predict_network
-    from legato.training.data import load_split
+    from legato.io.stamps import load_split
+    from legato.stats import r2_table
+    from legato.training.adapt import AdaptationBase, AdaptConfig, fit_network, nested_subsets, predict_network
 
     options = section(load_params(REPO / "params.yaml"), "adapt")
     config = AdaptConfig.from_params(options)
@@ -55,13 +55,24 @@ def main() -> None:
         start = time.perf_counter()
         fit = fit_network(model, base.scaler, base.loss, train, val, budget, setup.learning_rate, seed)
         r2 = r2_table(test_labels, predict_network(model, base.scaler, test_x))
-        runs.append({"max_steps": int(steps), **{k: (round(v, 4) if isinstance(v, float) else v) for k, v in fit.items()},
-                     "wall_seconds": round(time.perf_counter() - start, 1), "A_r2": {p: round(float(v), 4) for p, v in r2.items()}})
+        runs.append(
+            {
+                "max_steps": int(steps),
+                **{k: (round(v, 4) if isinstance(v, float) else v) for k, v in fit.items()},
+                "wall_seconds": round(time.perf_counter() - start, 1),
+                "A_r2": {p: round(float(v), 4) for p, v in r2.items()},
+            }
+        )
         print(f"{steps} steps: {runs[-1]['A_r2']} ({runs[-1]['wall_seconds']} s)", flush=True)
     report = {
         "setup": {"name": chosen, "frozen_prefixes": list(setup.frozen_prefixes), "learning_rate": setup.learning_rate},
-        "size": size, "n_train": len(train_rows), "n_val": len(val_rows), "seed": seed, "n_test": len(test_x),
-        "classical_vs_classical": table2["classical_vs_classical"], "runs": runs,
+        "size": size,
+        "n_train": len(train_rows),
+        "n_val": len(val_rows),
+        "seed": seed,
+        "n_test": len(test_x),
+        "classical_vs_classical": table2["classical_vs_classical"],
+        "runs": runs,
         "command": "python benchmarks/adapt_budget.py --steps " + " ".join(map(str, args.steps)),
     }
     args.report.write_text(json.dumps(report, indent=2) + "\n")

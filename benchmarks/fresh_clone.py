@@ -43,7 +43,9 @@ CPU_ENV = {"native": {}, "avx2": {"NPY_DISABLE_CPU_FEATURES": "X86_V4 AVX512_ICL
 def timed(command: list[str], cwd: Path, log: Path, env: dict | None = None) -> tuple[float, int, str]:
     """Run a command, its output to ``log``; (wall seconds, return code, output)."""
     start = time.perf_counter()
-    result = subprocess.run(command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=dict(os.environ, **(env or {})))
+    result = subprocess.run(
+        command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=dict(os.environ, **(env or {}))
+    )
     log.write_text(result.stdout)
     return time.perf_counter() - start, result.returncode, result.stdout
 
@@ -60,13 +62,19 @@ def shipped_runs_in_ui(clone: Path) -> dict:
         with urllib.request.urlopen(f"{server.url}/api/2.0/mlflow/experiments/get-by-name?experiment_name=legato", timeout=30) as response:
             experiment = json.load(response)["experiment"]["experiment_id"]
         request = urllib.request.Request(
-            f"{server.url}/api/2.0/mlflow/runs/search", data=json.dumps({"experiment_ids": [experiment], "max_results": 1000}).encode(),
+            f"{server.url}/api/2.0/mlflow/runs/search",
+            data=json.dumps({"experiment_ids": [experiment], "max_results": 1000}).encode(),
             headers={"Content-Type": "application/json"},
         )
         with urllib.request.urlopen(request, timeout=30) as response:
             listed = {run["info"]["run_id"] for run in json.load(response).get("runs", [])}
         pid = server.process.pid
-    return {"shipped": len(manifest["runs"]), "listed_by_mlflow_server": len(listed), "all_shipped_listed": set(manifest["runs"]) <= listed, "server_pid_stopped": pid}
+    return {
+        "shipped": len(manifest["runs"]),
+        "listed_by_mlflow_server": len(listed),
+        "all_shipped_listed": set(manifest["runs"]) <= listed,
+        "server_pid_stopped": pid,
+    }
 
 
 def stamps_digest(folder: Path) -> str:
@@ -81,8 +89,22 @@ def cold_install(workdir: Path) -> dict:
     """The locked install into a new environment with pip's cache off (downloads every wheel)."""
     venv = workdir / "cold-venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    seconds, rc, _ = timed([str(venv / "bin/python"), "-m", "pip", "install", "--quiet", "--no-cache-dir", "--require-hashes", "--no-deps",
-                            "-r", str(REPO / "requirements.lock")], workdir, workdir / "cold_install.log")
+    seconds, rc, _ = timed(
+        [
+            str(venv / "bin/python"),
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-cache-dir",
+            "--require-hashes",
+            "--no-deps",
+            "-r",
+            str(REPO / "requirements.lock"),
+        ],
+        workdir,
+        workdir / "cold_install.log",
+    )
     shutil.rmtree(venv, ignore_errors=True)
     return {"seconds": round(seconds, 1), "ok": rc == 0, "pip_cache": "off (--no-cache-dir)"}
 

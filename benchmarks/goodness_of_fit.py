@@ -51,7 +51,7 @@ def auc(positive, negative) -> float:
 
 def network_statistics(estimator, stamps, exposure_time, renderer, workers: int) -> tuple[dict, dict, float]:
     """The estimator's values and the goodness of fit of their models; seconds spent on the statistics."""
-    from legato.inference.augment import AugmentedEstimator, ResidualAugmentation
+    from legato.inference.measurements import AugmentedEstimator, ResidualAugmentation
 
     values = estimator.predict(stamps)
     start = time.perf_counter()
@@ -64,20 +64,23 @@ def crb_failures(crb_path: Path, truth, values) -> np.ndarray:
     """The 1% of galaxies with a valid bound whose errors, in units of their Cramér-Rao bound, are largest."""
     from astropy.table import Table
 
-    from legato.evaluation.crb import BOUND_COLUMNS
+    from legato.columns import COLUMN
     from legato.evaluation.efficiency import aligned_bounds
-    from legato.evaluation.metrics import COLUMN
+    from legato.modelling.bounds import BOUND_COLUMNS
 
     bounds = aligned_bounds(Table.read(crb_path), truth["id"])
-    score = sum(((np.asarray(values[COLUMN[p]], float) - np.asarray(truth[COLUMN[p]], float)) / bounds[column]) ** 2 for p, column in BOUND_COLUMNS.items())
+    score = sum(
+        ((np.asarray(values[COLUMN[p]], float) - np.asarray(truth[COLUMN[p]], float)) / bounds[column]) ** 2
+        for p, column in BOUND_COLUMNS.items()
+    )
     finite = np.isfinite(score)
     return finite & (score >= np.percentile(score[finite], 99))
 
 
 def true_model_chi2(stamps, truth, renderer, sky_sigma, exposure_time) -> np.ndarray:
     """Reduced chi² of the true parameters' model (true position angle and centre) of every stamp."""
-    from legato.fit_quality.model import Geometry
-    from legato.fit_quality.statistics import fit_statistics
+    from legato.modelling.renderer import Geometry
+    from legato.modelling.statistics import fit_statistics
 
     order = np.argsort(np.asarray(truth["n"]), kind="stable")
     chi2 = np.full(len(stamps), np.nan)
@@ -110,23 +113,32 @@ def simulated_block(args, estimator, renderer) -> tuple[dict, float, dict]:
     threshold = float(np.percentile(statistics["chi2_nu"][good], 99))
     method_failures = crb_failures(args.crb, truth, values) & np.isfinite(statistics["chi2_nu"])
     chi2_truth = true_model_chi2(stamps, truth, renderer, float(header["SKYSIG"]), exposure_time)
-    return {
-        "stamps": len(stamps),
-        "chi2_true_model": percentiles(chi2_truth),
-        "chi2_estimate": percentiles(statistics["chi2_nu"]),
-        "worst_1_percent": int(worst.sum()),
-        "chi2_threshold_at_1_percent_false_flags": round(threshold, 3),
-        "false_flag_rate": round(float(np.mean(statistics["chi2_nu"][good] > threshold)), 4),
-        "worst_caught_at_threshold": round(float(np.mean(statistics["chi2_nu"][worst] > threshold)), 4),
-        "auc_worst_vs_rest": {name: round(auc(statistics[name][worst], statistics[name][good]), 4) for name in STATISTICS},
-        "method_failures_1_percent": {
-            "definition": "the 1% of galaxies with a valid Cramér-Rao bound whose errors are largest in units of their bound (sum over mag, re, n, e of (error / CRB)^2): errors the noise does not explain",
-            "n": int(method_failures.sum()),
-            "caught_at_threshold": round(float(np.mean(statistics["chi2_nu"][method_failures] > threshold)), 4),
-            "auc_vs_rest": {name: round(auc(statistics[name][method_failures], statistics[name][~method_failures]), 4) for name in STATISTICS},
+    return (
+        {
+            "stamps": len(stamps),
+            "chi2_true_model": percentiles(chi2_truth),
+            "chi2_estimate": percentiles(statistics["chi2_nu"]),
+            "worst_1_percent": int(worst.sum()),
+            "chi2_threshold_at_1_percent_false_flags": round(threshold, 3),
+            "false_flag_rate": round(float(np.mean(statistics["chi2_nu"][good] > threshold)), 4),
+            "worst_caught_at_threshold": round(float(np.mean(statistics["chi2_nu"][worst] > threshold)), 4),
+            "auc_worst_vs_rest": {name: round(auc(statistics[name][worst], statistics[name][good]), 4) for name in STATISTICS},
+            "method_failures_1_percent": {
+                "definition": (
+                    "the 1% of galaxies with a valid Cramér-Rao bound whose errors are largest in units of their "
+                    "bound (sum over mag, re, n, e of (error / CRB)^2): errors the noise does not explain"
+                ),
+                "n": int(method_failures.sum()),
+                "caught_at_threshold": round(float(np.mean(statistics["chi2_nu"][method_failures] > threshold)), 4),
+                "auc_vs_rest": {
+                    name: round(auc(statistics[name][method_failures], statistics[name][~method_failures]), 4) for name in STATISTICS
+                },
+            },
+            "statistics_seconds_per_stamp_per_worker": round(seconds * args.workers / len(stamps), 5),
         },
-        "statistics_seconds_per_stamp_per_worker": round(seconds * args.workers / len(stamps), 5),
-    }, threshold, estimates_by_id(truth["id"], values)
+        threshold,
+        estimates_by_id(truth["id"], values),
+    )
 
 
 def realistic_block(args, estimator, renderer, threshold: float) -> tuple[dict, dict]:
@@ -142,25 +154,33 @@ def realistic_block(args, estimator, renderer, threshold: float) -> tuple[dict, 
     groups = {f"{k}{' + neighbours' if b else ''}": (kind == k) & (blended == b) for k in sorted(set(kind)) for b in (False, True)}
     return {
         "stamps": len(stamps),
-        "noise_correlation_note": "drizzle-like correlated sky noise: chi2 uses the per-pixel sigma only, so it runs above 1 on every galaxy",
+        "noise_correlation_note": (
+            "drizzle-like correlated sky noise: chi2 uses the per-pixel sigma only, so it runs above 1 on every galaxy"
+        ),
         "chi2_isolated_sersic": percentiles(statistics["chi2_nu"][clean]),
-        "auc_not_sersic_or_blended_vs_isolated_sersic": {name: round(auc(statistics[name][~clean], statistics[name][clean]), 4) for name in STATISTICS},
+        "auc_not_sersic_or_blended_vs_isolated_sersic": {
+            name: round(auc(statistics[name][~clean], statistics[name][clean]), 4) for name in STATISTICS
+        },
         "auc_blended_vs_isolated_same_kind": {
             name: round(auc(statistics[name][blended], statistics[name][~blended]), 4) for name in STATISTICS
         },
-        "flagged_fraction_at_threshold": {g: {"n": int(m.sum()), "flagged": round(float(np.mean(flagged[m])), 3)} for g, m in groups.items() if m.any()},
+        "flagged_fraction_at_threshold": {
+            g: {"n": int(m.sum()), "flagged": round(float(np.mean(flagged[m])), 3)} for g, m in groups.items() if m.any()
+        },
     }, estimates_by_id(labels["id"], values)
 
 
 def estimates_by_id(ids, values) -> dict:
     """Network estimates as fit starts: id -> (mag, re_arcsec, n, ellipticity)."""
-    from legato.classical.starts import START_COLUMNS
+    from legato.columns import SERSIC_COLUMNS
 
-    stacked = np.stack([np.asarray(values[c], float) for c in START_COLUMNS], axis=1)
+    stacked = np.stack([np.asarray(values[c], float) for c in SERSIC_COLUMNS], axis=1)
     return {int(i): v for i, v in zip(ids, stacked)}
 
 
-def fit_both_starts(set_dir: Path, settings, psf: Path, starts: dict, folder: Path, max_stamps: int | None, moments: Path | None = None) -> tuple[Path, Path]:
+def fit_both_starts(
+    set_dir: Path, settings, psf: Path, starts: dict, folder: Path, max_stamps: int | None, moments: Path | None = None
+) -> tuple[Path, Path]:
     """Classical fits of a set from the moments (unless already given) and from the network's estimates."""
     from legato.classical.run import fit_stamp_set
 
@@ -178,7 +198,7 @@ def network_start_block(moments_path: Path, network_path: Path, truth=None) -> d
     from astropy.table import Table
 
     from legato.classical.fitter import FLAG_AT_LIMIT, FLAG_FIT_ERROR, FLAG_NOT_CONVERGED
-    from legato.evaluation.metrics import r2_table
+    from legato.stats import r2_table
 
     result = {}
     tables = {"moments": Table.read(moments_path), "network": Table.read(network_path)}
@@ -223,7 +243,9 @@ def main() -> None:
     parser.add_argument("--realistic", type=Path, default=Path("datasets/realistic/A"))
     parser.add_argument("--crb", type=Path, default=Path("datasets/crb/test.fits"), help="Cramér-Rao bounds of --test (legato crb)")
     parser.add_argument("--psf", type=Path, default=Path("data/psf/wfc3ir_f160w_psf.fits"))
-    parser.add_argument("--network-start", action="store_true", help="also compare network-started classical fits with moments-started ones")
+    parser.add_argument(
+        "--network-start", action="store_true", help="also compare network-started classical fits with moments-started ones"
+    )
     parser.add_argument("--classical", type=Path, default=Path("datasets/classical/test.fits"), help="moments-started fits of --test")
     parser.add_argument("--realistic-fits", type=int, default=400, help="test A stamps fitted from both starts")
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
@@ -234,8 +256,8 @@ def main() -> None:
     from legato.classical.fitter import FitSettings
     from legato.config import load_params
     from legato.conventions import PIXEL_SCALE_ARCSEC, ZEROPOINT_AB
-    from legato.fit_quality.model import ModelRenderer
     from legato.io.stamps import read_labels
+    from legato.modelling.renderer import ModelRenderer
     from legato.models.estimator import LoadedEstimator
     from legato.simulation.psf import read_psf_image
 
@@ -252,12 +274,16 @@ def main() -> None:
         settings = FitSettings.from_params(params["classical"], PIXEL_SCALE_ARCSEC, zeropoint)
         from astropy.table import Table
 
-        given = args.classical if args.classical.is_file() and Table.read(args.classical).meta.get("START", "moments") == "moments" else None
+        given = (
+            args.classical if args.classical.is_file() and Table.read(args.classical).meta.get("START", "moments") == "moments" else None
+        )
         moments, network = fit_both_starts(args.test, settings, args.psf, simulated_starts, Path("datasets/classical_network"), None, given)
         report["network_start"] = {"simulated_test": network_start_block(moments, network, read_labels(args.test))}
         if realistic_starts is not None:
             settings = FitSettings.from_params(params["realistic_labels"]["main"], PIXEL_SCALE_ARCSEC, zeropoint)
-            moments, network = fit_both_starts(args.realistic, settings, args.psf, realistic_starts, Path("datasets/classical_realistic_a"), args.realistic_fits)
+            moments, network = fit_both_starts(
+                args.realistic, settings, args.psf, realistic_starts, Path("datasets/classical_realistic_a"), args.realistic_fits
+            )
             report["network_start"]["realistic_test_a"] = network_start_block(moments, network)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")

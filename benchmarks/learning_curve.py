@@ -35,12 +35,12 @@ def main() -> None:
 
     import keras
 
-    import legato.models.production  # noqa: F401  (registers the layers)
-    from legato.evaluation.metrics import r2_table
-    from legato.models.production import N_TARGETS, forward_in_batches
+    import legato.models.noise_aware  # noqa: F401  (registers the layers)
+    from legato.io.stamps import load_split
+    from legato.models.noise_aware import N_TARGETS, forward_in_batches
     from legato.models.targets import TargetScaler, physical_columns
-    from legato.training.data import load_split
-    from legato.training.production import CHECKPOINT_MODEL, SNAPSHOTS, read_state
+    from legato.stats import r2_table
+    from legato.training.noise_aware import CHECKPOINT_MODEL, SNAPSHOTS, read_state
 
     state = read_state(args.checkpoint)
     if state is None:
@@ -78,8 +78,8 @@ def figure(history: list, test_curve: list, path: Path) -> None:
     """R² against optimizer steps: validation (random depths) and Table 1 test set (H <= 23)."""
     import matplotlib.pyplot as plt
 
-    from legato.evaluation.metrics import PARAMETERS
-    from legato.evaluation.plots import save_figure
+    from legato.columns import PARAMETERS
+    from legato.figures import save_figure
 
     fig, axes = plt.subplots(1, len(PARAMETERS), figsize=(4 * len(PARAMETERS), 3.6))
     for ax, p in zip(axes, PARAMETERS):

@@ -30,9 +30,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for mode in ("multi_output", "per_parameter"):
             config = TrainConfig(arch=args.arch, mode=mode, epochs=args.epochs, max_train=args.max_train)
-            summary = train(
-                config, args.data, Path(tmp) / mode, tracking_uri=f"sqlite:///{tmp}/mlflow.db", experiment="benchmark"
-            )
+            summary = train(config, args.data, Path(tmp) / mode, tracking_uri=f"sqlite:///{tmp}/mlflow.db", experiment="benchmark")
             results[mode] = {
                 key: summary[key]
                 for key in ("val_r2_mag", "val_r2_re", "val_r2_n", "val_r2_ellipticity", "train_seconds", "predict_stamps_per_second")

@@ -109,7 +109,18 @@ def main() -> None:
         runs = {"local_10k": ("small", args.small), "local_100k": ("all", args.n)}
         for name, (folder, n) in runs.items():
             report = tmp / f"{name}.json"
-            cmd = [*legato, "predict", str(tmp / folder), "-o", str(tmp / f"{name}.parquet"), "--model", args.model, "--no-progress", "--report", str(report)]
+            cmd = [
+                *legato,
+                "predict",
+                str(tmp / folder),
+                "-o",
+                str(tmp / f"{name}.parquet"),
+                "--model",
+                args.model,
+                "--no-progress",
+                "--report",
+                str(report),
+            ]
             measured = measure(cmd, env)
             run = json.loads(report.read_text())
             n = run["rows"]
@@ -122,8 +133,22 @@ def main() -> None:
             }
             print(name, results[name], flush=True)
         report = tmp / "spark.json"
-        cmd = [*legato, "predict", str(tmp / "spark"), "-o", str(tmp / "spark_out.parquet"), "--model", args.model,
-               "--engine", "spark", "--master", "local[2]", "--no-progress", "--report", str(report)]
+        cmd = [
+            *legato,
+            "predict",
+            str(tmp / "spark"),
+            "-o",
+            str(tmp / "spark_out.parquet"),
+            "--model",
+            args.model,
+            "--engine",
+            "spark",
+            "--master",
+            "local[2]",
+            "--no-progress",
+            "--report",
+            str(report),
+        ]
         measured = measure(cmd, env)
         run = json.loads(report.read_text())
         results["spark_local2"] = {

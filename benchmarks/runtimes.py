@@ -33,7 +33,7 @@ RUNTIMES = ("tensorflow", "tensorflow-eigen", "tensorflow-xla", "onnxruntime")
 RUNTIME_ENV = {"tensorflow-eigen": {"TF_ENABLE_ONEDNN_OPTS": "0"}}  # TensorFlow's own Eigen kernels instead of oneDNN
 
 
-WORKER = r'''
+WORKER = r"""
 import json, sys, time
 import numpy as np
 extra, runtime, estimator, stamps_path, batch, out = sys.argv[1:7]
@@ -64,7 +64,7 @@ for _ in range(3):
     start = time.perf_counter(); outputs = run(); rates.append(len(stamps) / (time.perf_counter() - start))
 np.save(out + ".npy", outputs)
 json.dump({"stamps_per_second": round(max(rates), 1), "repeats": [round(r, 1) for r in rates]}, open(out, "w"))
-'''
+"""
 
 
 def main() -> None:
@@ -86,7 +86,13 @@ def main() -> None:
 
     stamps, _, _ = read_stamp_set(args.test)
     stamps = np.resize(stamps, (args.stamps,) + stamps.shape[1:]).astype(np.float32)
-    results: dict = {"cpu": machine_description(), "stamps": args.stamps, "batch_size": args.batch_size, "estimator": str(args.estimator), "rows": []}
+    results: dict = {
+        "cpu": machine_description(),
+        "stamps": args.stamps,
+        "batch_size": args.batch_size,
+        "estimator": str(args.estimator),
+        "rows": [],
+    }
     with tempfile.TemporaryDirectory() as tmp:
         stamps_path = Path(tmp) / "stamps.npy"
         np.save(stamps_path, stamps)
@@ -97,11 +103,28 @@ def main() -> None:
             for runtime in args.runtime or RUNTIMES:
                 row = {"runtime": runtime, "isa": isa}
                 if runtime == "onnxruntime" and isa == "avx2":
-                    results["rows"].append(row | {"stamps_per_second": None, "note": "MLAS has no instruction-set cap: needs an AVX2 machine"})
+                    results["rows"].append(
+                        row | {"stamps_per_second": None, "note": "MLAS has no instruction-set cap: needs an AVX2 machine"}
+                    )
                     continue
                 out = Path(tmp) / f"{runtime}-{isa}.json"
-                command = [sys.executable, "-c", WORKER, args.extra_path, runtime, str(args.estimator), str(stamps_path), str(args.batch_size), str(out)]
-                done = subprocess.run(command, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", **env, **RUNTIME_ENV.get(runtime, {})), capture_output=True, text=True)
+                command = [
+                    sys.executable,
+                    "-c",
+                    WORKER,
+                    args.extra_path,
+                    runtime,
+                    str(args.estimator),
+                    str(stamps_path),
+                    str(args.batch_size),
+                    str(out),
+                ]
+                done = subprocess.run(
+                    command,
+                    env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", **env, **RUNTIME_ENV.get(runtime, {})),
+                    capture_output=True,
+                    text=True,
+                )
                 if done.returncode != 0:
                     results["rows"].append(row | {"stamps_per_second": None, "error": done.stderr.strip().splitlines()[-1][:300]})
                     continue

@@ -3,7 +3,7 @@
 Serves the promoted model (models:/legato-sersic@champion by default) with
 `mlflow models serve --env-manager local` on 127.0.0.1. By default the
 champion's estimator is first saved as an MLflow model with this revision's
-code (`legato.training.train.save_estimator_model`: what the pipeline's
+code (`legato.serving.pyfunc.save_estimator_model`: what the pipeline's
 `track_production` + `register` stages log), because a logged model serves the
 legato code bundled with it; `--as-logged` serves the registry's artifact as is.
 
@@ -34,12 +34,12 @@ from pathlib import Path
 
 import numpy as np
 
-from legato.inference.flags import StampFlag, TrainingRange
+from legato.flags import StampFlag, TrainingRange
 from legato.io.stamps import read_stamp_set
 from legato.serving.server import model_server
 
 MIX = ("single",) * 7 + ("batch64",) * 2 + ("malformed",)
-TARGETS = {
+SERSIC_COLUMNS = {
     "single_only_p99_ms_below": 50.0,
     "mixed_single_p99_ms_below": 300.0,
     "mixed_stamps_per_second_at_least": 500.0,
@@ -129,14 +129,14 @@ def latency_summary(latencies_s) -> dict:
 
 def served_model(args, workdir: Path) -> tuple[str, dict]:
     """The URI to serve and what it is."""
-    from legato.inference.model import resolve_model
+    from legato.registry.resolve import resolve_model
 
     resolved = resolve_model(args.model_uri)
     info = {"model_uri": args.model_uri, "version": resolved.version, "run_id": resolved.run_id}
     if args.as_logged:
         return resolved.pyfunc_uri or resolved.uri, {**info, "served": "the registered artifact as logged (its bundled legato code)"}
     from legato.registry.publish import _example_stamps
-    from legato.training.train import save_estimator_model
+    from legato.serving.pyfunc import save_estimator_model
 
     path = save_estimator_model(resolved.estimator_dir, workdir / "model", _example_stamps(resolved.load().stamp_size))
     return str(path), {**info, "served": "its estimator saved as an MLflow model with this revision's code (save_estimator_model)"}
@@ -162,7 +162,7 @@ def main() -> None:
     bad_names = list(bad)
     kinds = [MIX[k % len(MIX)] for k in range(args.requests)]
     bodies, bad_kinds = [], []
-    for k, kind in enumerate(kinds):
+    for kind in kinds:
         if kind == "single":
             bodies.append(json.dumps({"inputs": stamps[rng.integers(len(stamps))][None].tolist()}).encode())
         elif kind == "batch64":
@@ -178,8 +178,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="legato-serve-load-") as workdir:
         uri, model_info = served_model(args, Path(workdir))
         server = model_server(
-            uri, workers=args.workers, log_path=args.out.with_suffix(".server.log"),
-            extra_env={"LEGATO_MAX_BATCH": str(args.max_batch)}, training_range=training_range,
+            uri,
+            workers=args.workers,
+            log_path=args.out.with_suffix(".server.log"),
+            extra_env={"LEGATO_MAX_BATCH": str(args.max_batch)},
+            training_range=training_range,
         )
         with server:
             port = server.port
@@ -213,14 +216,23 @@ def build_report(args, model_info, server_pid, server_env, kinds, bad_kinds, alo
     latency = np.array([seconds for _, _, seconds in results])
     report = {
         "command": "python " + " ".join(sys.argv),
-        "machine": {"cores": os.cpu_count(), "processor": platform.machine(), "python": platform.python_version(), "mlflow": mlflow.__version__},
+        "machine": {
+            "cores": os.cpu_count(),
+            "processor": platform.machine(),
+            "python": platform.python_version(),
+            "mlflow": mlflow.__version__,
+        },
         **model_info,
-        "concurrency": args.concurrency, "server_workers": args.workers, "server_env": server_env,
+        "concurrency": args.concurrency,
+        "server_workers": args.workers,
+        "server_env": server_env,
         "client": "threads of the benchmark process, pre-encoded bodies, a fresh HTTP/1.1 connection (TCP_NODELAY) per request",
         "server_pid_stopped": server_pid,
         "single_stamp_only": {
-            "requests": len(alone), "errors": int(sum(status != 200 for status, _, _ in alone)),
-            **latency_summary([seconds for _, _, seconds in alone]), "requests_per_second": round(len(alone) / alone_wall, 1),
+            "requests": len(alone),
+            "errors": int(sum(status != 200 for status, _, _ in alone)),
+            **latency_summary([seconds for _, _, seconds in alone]),
+            "requests_per_second": round(len(alone) / alone_wall, 1),
         },
         "mixed": {"requests": len(results), "wall_seconds": round(wall, 2), "requests_per_second": round(len(results) / wall, 1)},
     }
@@ -231,7 +243,9 @@ def build_report(args, model_info, server_pid, server_env, kinds, bad_kinds, alo
         if kind == "malformed":
             chosen = [results[i] for i in np.flatnonzero(mask)]
             entry["all_4xx_with_json_message"] = all(400 <= status < 500 and json_message(content) for status, content, _ in chosen)
-            entry["statuses"] = {name: sorted({status for (status, _, _), b in zip(chosen, bad_kinds) if b == name}) for name in dict.fromkeys(bad_kinds)}
+            entry["statuses"] = {
+                name: sorted({status for (status, _, _), b in zip(chosen, bad_kinds) if b == name}) for name in dict.fromkeys(bad_kinds)
+            }
         else:
             entry["errors"] = int(np.sum(statuses[mask] != 200))
             valid_stamps += int(np.sum(statuses[mask] == 200)) * (1 if kind == "single" else 64)
@@ -250,14 +264,23 @@ def trust_entry(status: int, content: bytes) -> dict:
     row = json.loads(content)["predictions"][0]
     flags = int(row["flags"])
     values = [v for k, v in row.items() if k != "flags"]
-    return {"status": status, "flags": flags, "flag_names": [f.name for f in StampFlag if flags & f], "all_values_nan": all(math.isnan(v) for v in values)}
+    return {
+        "status": status,
+        "flags": flags,
+        "flag_names": [f.name for f in StampFlag if flags & f],
+        "all_values_nan": all(math.isnan(v) for v in values),
+    }
 
 
 def targets_met(report: dict) -> dict:
     """Each target with the measured figure and whether it was met."""
     mixed = report["mixed"]
     valid_errors = report["single_stamp_only"]["errors"] + mixed["single"]["errors"] + mixed["batch64"]["errors"]
-    malformed_ok = mixed["malformed"]["all_4xx_with_json_message"] and report["oversized_body"]["status"] == 413 and report["oversized_body"]["json_message"]
+    malformed_ok = (
+        mixed["malformed"]["all_4xx_with_json_message"]
+        and report["oversized_body"]["status"] == 413
+        and report["oversized_body"]["json_message"]
+    )
     measured = {
         "single_only_p99_ms_below": report["single_stamp_only"]["p99_ms"],
         "mixed_single_p99_ms_below": mixed["single"]["p99_ms"],
@@ -266,13 +289,16 @@ def targets_met(report: dict) -> dict:
         "malformed_all_4xx_with_json_message": bool(malformed_ok),
     }
     met = {
-        "single_only_p99_ms_below": measured["single_only_p99_ms_below"] < TARGETS["single_only_p99_ms_below"],
-        "mixed_single_p99_ms_below": measured["mixed_single_p99_ms_below"] < TARGETS["mixed_single_p99_ms_below"],
-        "mixed_stamps_per_second_at_least": measured["mixed_stamps_per_second_at_least"] >= TARGETS["mixed_stamps_per_second_at_least"],
+        "single_only_p99_ms_below": measured["single_only_p99_ms_below"] < SERSIC_COLUMNS["single_only_p99_ms_below"],
+        "mixed_single_p99_ms_below": measured["mixed_single_p99_ms_below"] < SERSIC_COLUMNS["mixed_single_p99_ms_below"],
+        "mixed_stamps_per_second_at_least": measured["mixed_stamps_per_second_at_least"]
+        >= SERSIC_COLUMNS["mixed_stamps_per_second_at_least"],
         "valid_request_errors": valid_errors == 0,
         "malformed_all_4xx_with_json_message": bool(malformed_ok),
     }
-    return {name: {"target": TARGETS[name], "measured": measured[name], "met": met[name]} for name in TARGETS} | {"all_met": all(met.values())}
+    return {name: {"target": SERSIC_COLUMNS[name], "measured": measured[name], "met": met[name]} for name in SERSIC_COLUMNS} | {
+        "all_met": all(met.values())
+    }
 
 
 if __name__ == "__main__":

@@ -23,9 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
-from legato.config import load_params, simulation_config
+from legato.config import load_params
 from legato.conventions import ZEROPOINT_AB
 from legato.io.stamps import read_stamp_set
+from legato.simulation.settings import simulation_config
 from legato.validation.gx import Validator, load_suite
 from legato.validation.shift import SHIFT_STATISTICS, shift_table
 from legato.validation.summary import stamp_summary
@@ -66,7 +67,7 @@ def coarser_pixels(stamps: np.ndarray, sky_sigma: float, rng) -> np.ndarray:
 
 def uds_blocks(folder: Path, size: int, rng) -> np.ndarray:
     """The real UDS GALFIT blocks as `legato ingest galfit` cuts them (centred on the target, sky subtracted, noise-padded)."""
-    from legato.io.ingest import galfit_stamp
+    from legato.ingest.real_sets import galfit_stamp
 
     return np.stack([galfit_stamp(path, size, rng)[0] for path in sorted(folder.glob("H.gf*.fits"))])
 
@@ -84,9 +85,11 @@ def judge(validator, stamps, zeropoint, integrity, shift, stamp_size, name) -> d
     shifted = validator.run(frame[list(SHIFT_STATISTICS)], suite)
     moved = [row["statistic"] for row in shift_table(shift, shifted.expectations, summary) if row["failed"]]
     return {
-        "n": len(frame), "integrity_failed": not checked.success,
+        "n": len(frame),
+        "integrity_failed": not checked.success,
         "integrity_failures": sorted({f.column or f.type for f in checked.failures}),
-        "shift_flagged": not shifted.success, "statistics_moved": moved,
+        "shift_flagged": not shifted.success,
+        "statistics_moved": moved,
         "detected": (not checked.success) or (not shifted.success),
     }
 
@@ -98,7 +101,9 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=20)
     parser.add_argument("--batch-size", type=int, default=1000)
     parser.add_argument("--uds", type=Path, default=Path("data/candels_uds_galfit_blocks"))
-    parser.add_argument("--realistic", type=Path, default=Path("datasets/realistic/raw/A"), help="realistic test A (dvc repro simulate_realistic)")
+    parser.add_argument(
+        "--realistic", type=Path, default=Path("datasets/realistic/raw/A"), help="realistic test A (dvc repro simulate_realistic)"
+    )
     parser.add_argument("--out", type=Path, default=Path("reports/shift.json"))
     args = parser.parse_args()
 
@@ -109,14 +114,19 @@ def main() -> None:
     zp, size = ZEROPOINT_AB[config.band], config.stamp_size
     validator = Validator()
     rng = np.random.default_rng(2024)
-    report = {"batch_size": args.batch_size, "reference": shift["meta"].get("reference_set"), "reference_batch_size": shift["meta"]["batch_size"]}
+    report = {
+        "batch_size": args.batch_size,
+        "reference": shift["meta"].get("reference_set"),
+        "reference_batch_size": shift["meta"]["batch_size"],
+    }
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         clean, sky = simulate_batch(config, tmp / "clean", args.batches * args.batch_size + args.batch_size, seed=99_001)
         batches = [clean[k * args.batch_size : (k + 1) * args.batch_size] for k in range(args.batches)]
         verdicts = [judge(validator, b, zp, integrity, shift, size, f"clean{k}") for k, b in enumerate(batches)]
         report["clean"] = {
-            "batches": len(verdicts), "false_alarms": sum(v["detected"] for v in verdicts),
+            "batches": len(verdicts),
+            "false_alarms": sum(v["detected"] for v in verdicts),
             "false_alarm_rate": sum(v["detected"] for v in verdicts) / len(verdicts),
             "flagged_statistics": sorted({s for v in verdicts for s in v["statistics_moved"]}),
         }
@@ -126,7 +136,9 @@ def main() -> None:
             nan[k, 20:23, 20:23] = np.nan
         psf_folder = tmp / "psf"
         psf_folder.mkdir()
-        wide, _ = simulate_batch(replace(config, psf=str(wide_psf(config.psf, psf_folder / "wide.fits"))), tmp / "wide", args.batch_size, seed=99_002)
+        wide, _ = simulate_batch(
+            replace(config, psf=str(wide_psf(config.psf, psf_folder / "wide.fits"))), tmp / "wide", args.batch_size, seed=99_002
+        )
         off, _ = simulate_batch(replace(config, space=replace(config.space, max_offset_pix=6.0)), tmp / "off", args.batch_size, seed=99_003)
         corruptions = {
             "nan_pixels (5% of stamps, 3x3 patch)": nan,
@@ -137,9 +149,14 @@ def main() -> None:
             "background offset (+0.5 sky sigma)": base + 0.5 * sky,
             "off-centre (offsets up to 6 px)": off,
         }
-        report["corruptions"] = {name: judge(validator, stamps, zp, integrity, shift, size, f"c{k}") for k, (name, stamps) in enumerate(corruptions.items())}
+        report["corruptions"] = {
+            name: judge(validator, stamps, zp, integrity, shift, size, f"c{k}") for k, (name, stamps) in enumerate(corruptions.items())
+        }
     if args.uds.is_dir():
-        report["real_uds"] = {"source": str(args.uds), **judge(validator, uds_blocks(args.uds, size, rng), zp, integrity, shift, size, "uds")}
+        report["real_uds"] = {
+            "source": str(args.uds),
+            **judge(validator, uds_blocks(args.uds, size, rng), zp, integrity, shift, size, "uds"),
+        }
     report["realistic_domain"] = None
     if args.realistic.is_dir():
         from legato.io.stamps import read_stamp_set

@@ -31,8 +31,8 @@ from legato.classical.fitter import FitSettings
 from legato.classical.run import fit_stamp_set
 from legato.config import load_params
 from legato.conventions import PIXEL_SCALE_ARCSEC, ZEROPOINT_AB
-from legato.io.stamps import read_stamp_set
 from legato.evaluation.evaluate import predict_with_estimators
+from legato.io.stamps import read_stamp_set
 
 
 def main() -> None:
@@ -84,10 +84,20 @@ def main() -> None:
         production["speedup_vs_classical"] = round(production["predict_end_to_end_stamps_per_s"] / classical, 1)
         results["production"] = production
         if args.residuals:
-            options = ["--residuals", "--exposure-time", str(header["EXPTIME"]), "--psf", params["simulate"]["psf"], "--params", str(args.params)]
+            options = [
+                "--residuals",
+                "--exposure-time",
+                str(header["EXPTIME"]),
+                "--psf",
+                params["simulate"]["psf"],
+                "--params",
+                str(args.params),
+            ]
             residuals = predict_command_rate(Path(models[args.production]), stamps, args.end_to_end, options)
             residuals["target_stamps_per_s"] = 300
-            residuals["slowdown_vs_without"] = round(production["predict_end_to_end_stamps_per_s"] / residuals["predict_end_to_end_stamps_per_s"], 2)
+            residuals["slowdown_vs_without"] = round(
+                production["predict_end_to_end_stamps_per_s"] / residuals["predict_end_to_end_stamps_per_s"], 2
+            )
             end_to_end[f"{args.production}_residuals"] = residuals
         results["end_to_end"] = end_to_end
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -100,8 +110,15 @@ def classical_rate(args, params: dict, settings, workers: int, starts: dict | No
     with tempfile.TemporaryDirectory() as tmp:
         block = max(1, args.classical_stamps // (4 * workers))
         return fit_stamp_set(
-            args.test, Path(tmp) / "fits.fits", params["classical"]["psf"], settings, workers=workers,
-            block_size=block, max_stamps=args.classical_stamps, progress=False, starts=starts,
+            args.test,
+            Path(tmp) / "fits.fits",
+            params["classical"]["psf"],
+            settings,
+            workers=workers,
+            block_size=block,
+            max_stamps=args.classical_stamps,
+            progress=False,
+            starts=starts,
         )
 
 
@@ -117,7 +134,21 @@ def predict_command_rate(estimator: Path, stamps: np.ndarray, count: int, option
     with tempfile.TemporaryDirectory() as tmp:
         path, out, report = Path(tmp) / "cube.fits", Path(tmp) / "catalogue.parquet", Path(tmp) / "report.json"
         fits.PrimaryHDU(cube.astype(np.float32)).writeto(path)
-        command = [sys.executable, "-m", "legato", "predict", str(path), "-o", str(out), "--model", str(estimator), "--no-progress", "--report", str(report), *(options or [])]
+        command = [
+            sys.executable,
+            "-m",
+            "legato",
+            "predict",
+            str(path),
+            "-o",
+            str(out),
+            "--model",
+            str(estimator),
+            "--no-progress",
+            "--report",
+            str(report),
+            *(options or []),
+        ]
         start = time.perf_counter()
         subprocess.run(command, check=True, capture_output=True)
         wall = time.perf_counter() - start

@@ -25,9 +25,10 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("reports/tta.json"))
     args = parser.parse_args()
 
-    from legato.evaluation.metrics import COLUMN, PARAMETERS, r2_table
+    from legato.columns import COLUMN, PARAMETERS
+    from legato.io.stamps import load_split
     from legato.models.estimator import LoadedEstimator
-    from legato.training.data import load_split
+    from legato.stats import r2_table
     from legato.training.noisy_batches import dihedral
 
     estimator = LoadedEstimator(args.estimator)

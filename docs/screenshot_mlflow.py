@@ -37,7 +37,9 @@ def main() -> None:
     experiment = client.get_experiment_by_name(args.experiment)
     runs = []
     for name in RUN_NAMES:
-        found = client.search_runs([experiment.experiment_id], f"attributes.run_name = '{name}'", order_by=["attributes.start_time DESC"], max_results=1)
+        found = client.search_runs(
+            [experiment.experiment_id], f"attributes.run_name = '{name}'", order_by=["attributes.start_time DESC"], max_results=1
+        )
         if found:
             runs.append(found[0].info.run_id)
     browser = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -48,9 +50,20 @@ def main() -> None:
         query = urllib.parse.urlencode({"runs": json.dumps(runs), "experiments": json.dumps([experiment.experiment_id])})
         url = f"{server.url}/#/compare-runs?{query}"
         subprocess.run(
-            [browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", f"--window-size={args.size}",
-             "--virtual-time-budget=20000", f"--screenshot={args.out.resolve()}", url],
-            check=True, capture_output=True, timeout=180,
+            [
+                browser,
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--hide-scrollbars",
+                f"--window-size={args.size}",
+                "--virtual-time-budget=20000",
+                f"--screenshot={args.out.resolve()}",
+                url,
+            ],
+            check=True,
+            capture_output=True,
+            timeout=180,
         )
     print(f"wrote {args.out} ({len(runs)} runs: {url})")
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from legato.training.production import ProductionConfig
+from legato.training.noise_aware import ProductionConfig
 
 REPO = Path(__file__).resolve().parents[1]
 CATALOG = REPO / "data/vanderwel2014_3dhst/cosmos_3dhst.v4.1_f160w.galfit"
@@ -55,12 +55,10 @@ def params(repo_root):
 @pytest.fixture(scope="session")
 def sim_config(params, raw_data):
     """The default simulation configuration with absolute data paths and tiny splits."""
-    from legato.config import simulation_config
+    from legato.simulation.settings import simulation_config
 
     config = simulation_config(params)
-    return replace(
-        config, catalog=str(raw_data["catalog"]), psf=str(raw_data["psf"]), sizes={"train": 24, "val": 8, "test": 8}
-    )
+    return replace(config, catalog=str(raw_data["catalog"]), psf=str(raw_data["psf"]), sizes={"train": 24, "val": 8, "test": 8})
 
 
 @pytest.fixture(scope="session")
@@ -108,15 +106,17 @@ def tiny_noiseless(sim_config, tmp_path_factory, cpu_workers):
     from legato.simulation.simulate import simulate
 
     folder = tmp_path_factory.mktemp("tiny") / "noiseless"
-    simulate(replace(sim_config, sizes={"train": 96, "val": 32, "test": 48}, seed=3, noiseless=True), folder, workers=cpu_workers, progress=False)
+    simulate(
+        replace(sim_config, sizes={"train": 96, "val": 32, "test": 48}, seed=3, noiseless=True), folder, workers=cpu_workers, progress=False
+    )
     return folder
 
 
 @pytest.fixture(scope="session")
 def production(tiny_noiseless, tmp_path_factory):
     """A toy production estimator: 6 steps, finalised (calibrated uncertainties, input range, MLflow model)."""
-    from legato.training.production import train_production
-    from legato.training.production_finalize import finalize_production
+    from legato.training.noise_aware import train_production
+    from legato.training.noise_aware_finalize import finalize_production
 
     root = tmp_path_factory.mktemp("production")
     progress = train_production(TOY_PRODUCTION, tiny_noiseless, root / "checkpoint", log=lambda line: None)

@@ -9,8 +9,17 @@ import pytest
 
 from legato.errors import ConfigError
 from legato.evaluation.adaptation import adaptation_targets, write_adaptation_reports
+from legato.evaluation.real_check import real_check
 from legato.io.stamps import StampSetMeta, read_stamp_set, write_stamp_set
-from legato.training.adapt import AdaptConfig, FineTuning, adaptation_curve, classical_versus_classical, effective_sizes, epochs_for, nested_subsets, real_check
+from legato.training.adapt import (
+    AdaptConfig,
+    FineTuning,
+    adaptation_curve,
+    classical_versus_classical,
+    effective_sizes,
+    epochs_for,
+    nested_subsets,
+)
 
 
 def test_subsets_are_nested_and_split_four_to_one():
@@ -32,8 +41,14 @@ def test_both_methods_get_the_same_step_budget():
 
 
 def test_targets_are_checked_not_assumed():
-    curve = {"sizes": [50, 400, 4000], "finetuned": {p: [0.95, 0.97, 0.98] for p in ("mag", "re", "n", "ellipticity")}, "scratch": {p: [0.1, 0.5, 0.99] for p in ("mag", "re", "n", "ellipticity")}}
-    targets = adaptation_targets(curve, {"mag": 0.98, "re": 0.9, "n": 0.8, "ellipticity": 0.9}, {"mag": 0.97, "re": 0.95, "n": 0.8, "ellipticity": 0.9})
+    curve = {
+        "sizes": [50, 400, 4000],
+        "finetuned": {p: [0.95, 0.97, 0.98] for p in ("mag", "re", "n", "ellipticity")},
+        "scratch": {p: [0.1, 0.5, 0.99] for p in ("mag", "re", "n", "ellipticity")},
+    }
+    targets = adaptation_targets(
+        curve, {"mag": 0.98, "re": 0.9, "n": 0.8, "ellipticity": 0.9}, {"mag": 0.97, "re": 0.95, "n": 0.8, "ellipticity": 0.9}
+    )
     assert targets["finetuned_above_scratch_at_every_size"]["mag"] is False  # scratch wins at 4000
     assert targets["small_within_0.02_of_largest"]["mag"] == {"largest_gap": 0.03, "met": False}
     assert targets["after_at_least_classical_vs_classical"]["re"]["met"] is False
@@ -57,7 +72,9 @@ def labelled_sets(tiny_sim, tmp_path_factory):
 
 
 def test_setups_are_read_from_params_and_bad_ones_refused():
-    config = AdaptConfig.from_params({"base": "x", "seeds": [1, 2], "setups": {"head": {"frozen_prefixes": ["block1", "unit"], "learning_rate": 0.001}}})
+    config = AdaptConfig.from_params(
+        {"base": "x", "seeds": [1, 2], "setups": {"head": {"frozen_prefixes": ["block1", "unit"], "learning_rate": 0.001}}}
+    )
     assert config.seeds == (1, 2) and config.setups["head"] == FineTuning(("block1", "unit"), 0.001)
     assert config.setups["head"].describe() == "frozen=block1,unit lr=0.001"
     with pytest.raises(ConfigError, match="bad adapt parameters"):
@@ -87,8 +104,12 @@ def test_production_estimator_is_adapted_over_seeds_with_a_measured_setup(produc
     assert manifest["finetuning_setup"]["name"] == result["selection"]["chosen"] and "input_range" in manifest
     summary = json.loads((tmp_path / "adapted/run.json").read_text())
     client = mlflow.MlflowClient()
-    children = client.search_runs([client.get_run(summary["parent_run_id"]).info.experiment_id], f"tags.mlflow.parentRunId = '{summary['parent_run_id']}'")
-    expected = {f"{m}-n{s:04d}-s{seed}" for m in ("finetuned", "scratch") for s in (24, 48, 96) for seed in (7, 8)} | {f"select-{n}-n0024" for n in setups}
+    children = client.search_runs(
+        [client.get_run(summary["parent_run_id"]).info.experiment_id], f"tags.mlflow.parentRunId = '{summary['parent_run_id']}'"
+    )
+    expected = {f"{m}-n{s:04d}-s{seed}" for m in ("finetuned", "scratch") for s in (24, 48, 96) for seed in (7, 8)} | {
+        f"select-{n}-n0024" for n in setups
+    }
     assert sorted(r.info.run_name for r in children) == sorted(expected)
     adapted_run = client.get_run(summary["run_id"])
     assert adapted_run.data.tags["training_domain"] == "realistic-adapted" and "A_r2_mag" in adapted_run.data.metrics
@@ -96,15 +117,22 @@ def test_production_estimator_is_adapted_over_seeds_with_a_measured_setup(produc
     assert adapted_run.data.tags["adapted_from_model_uri"] == base_summary["model_uri"] and "data_version" in adapted_run.data.tags
     # both sides of the realistic-domain gate: the base's and the adapted network's R² on A
     assert adapted_run.data.metrics["test_r2_mag_realistic_a"] == pytest.approx(curve["per_seed"]["7"]["finetuned"]["mag"][-1], abs=1e-4)
-    assert client.get_run(base_summary["run_id"]).data.metrics["test_r2_mag_realistic_a"] == pytest.approx(result["before"]["mag"], abs=1e-4)
+    assert client.get_run(base_summary["run_id"]).data.metrics["test_r2_mag_realistic_a"] == pytest.approx(
+        result["before"]["mag"], abs=1e-4
+    )
     from legato.registry.promotion import offer_domain_alias
     from legato.registry.versions import register_estimator
 
     client.set_tag(base_summary["run_id"], "validation", "passed")  # as legato evaluate marks the production run
     assert adapted_run.data.tags["validation"] == "passed"
-    versions = {label: register_estimator(client, "adapt-test", folder)[0] for label, folder in (("production", base), ("adapted", tmp_path / "adapted"))}
+    versions = {
+        label: register_estimator(client, "adapt-test", folder)[0]
+        for label, folder in (("production", base), ("adapted", tmp_path / "adapted"))
+    }
     assert versions["adapted"].tags["parent_version"] == str(versions["production"].version)
-    offered = offer_domain_alias(client, "adapt-test", versions, {"alias": "realistic", "subset": "realistic_a", "incumbent": "production", "candidate": "adapted"})
+    offered = offer_domain_alias(
+        client, "adapt-test", versions, {"alias": "realistic", "subset": "realistic_a", "incumbent": "production", "candidate": "adapted"}
+    )
     better = all(curve["per_seed"]["7"]["finetuned"][p][-1] >= result["before"][p] for p in ("mag", "re", "n", "ellipticity"))
     assert offered["promoted"] is better and str(offered["holder"]) == str(versions["adapted" if better else "production"].version)
     loaded = mlflow.pyfunc.load_model(summary["model_uri"])

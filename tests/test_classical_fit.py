@@ -99,7 +99,12 @@ def test_stamp_set_fit_is_chunked_resumable_and_flags_corrupt_stamps(tiny_sim, r
     Table.read(out).write(parts / "part_00000.fits")
     (parts / "fingerprint.txt").write_text("a fit of other data")
     out.unlink()
-    assert fit_stamp_set(tiny_sim / "test", out, raw_data["psf"], SETTINGS, workers=1, block_size=4, max_stamps=4, progress=False)["resumed_blocks"] == 0
+    assert (
+        fit_stamp_set(tiny_sim / "test", out, raw_data["psf"], SETTINGS, workers=1, block_size=4, max_stamps=4, progress=False)[
+            "resumed_blocks"
+        ]
+        == 0
+    )
     parts.mkdir()
     Table.read(out).write(parts / "part_00000.fits")
     (parts / "fingerprint.txt").write_text(run_fingerprint(tiny_sim / "test", raw_data["psf"], SETTINGS, 4))
@@ -161,9 +166,9 @@ def test_network_started_fits_start_from_the_estimate(tiny_sim, raw_data, tmp_pa
     from astropy.table import Table
     from typer.testing import CliRunner
 
-    from legato.cli import app
     from legato.classical.run import fit_stamp_set
     from legato.classical.starts import start_estimates
+    from legato.cli import app
     from legato.io.stamps import read_labels
 
     labels = read_labels(tiny_sim / "test")
@@ -179,7 +184,9 @@ def test_network_started_fits_start_from_the_estimate(tiny_sim, raw_data, tmp_pa
     predicted = network_starts(trained[0] / "arch1", tiny_sim / "test")
     assert set(predicted) == set(loaded) and all(np.all(np.isfinite(v)) for v in predicted.values())
     network = tmp_path / "network.fits"
-    fit_stamp_set(tiny_sim / "test", network, raw_data["psf"], SETTINGS, workers=1, block_size=4, max_stamps=8, progress=False, starts=loaded)
+    fit_stamp_set(
+        tiny_sim / "test", network, raw_data["psf"], SETTINGS, workers=1, block_size=4, max_stamps=8, progress=False, starts=loaded
+    )
     moments = tmp_path / "moments.fits"
     fit_stamp_set(tiny_sim / "test", moments, raw_data["psf"], SETTINGS, workers=1, block_size=4, max_stamps=8, progress=False)
     network_fits, moments_fits = Table.read(network), Table.read(moments)
@@ -197,8 +204,21 @@ def test_network_started_fits_start_from_the_estimate(tiny_sim, raw_data, tmp_pa
     assert params["classical"]["start"] == "network"  # the default of the classical stage
     del params["classical"]["starts"]
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    base = ["fit-classical", "--params", str(tmp_path / "params.yaml"), "--stamps", str(tiny_sim / "test"), "--out", str(tmp_path / "x.fits"),
-            "--psf", str(raw_data["psf"]), "--no-track", "--no-progress", "--max-stamps", "2"]
+    base = [
+        "fit-classical",
+        "--params",
+        str(tmp_path / "params.yaml"),
+        "--stamps",
+        str(tiny_sim / "test"),
+        "--out",
+        str(tmp_path / "x.fits"),
+        "--psf",
+        str(raw_data["psf"]),
+        "--no-track",
+        "--no-progress",
+        "--max-stamps",
+        "2",
+    ]
     result = runner.invoke(app, base)
     assert result.exit_code == 1 and "--start network needs --starts" in result.output
     result = runner.invoke(app, [*base, "--starts", str(tmp_path / "missing.fits")])

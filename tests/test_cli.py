@@ -66,8 +66,24 @@ def test_simulate_command_writes_sets_and_report(tmp_path, params, raw_data, rep
     path = write_params(tmp_path, params, catalog=str(raw_data["catalog"]), psf=str(raw_data["psf"]))
     report = tmp_path / "report.json"
     result = legato(
-        "simulate", "--params", str(path), "--out", str(tmp_path / "sim"), "--train", "6", "--val", "2",
-        "--test", "2", "--mag-max", "23", "--report", str(report), "--no-progress", "--workers", "1",
+        "simulate",
+        "--params",
+        str(path),
+        "--out",
+        str(tmp_path / "sim"),
+        "--train",
+        "6",
+        "--val",
+        "2",
+        "--test",
+        "2",
+        "--mag-max",
+        "23",
+        "--report",
+        str(report),
+        "--no-progress",
+        "--workers",
+        "1",
     )
     assert result.returncode == 0, result.stderr
     from legato.io.stamps import read_stamp_set

@@ -10,7 +10,7 @@ from astropy.table import Table
 from typer.testing import CliRunner
 
 from legato.cli import app
-from legato.evaluation.crb import (
+from legato.modelling.bounds import (
     AT_BOUND,
     ILL_CONDITIONED,
     FiniteSteps,
@@ -26,7 +26,7 @@ BRIGHT = fisher_point(mag=20.0, re_arcsec=0.25, n=1.5, ellipticity=0.3, pa_deg=3
 
 
 def stamp_model(psf, sky_sigma=SKY_SIGMA, exposure_time=EXPOSURE_TIME, steps=FiniteSteps()) -> StampModel:
-    from legato.fit_quality.model import ModelRenderer
+    from legato.modelling.renderer import ModelRenderer
 
     return StampModel(ModelRenderer(psf, 64, 0.06, ZEROPOINT), sky_sigma, exposure_time, steps)
 
@@ -92,7 +92,20 @@ def test_galaxies_without_a_valid_bound_get_a_flag_and_nan(galsim_psf):
 def bound_table(tiny_sim, raw_data, repo_root, tmp_path_factory):
     out = tmp_path_factory.mktemp("crb") / "test.fits"
     result = CliRunner().invoke(
-        app, ["crb", "--params", str(repo_root / "params.yaml"), "--stamps", str(tiny_sim / "test"), "--psf", str(raw_data["psf"]), "--out", str(out), "--report", str(out.parent / "stage.json")]
+        app,
+        [
+            "crb",
+            "--params",
+            str(repo_root / "params.yaml"),
+            "--stamps",
+            str(tiny_sim / "test"),
+            "--psf",
+            str(raw_data["psf"]),
+            "--out",
+            str(out),
+            "--report",
+            str(out.parent / "stage.json"),
+        ],
     )
     assert result.exit_code == 0, result.output
     return out
@@ -124,7 +137,20 @@ def test_crb_stage_refuses_a_noiseless_set_with_one_line(tmp_path, raw_data, rep
     folder = tmp_path / "noiseless"
     simulate(replace(sim_config, sizes={"train": 0, "val": 0, "test": 4}, noiseless=True), folder, workers=1, progress=False)
     out = tmp_path / "crb.fits"
-    result = CliRunner().invoke(app, ["crb", "--params", str(repo_root / "params.yaml"), "--stamps", str(folder / "test"), "--psf", str(raw_data["psf"]), "--out", str(out)])
+    result = CliRunner().invoke(
+        app,
+        [
+            "crb",
+            "--params",
+            str(repo_root / "params.yaml"),
+            "--stamps",
+            str(folder / "test"),
+            "--psf",
+            str(raw_data["psf"]),
+            "--out",
+            str(out),
+        ],
+    )
     assert result.exit_code == 1 and "noiseless set has no Cramér-Rao bound" in result.output
     assert not out.exists()
 
@@ -137,8 +163,14 @@ def test_evaluation_reports_efficiency_the_limit_column_and_galleries(bound_tabl
     models, _ = trained
     reports = tmp_path / "reports"
     table1 = evaluate(
-        tiny_sim / "test", {"arch1": models / "arch1"}, None, {"paper_h23": 23.0, "full_h245": 24.5}, [16.0, 24.5],
-        reports_dir=reports, predictions_dir=tmp_path / "p", crb={"table": bound_table, "mag_bins": [16.0, 20.0, 22.0, 24.5]},
+        tiny_sim / "test",
+        {"arch1": models / "arch1"},
+        None,
+        {"paper_h23": 23.0, "full_h245": 24.5},
+        [16.0, 24.5],
+        reports_dir=reports,
+        predictions_dir=tmp_path / "p",
+        crb={"table": bound_table, "mag_bins": [16.0, 20.0, 22.0, 24.5]},
         fit_quality={"psf": raw_data["psf"], "chi2_threshold": 1.57},
     )
     assert set(table1["limit"]) == {"mag", "re", "n", "ellipticity"} and "limit" in table1["full_h245"]

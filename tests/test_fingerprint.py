@@ -10,6 +10,7 @@ import pytest
 import yaml
 from astropy.table import Table
 
+from legato.errors import DataError
 from legato.io.fingerprint import (
     FINGERPRINT_NAME,
     RTOL,
@@ -21,7 +22,6 @@ from legato.io.fingerprint import (
     settle,
     split_statistics,
 )
-from legato.errors import DataError
 from legato.io.stamps import StampSetMeta, write_stamp_set
 
 META = StampSetMeta(pixel_scale=0.06, zeropoint=25.9463, band="F160W", psf_id="test", domain="test")
@@ -127,7 +127,12 @@ def test_dvc_lists_each_regenerated_sets_code_and_depends_on_fingerprints(repo_r
     from legato.simulation import realistic, simulate
 
     stages = yaml.safe_load((repo_root / "dvc.yaml").read_text())["stages"]
-    code = {"simulate": simulate.CODE, "simulate_noiseless": simulate.CODE, "simulate_realistic": realistic.CODE, "assemble_realistic": LABELLED_CODE}
+    code = {
+        "simulate": simulate.CODE,
+        "simulate_noiseless": simulate.CODE,
+        "simulate_realistic": realistic.CODE,
+        "assemble_realistic": LABELLED_CODE,
+    }
     regenerated = ("datasets/simulated", "datasets/noiseless", "datasets/realistic/raw", "datasets/realistic/labelled")
     for name, sources in code.items():
         deps = set(stages[name]["deps"])
@@ -135,7 +140,10 @@ def test_dvc_lists_each_regenerated_sets_code_and_depends_on_fingerprints(repo_r
             assert f"src/legato/{source}" in deps, f"stage {name} does not list src/legato/{source}"
         outs = [next(iter(out)) if isinstance(out, dict) else out for out in stages[name]["outs"]]
         assert outs and all(out.endswith("/" + FINGERPRINT_NAME) for out in outs), name
-        assert any(metric.get(f"reports/{'simulate' if name == 'simulate' else name}.json", {}).get("persist") for metric in stages[name]["metrics"])
+        assert any(
+            metric.get(f"reports/{'simulate' if name == 'simulate' else name}.json", {}).get("persist")
+            for metric in stages[name]["metrics"]
+        )
     for name, stage in stages.items():
         for dep in stage.get("deps", []):
             if dep.startswith(regenerated):

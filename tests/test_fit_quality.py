@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from legato.fit_quality.model import Geometry, ModelRenderer, stamp_geometry
-from legato.fit_quality.statistics import fit_statistics, rotate_180
+from legato.modelling.renderer import Geometry, ModelRenderer, stamp_geometry
+from legato.modelling.statistics import fit_statistics, rotate_180
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +39,7 @@ def test_the_true_model_leaves_pure_noise(renderer, test_set):
 
 
 def test_a_neighbour_or_a_wrong_estimate_is_flagged(renderer, test_set, galsim_psf):
-    from legato.inference.augment import ResidualAugmentation
+    from legato.inference.measurements import ResidualAugmentation
     from legato.simulation.render import render_sersic_stamp
 
     stamps, truth, sky_sigma, exposure_time = test_set
@@ -49,7 +49,9 @@ def test_a_neighbour_or_a_wrong_estimate_is_flagged(renderer, test_set, galsim_p
     estimate = (row["mag"], row["re_arcsec"], row["n"], row["ellipticity"])
     check = ResidualAugmentation(renderer, chi2_threshold=3.0, exposure_time=exposure_time)
     assert check.measure(stamp, estimate, sky_sigma, geometry)[1] is False
-    neighbour = render_sersic_stamp(row["mag"] + 0.5, 0.2, 1.0, 0.8, 0.0, 7.0, 3.0, psf=galsim_psf, size=64, pixel_scale=0.06, zeropoint=25.9463)
+    neighbour = render_sersic_stamp(
+        row["mag"] + 0.5, 0.2, 1.0, 0.8, 0.0, 7.0, 3.0, psf=galsim_psf, size=64, pixel_scale=0.06, zeropoint=25.9463
+    )
     values, flagged = check.measure(stamp + neighbour, estimate, sky_sigma, geometry)
     assert flagged and values["chi2_nu"] > 3.0 and values["residual_asymmetry"] > 0.1
     wrong = (row["mag"] - 0.5, *estimate[1:])  # 0.5 mag too bright
@@ -77,13 +79,18 @@ def test_no_model_for_a_row_without_estimate(renderer):
 
 
 def test_block_and_gallery_open_in_astropy(renderer, test_set, tmp_path):
-    from legato.fit_quality.gallery import Inspection, gallery_figure, write_block
+    from legato.modelling.gallery import Inspection, gallery_figure, write_block
 
     stamps, truth, sky_sigma, _ = test_set
     row = truth[0]
     model = true_model(renderer, row)
-    values = {"mag": row["mag"], "re_arcsec": row["re_arcsec"], "n": row["n"], "ellipticity": row["ellipticity"],
-              **fit_statistics(stamps[0], model, sky_sigma).as_dict()}
+    values = {
+        "mag": row["mag"],
+        "re_arcsec": row["re_arcsec"],
+        "n": row["n"],
+        "ellipticity": row["ellipticity"],
+        **fit_statistics(stamps[0], model, sky_sigma).as_dict(),
+    }
     good = Inspection("7", stamps[0], model, values, Geometry(float(row["pa_deg"])), 0, "truth")
     empty = Inspection("8", stamps[1], None, {"mag": np.nan}, flags=32)
     path = write_block(tmp_path / "7.fits", good, 0.06, 25.9463)

@@ -12,7 +12,6 @@ from legato.errors import ConfigError, LegatoError
 from legato.registry.history import _check_id, export_history, import_history, referenced_run_ids
 
 
-
 @pytest.fixture(autouse=True)
 def _restore_mlflow_uris():
     """These tests point MLflow's process-wide URIs at their own stores: give the session's back afterwards."""
@@ -52,10 +51,17 @@ def _make_source_store(root: Path) -> tuple[str, dict]:
     client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
     mlflow.set_registry_uri(uri)
     client.create_registered_model("legato-sersic", tags={"kind": "toy"})
-    first = client.create_model_version("legato-sersic", info.model_uri, run_id=child.info.run_id, tags={"architecture": "toy"}, model_id=info.model_id)
+    first = client.create_model_version(
+        "legato-sersic", info.model_uri, run_id=child.info.run_id, tags={"architecture": "toy"}, model_id=info.model_id
+    )
     second = client.create_model_version("legato-sersic", info.model_uri, run_id=child.info.run_id, model_id=info.model_id)
     client.set_registered_model_alias("legato-sersic", "champion", second.version)
-    return uri, {"parent": parent.info.run_id, "child": child.info.run_id, "model": info.model_id, "versions": (first.version, second.version)}
+    return uri, {
+        "parent": parent.info.run_id,
+        "child": child.info.run_id,
+        "model": info.model_id,
+        "versions": (first.version, second.version),
+    }
 
 
 def test_history_round_trip_keeps_ids_runs_metrics_models_and_registry(tmp_path, monkeypatch):

@@ -11,8 +11,8 @@ from typer.testing import CliRunner
 
 from legato.cli import app
 from legato.errors import DataError
+from legato.ingest.real_sets import INGEST_PADDED, NOISE_SIGMA_UNIT, ingest_galfit_blocks, ingest_mosaic
 from legato.io.galfit import parse_galfit_value, read_galfit_block
-from legato.io.ingest import INGEST_PADDED, NOISE_SIGMA_UNIT, ingest_galfit_blocks, ingest_mosaic
 from legato.io.stamps import read_stamp_masks, read_stamp_set
 
 
@@ -95,7 +95,9 @@ def test_padding_has_the_residual_noise_texture(uds_blocks, tmp_path):
     assert labels["flags"][0] & INGEST_PADDED and outside.sum() > 1000
     residual = noise_statistics(block.residual, mask=block.image == 0)  # where the block has data
     band = noise_statistics(stamps[0], mask=~outside)
-    assert labels["noise_sigma"][0] == pytest.approx(residual.sigma) and labels["noise_correlation_1pix"][0] == pytest.approx(residual.correlation[1])
+    assert labels["noise_sigma"][0] == pytest.approx(residual.sigma) and labels["noise_correlation_1pix"][0] == pytest.approx(
+        residual.correlation[1]
+    )
     assert band.sigma == pytest.approx(residual.sigma, rel=0.15)
     assert abs(band.correlation[1] - residual.correlation[1]) < 0.1
     assert abs(band.correlation[2] - residual.correlation[2]) < 0.1
@@ -116,7 +118,11 @@ def _synthetic_block(path, shape=(40, 44), sigma=0.004, kernel=0.9, residual=Tru
     model = fits.Header([("MAGZPT", 25.9463), ("COMP_1", "sky"), ("1_SKY", "[0.000e+00]"), ("COMP_2", "sersic")])
     for key, value in {"XC": xc, "YC": yc, "MAG": 23.5, "RE": 4.0, "N": 1.2, "AR": 0.8, "PA": 30.0}.items():
         model[f"2_{key}"] = f"{value:.4f} +/- 0.0100"
-    hdus = [fits.PrimaryHDU(), fits.ImageHDU((galaxy + neighbour + noise).astype(np.float32), header), fits.ImageHDU(galaxy.astype(np.float32), model)]
+    hdus = [
+        fits.PrimaryHDU(),
+        fits.ImageHDU((galaxy + neighbour + noise).astype(np.float32), header),
+        fits.ImageHDU(galaxy.astype(np.float32), model),
+    ]
     if residual:
         hdus.append(fits.ImageHDU((neighbour + noise).astype(np.float32)))
     fits.HDUList(hdus).writeto(path)
@@ -194,7 +200,8 @@ def test_mosaic_and_vanderwel_catalogue(uds_blocks, tmp_path):
     catalogue = tmp_path / "cat.galfit"
     catalogue.write_text(
         "# NUMBER RA DEC f mag dmag re dre n dn q dq pa dpa sn\n"
-        f"7 {ra:.8f} {dec:.8f} 0 {target['MAG'].value} 0.05 {target['RE'].value * 0.06} 0.01 {target['N'].value} 0.1 {target['AR'].value} 0.02 10.0 2.0 30.0\n"
+        f"7 {ra:.8f} {dec:.8f} 0 {target['MAG'].value} 0.05 {target['RE'].value * 0.06} 0.01 {target['N'].value} 0.1 "
+        f"{target['AR'].value} 0.02 10.0 2.0 30.0\n"
         f"8 {ra + 0.1:.8f} {dec:.8f} 1 22.0 0.05 0.3 0.01 1.0 0.1 0.5 0.02 10.0 2.0 30.0\n"
     )
     report = ingest_mosaic(mosaic, catalogue, tmp_path / "set", size=32)
@@ -204,7 +211,9 @@ def test_mosaic_and_vanderwel_catalogue(uds_blocks, tmp_path):
     # noise measured on the stamp's sky pixels (32 x 32 in a crowded block: ~200 of them, galaxy wings push it up), masks stored
     assert labels["noise_sigma"].unit == NOISE_SIGMA_UNIT and 0.005 < labels["noise_sigma"][0] < 0.03
     assert labels["flags"][0] & INGEST_PADDED and 0.1 < labels["padded_fraction"][0] < 0.4  # H.gf9's blank corner
-    assert 0.4 < labels["noise_correlation_1pix"][0] < 0.9 and report["noise"]["noise_correlation_1pix"] == pytest.approx(labels["noise_correlation_1pix"][0], abs=1e-5)
+    assert 0.4 < labels["noise_correlation_1pix"][0] < 0.9 and report["noise"]["noise_correlation_1pix"] == pytest.approx(
+        labels["noise_correlation_1pix"][0], abs=1e-5
+    )
     assert read_stamp_masks(tmp_path / "set").shape == (1, 32, 32) and "n_neighbours" in labels.colnames
     # RA/Dec went through the WCS back to the target's pixel, now the stamp's centre pixel
     ix, iy = int(np.floor(target["XC"].value - 1.0 + 0.5)), int(np.floor(target["YC"].value - 1.0 + 0.5))

@@ -7,9 +7,9 @@ import pytest
 from astropy.table import Table
 
 from legato.errors import DataError
-from legato.evaluation.metrics import binned_statistics, r2_score, robust_sigma
 from legato.models.estimator import validate_stamps
 from legato.models.targets import TargetScaler, physical_columns
+from legato.stats import binned_statistics, r2_score, robust_sigma
 
 
 def test_arch1_and_arch2_have_named_blocks_and_outputs():

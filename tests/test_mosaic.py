@@ -9,7 +9,7 @@ from astropy.table import Table
 from astropy.wcs import WCS
 
 from legato.errors import ConfigError
-from legato.inference.flags import StampFlag
+from legato.flags import StampFlag
 from legato.io.mosaic import catalog_positions, cut_stamps, read_mosaic
 
 

@@ -105,8 +105,8 @@ def realistic_raw(tmp_path_factory, repo_root):
     """A small realistic domain with the project's calibrated noise (A 40, B 40)."""
     import yaml
 
-    from legato.config import simulation_config  # noqa: F401  (params are read through the project's loader)
     from legato.simulation.realistic import realistic_config, simulate_realistic
+    from legato.simulation.settings import simulation_config  # noqa: F401  (params are read through the project's loader)
 
     params = yaml.safe_load((repo_root / "params.yaml").read_text())
     params["simulate"]["catalog"] = str(repo_root / params["simulate"]["catalog"])
@@ -139,19 +139,54 @@ def test_realism_command_compares_with_the_real_blocks_through_great_expectation
 
     folder, _, _ = realistic_raw
     params = yaml.safe_load((repo_root / "params.yaml").read_text())
-    params["realism"].update(blocks=str(repo_root / params["realism"]["blocks"]), suite=str(repo_root / params["realism"]["suite"]), min_stamps=50)
+    params["realism"].update(
+        blocks=str(repo_root / params["realism"]["blocks"]), suite=str(repo_root / params["realism"]["suite"]), min_stamps=50
+    )
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     report = tmp_path / "realism.json"
-    result = CliRunner().invoke(app, ["realism", "--params", str(tmp_path / "params.yaml"), "--realistic", str(folder), "--real-stamps", str(tmp_path / "none"), "--report", str(report)])
+    result = CliRunner().invoke(
+        app,
+        [
+            "realism",
+            "--params",
+            str(tmp_path / "params.yaml"),
+            "--realistic",
+            str(folder),
+            "--real-stamps",
+            str(tmp_path / "none"),
+            "--report",
+            str(report),
+        ],
+    )
     assert result.exit_code == 0, result.output
     written = json.loads(report.read_text())
     real = written["real_residuals"]["median"]
-    assert written["real_residuals"]["blocks"] == 15 and 0.005 < real["noise_sigma"] < 0.007 and 0.45 < real["noise_correlation_1pix"] < 0.65
+    assert (
+        written["real_residuals"]["blocks"] == 15 and 0.005 < real["noise_sigma"] < 0.007 and 0.45 < real["noise_correlation_1pix"] < 0.65
+    )
     assert all(abs(r - 1) <= 0.2 for r in written["ratio_realistic_to_real"].values()) and written["suite"]["success"]
-    assert {e["column"] for e in written["suite"]["expectations"]} >= {"noise_sigma", "noise_correlation_1pix", "noise_correlation_2pix", "negative_hole_fraction"}
+    assert {e["column"] for e in written["suite"]["expectations"]} >= {
+        "noise_sigma",
+        "noise_correlation_1pix",
+        "noise_correlation_2pix",
+        "negative_hole_fraction",
+    }
 
     params["realism"]["tolerance"] = 0.001  # no simulation matches to 0.1%: the suite fails and the command says why
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    failed = CliRunner().invoke(app, ["realism", "--params", str(tmp_path / "params.yaml"), "--realistic", str(folder), "--real-stamps", str(tmp_path / "none"), "--report", str(report)])
+    failed = CliRunner().invoke(
+        app,
+        [
+            "realism",
+            "--params",
+            str(tmp_path / "params.yaml"),
+            "--realistic",
+            str(folder),
+            "--real-stamps",
+            str(tmp_path / "none"),
+            "--report",
+            str(report),
+        ],
+    )
     assert failed.exit_code != 0 and "does not match the real data" in failed.output and "Traceback" not in failed.output
     assert json.loads(report.read_text())["suite"]["success"] is False

@@ -29,7 +29,10 @@ def repo_copy(tmp_path, repo_root):
     """The project's files as a fresh clone would have them (git-tracked or not ignored), without data/."""
     listed = subprocess.run(
         ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
-        cwd=repo_root, capture_output=True, text=True, check=True,
+        cwd=repo_root,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.split()
     dest = tmp_path / "legato"
     for name in listed:
@@ -57,15 +60,8 @@ def test_fresh_copy_pulls_data_and_reproduces_pipeline(repo_copy):
     assert (repo / "data/candels_uds_galfit_blocks/H.gf1.fits").is_file()
 
     params = yaml.safe_load((repo / "params.yaml").read_text())
-    params["simulate"]["sizes"] = {"train": 30, "val": 10, "test": 16}
-    params["simulate"]["chunk_size"] = 20
-    params["train"].update(epochs=1, batch_size=16)
-    params["classical"].update(max_stamps=12, block_size=6)
-    params["validate"].update(batch_size=8, n_bootstrap=10)
-    params["realistic"]["sizes"] = {"A": 8, "B": 16}
-    params["realistic_labels"].update(max_stamps=12, block_size=6)
-    params["adapt"].update(sizes=[6, 12], epochs=1, max_steps=2, batch_size=4, seeds=[7], selection_size=6)
-    params["realism"].update(max_stamps=20, min_stamps=10)
+    for section, values in yaml.safe_load((repo / "tests/toy_pipeline.yaml").read_text()).items():
+        params[section].update(values)
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
     run([*dvc, "repro"], repo, env)
@@ -108,7 +104,10 @@ def test_fresh_copy_pulls_data_and_reproduces_pipeline(repo_copy):
     assert figure5["sizes"][0] == 6 and figure5["sizes"][-1] <= 12 and len(figure5["scratch"]["mag"]) == 2
     assert json.loads((repo / "reports/real_check.json").read_text())["n"] == 15
     assert registry["holder"] in registry["versions"].values()
-    assert registry["domain_alias"]["alias"] == "realistic" and registry["domain_alias"]["holder"] in (registry["versions"]["production"], registry["versions"]["adapted"])
+    assert registry["domain_alias"]["alias"] == "realistic" and registry["domain_alias"]["holder"] in (
+        registry["versions"]["production"],
+        registry["versions"]["adapted"],
+    )
     status = run([*dvc, "status"], repo, env)
     assert "up to date" in status
     assert (repo / "mlflow_history/manifest.json").is_file()
@@ -168,7 +167,10 @@ def published_copy_regenerates_only_stamp_sets(repo: Path, env: dict, dvc: list)
     different = dict(env, **{STAND_IN_VARIABLE: "300000"})
     failed = subprocess.run([*dvc, "repro", "--force", "simulate"], cwd=clone, env=different, capture_output=True, text=True, timeout=600)
     assert failed.returncode != 0
-    assert re.search(r"regenerated set datasets/simulated/\w+ differs from its recorded fingerprint beyond rounding: statistic pixels\.", failed.stdout + failed.stderr)
+    assert re.search(
+        r"regenerated set datasets/simulated/\w+ differs from its recorded fingerprint beyond rounding: statistic pixels\.",
+        failed.stdout + failed.stderr,
+    )
     assert run(["git", "status", "--porcelain"], clone, env).strip() == ""  # the recorded fingerprints are untouched
     run([*dvc, "repro", "simulate"], clone, env)  # the set is regenerated again; nothing downstream runs
     assert "up to date" in run([*dvc, "status"], clone, env)

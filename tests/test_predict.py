@@ -12,7 +12,7 @@ from astropy.table import Table
 from typer.testing import CliRunner
 
 from legato.cli import app
-from legato.inference.flags import StampFlag
+from legato.flags import StampFlag
 
 MODEL = "legato-sersic-predict-test"
 UDS = "data/candels_uds_galfit_blocks"
@@ -113,6 +113,19 @@ def test_real_uds_folder_is_resized_and_corrupt_files_are_reported(champion, tmp
     assert "2 file(s) skipped" in result.output
 
 
+def test_a_single_2d_stamp_file_is_predicted_like_the_folder_holding_it(champion, tmp_path, repo_root):
+    block = repo_root / UDS / "H.gf1.fits"
+    folder = tmp_path / "one"
+    folder.mkdir()
+    shutil.copy(block, folder)
+    assert run(block, "-o", tmp_path / "file.ecsv", *model_args(repo_root)).exit_code == 0
+    assert run(folder, "-o", tmp_path / "folder.ecsv", *model_args(repo_root)).exit_code == 0
+    one, other = Table.read(tmp_path / "file.ecsv"), Table.read(tmp_path / "folder.ecsv")
+    assert list(one["id"]) == ["H.gf1"] and len(one) == 1
+    for name in ("mag", "re_arcsec", "n", "ellipticity", "flags"):
+        assert np.array_equal(one[name], other[name]), name
+
+
 def test_mosaic_with_radec_and_xy_catalogues(champion, tmp_path, repo_root):
     mosaic = repo_root / UDS / "H.gf5.fits"  # 187 x 127 px with its HST WCS
     header = fits.getheader(mosaic, 1)
@@ -141,10 +154,10 @@ def test_mosaic_with_radec_and_xy_catalogues(champion, tmp_path, repo_root):
 
 
 def test_interrupted_run_resumes_without_losing_or_duplicating_rows(champion, cube, tmp_path, repo_root):
-    from legato.inference.flags import TrainingRange
-    from legato.inference.model import resolve_model
+    from legato.flags import TrainingRange
     from legato.inference.predict import predict_catalogue
-    from legato.inference.sources import open_source
+    from legato.io.stamp_inputs import open_source
+    from legato.registry.resolve import resolve_model
 
     path, _, ids = cube
     model = resolve_model("champion", name=MODEL)
@@ -207,10 +220,24 @@ def test_crb_adds_the_cramer_rao_bound_at_each_estimate(champion, cube, tmp_path
     _, folder = champion
     path, _, ids = cube
     out = tmp_path / "bounds.fits"
-    result = run(path, "-o", out, "--model", folder, "--params", repo_root / "params.yaml", "--no-progress", "--crb", "--psf", raw_data["psf"])
+    result = run(
+        path, "-o", out, "--model", folder, "--params", repo_root / "params.yaml", "--no-progress", "--crb", "--psf", raw_data["psf"]
+    )
     assert result.exit_code == 0, result.output
     table = Table.read(out, mask_invalid=False)
-    assert table.colnames == ["id", "mag", "re_arcsec", "n", "q", "ellipticity", "crb_mag", "crb_re_arcsec", "crb_n", "crb_ellipticity", "flags"]
+    assert table.colnames == [
+        "id",
+        "mag",
+        "re_arcsec",
+        "n",
+        "q",
+        "ellipticity",
+        "crb_mag",
+        "crb_re_arcsec",
+        "crb_n",
+        "crb_ellipticity",
+        "flags",
+    ]
     assert str(table["crb_mag"].unit) == "mag" and str(table["crb_re_arcsec"].unit) == "arcsec"
     flags = np.asarray(table["flags"])
     predicted = np.isfinite(np.asarray(table["mag"]))
@@ -230,8 +257,23 @@ def test_residuals_gallery_and_inspect(champion, cube, tmp_path, repo_root, raw_
     path, _, ids = cube
     out = tmp_path / "fit.fits"
     gallery = tmp_path / "gallery"
-    result = run(path, "-o", out, "--model", folder, "--params", repo_root / "params.yaml", "--no-progress", "--residuals",
-                 "--exposure-time", 20000, "--psf", raw_data["psf"], "--gallery", gallery)
+    result = run(
+        path,
+        "-o",
+        out,
+        "--model",
+        folder,
+        "--params",
+        repo_root / "params.yaml",
+        "--no-progress",
+        "--residuals",
+        "--exposure-time",
+        20000,
+        "--psf",
+        raw_data["psf"],
+        "--gallery",
+        gallery,
+    )
     assert result.exit_code == 0, result.output
     table = Table.read(out, mask_invalid=False)
     assert table.colnames[-4:] == ["chi2_nu", "residual_flux_fraction", "residual_asymmetry", "flags"]
@@ -246,8 +288,25 @@ def test_residuals_gallery_and_inspect(champion, cube, tmp_path, repo_root, raw_
     assert (gallery / "gallery.png").is_file() and len(list(gallery.glob("*.fits"))) == 16
 
     blocks = tmp_path / "blocks"
-    result = CliRunner().invoke(app, ["inspect", str(out), "--stamps", str(path), "--out", str(blocks), "--id", str(ids[3]),
-                                      "--id", str(ids[10]), "--worst", "2", "--psf", str(raw_data["psf"])])
+    result = CliRunner().invoke(
+        app,
+        [
+            "inspect",
+            str(out),
+            "--stamps",
+            str(path),
+            "--out",
+            str(blocks),
+            "--id",
+            str(ids[3]),
+            "--id",
+            str(ids[10]),
+            "--worst",
+            "2",
+            "--psf",
+            str(raw_data["psf"]),
+        ],
+    )
     assert result.exit_code == 0, result.output
     with fits.open(blocks / f"{ids[3]}.fits") as hdul:  # stamp 3 has a NaN pixel: no estimate, no model
         assert hdul["MODEL"].header["NOMODEL"] is True
@@ -256,7 +315,22 @@ def test_residuals_gallery_and_inspect(champion, cube, tmp_path, repo_root, raw_
     worst = [str(i) for i in np.asarray(table["id"])[np.argsort(-np.nan_to_num(chi2, nan=-1))[:2]]]
     assert all((blocks / f"{i}.fits").is_file() for i in worst) and len(list(blocks.glob("*.fits"))) == 4
 
-    result = CliRunner().invoke(app, ["inspect", str(out), "--stamps", str(path), "--out", str(tmp_path / "x"), "--id", "999999", "--id", "nope",
-                                      "--psf", str(raw_data["psf"])])
+    result = CliRunner().invoke(
+        app,
+        [
+            "inspect",
+            str(out),
+            "--stamps",
+            str(path),
+            "--out",
+            str(tmp_path / "x"),
+            "--id",
+            "999999",
+            "--id",
+            "nope",
+            "--psf",
+            str(raw_data["psf"]),
+        ],
+    )
     assert result.exit_code == 1 and "id(s) not in the catalogue: 999999, nope" in result.output
     assert not (tmp_path / "x").exists()

@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from conftest import TOY_PRODUCTION as TOY
 from legato.cli import app
 from legato.simulation.noise import NoiseModel, survey_noise_realisation
+from legato.training.noise_aware import ProductionConfig
 from legato.training.noisy_batches import DepthRange, dihedral, noisy_batch
-from legato.training.production import ProductionConfig
 
 NOISE = NoiseModel(sky_sigma=0.008725, exposure_time=20000.0)
-from conftest import TOY_PRODUCTION as TOY
 
 
 def test_survey_noise_has_the_requested_pixel_sigma_white_or_correlated():
@@ -51,7 +51,7 @@ def test_batches_are_a_pure_function_of_seed_and_step_and_symmetries_keep_labels
 
 
 def test_the_network_measures_the_noise_of_each_stamp():
-    from legato.models.production import BorderNoise
+    from legato.models.noise_aware import BorderNoise
 
     rng = np.random.default_rng(2)
     scale = np.array([0.25, 1.0, 2.0, 1.0])
@@ -64,7 +64,7 @@ def test_the_network_measures_the_noise_of_each_stamp():
 def test_resumed_training_reaches_the_uninterrupted_weights(tiny_noiseless, tmp_path):
     import keras
 
-    from legato.training.production import CHECKPOINT_MODEL, train_production
+    from legato.training.noise_aware import CHECKPOINT_MODEL, train_production
 
     straight = train_production(TOY, tiny_noiseless, tmp_path / "straight", log=lambda line: None)
     first = train_production(TOY, tiny_noiseless, tmp_path / "resumed", max_seconds=0, log=lambda line: None)
@@ -83,7 +83,7 @@ def test_resumed_training_reaches_the_uninterrupted_weights(tiny_noiseless, tmp_
 
 def test_a_checkpoint_of_another_recipe_is_refused(tiny_noiseless, tmp_path):
     from legato.errors import ConfigError
-    from legato.training.production import noiseless_set_noise, train_production
+    from legato.training.noise_aware import noiseless_set_noise, train_production
 
     train_production(replace(TOY, steps=2), tiny_noiseless, tmp_path / "ck", log=lambda line: None)
     with pytest.raises(ConfigError, match="another recipe"):
@@ -95,9 +95,9 @@ def test_a_checkpoint_of_another_recipe_is_refused(tiny_noiseless, tmp_path):
 
 
 def test_estimator_gives_calibrated_errors_the_noise_and_input_flags(production, tiny_noiseless):
-    from legato.inference.flags import StampFlag
+    from legato.flags import StampFlag
+    from legato.io.stamps import load_split
     from legato.models.estimator import LoadedEstimator
-    from legato.training.data import load_split
     from legato.training.noisy_batches import noisy_copies
 
     folder, summary = production
@@ -137,7 +137,7 @@ def test_predict_writes_uncertainty_columns_with_units_and_flags_bad_stamps(prod
     from astropy.io import fits
     from astropy.table import Table
 
-    from legato.training.data import load_split
+    from legato.io.stamps import load_split
     from legato.training.noisy_batches import noisy_copies
 
     folder, _ = production
@@ -158,8 +158,8 @@ def test_predict_writes_uncertainty_columns_with_units_and_flags_bad_stamps(prod
 
 
 def test_served_production_model_returns_uncertainties(production, tiny_noiseless, tmp_path):
+    from legato.io.stamps import load_split
     from legato.serving.server import model_server
-    from legato.training.data import load_split
     from legato.training.noisy_batches import noisy_copies
 
     folder, summary = production
@@ -188,9 +188,23 @@ def test_evaluate_production_reports_coverage_robustness_and_targets(production,
     folder, _ = production
     reports = tmp_path / "reports"
     args = [
-        "evaluate-production", "--params", str(repo_root / "params.yaml"), "--estimator", str(folder),
-        "--noiseless", str(tiny_noiseless / "test"), "--test", str(tiny_sim / "test"),
-        "--real", str(tmp_path / "none"), "--classical", str(tmp_path / "none.fits"), "--reports", str(reports), "--speed", str(tmp_path / "none.json"),
+        "evaluate-production",
+        "--params",
+        str(repo_root / "params.yaml"),
+        "--estimator",
+        str(folder),
+        "--noiseless",
+        str(tiny_noiseless / "test"),
+        "--test",
+        str(tiny_sim / "test"),
+        "--real",
+        str(tmp_path / "none"),
+        "--classical",
+        str(tmp_path / "none.fits"),
+        "--reports",
+        str(reports),
+        "--speed",
+        str(tmp_path / "none.json"),
     ]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
@@ -221,7 +235,7 @@ def test_a_published_estimator_gets_a_run_in_a_new_store(production, tmp_path):
 
 
 def test_binned_calibration_factors_follow_the_predicted_magnitude():
-    from legato.evaluation.uncertainty import binned_calibration_scales, scale_for
+    from legato.models.uncertainty import binned_calibration_scales, scale_for
 
     rng = np.random.default_rng(3)
     mean = np.zeros((4000, 1))
@@ -246,8 +260,8 @@ def test_spark_engine_returns_the_production_columns_and_flags(production, tiny_
 
     from legato.inference.predict import predict_stamps
     from legato.inference.spark import predict_spark, spark_session
+    from legato.io.stamps import load_split
     from legato.models.estimator import LoadedEstimator
-    from legato.training.data import load_split
     from legato.training.noisy_batches import noisy_copies
 
     folder, summary = production
@@ -256,7 +270,9 @@ def test_spark_engine_returns_the_production_columns_and_flags(production, tiny_
     stamps[2] = noisy_copies(np.zeros((1, 64, 64), np.float32), NOISE, 1.0, 0.0, seed=6)[0] - 0.002  # no source
     shards = tmp_path / "shards"
     shards.mkdir()
-    pq.write_table(pa.table({"id": np.arange(10), "stamp": pa.array([s.ravel() for s in stamps], type=pa.list_(pa.float32()))}), shards / "s.parquet")
+    pq.write_table(
+        pa.table({"id": np.arange(10), "stamp": pa.array([s.ravel() for s in stamps], type=pa.list_(pa.float32()))}), shards / "s.parquet"
+    )
     session = spark_session("local[2]", app_name="legato-production-test")
     try:
         report = predict_spark(session, summary["model_uri"], shards, tmp_path / "out")

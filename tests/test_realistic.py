@@ -17,7 +17,14 @@ from legato.simulation.realistic import KINDS, draw_realistic_parameters, in_tes
 
 @pytest.fixture(scope="module")
 def config(params, repo_root):
-    loaded = {**params, "simulate": {**params["simulate"], "catalog": str(repo_root / params["simulate"]["catalog"]), "psf": str(repo_root / params["simulate"]["psf"])}}
+    loaded = {
+        **params,
+        "simulate": {
+            **params["simulate"],
+            "catalog": str(repo_root / params["simulate"]["catalog"]),
+            "psf": str(repo_root / params["simulate"]["psf"]),
+        },
+    }
     loaded["realistic"] = {**params["realistic"], "cosmos_dir": str(repo_root / params["realistic"]["cosmos_dir"])}
     return realistic_config(loaded, {"sizes": {"A": 40, "B": 60}})
 
@@ -78,7 +85,19 @@ def test_neighbour_mask_masks_the_neighbour_not_the_target():
 
 def test_labels_are_the_fits_and_unusable_fits_are_marked():
     generation = Table({"id": [3, 1, 2], "gen_mag": [20.0, 21.0, 22.0]})
-    fits = Table({"id": [1, 2, 3], "mag": [21.1, 22.1, 20.1], "re_arcsec": [0.2, 0.3, 0.4], "n": [1.0, 2.0, 3.0], "q": [0.5, 0.6, 0.7], "ellipticity": [0.5, 0.4, 0.3], "pa_deg": [0.0, 10.0, 20.0], "flags": [0, FLAG_AT_LIMIT, FLAG_POOR_FIT], "reduced_chi2": [1.0, 1.2, 4.0]})
+    fits = Table(
+        {
+            "id": [1, 2, 3],
+            "mag": [21.1, 22.1, 20.1],
+            "re_arcsec": [0.2, 0.3, 0.4],
+            "n": [1.0, 2.0, 3.0],
+            "q": [0.5, 0.6, 0.7],
+            "ellipticity": [0.5, 0.4, 0.3],
+            "pa_deg": [0.0, 10.0, 20.0],
+            "flags": [0, FLAG_AT_LIMIT, FLAG_POOR_FIT],
+            "reduced_chi2": [1.0, 1.2, 4.0],
+        }
+    )
     table = labelled_table(generation, fits, fits[:2])
     assert list(table["mag"]) == [20.1, 21.1, 22.1]
     assert list(usable(table["label_flags"])) == [True, True, False]  # a poor fit of a non-Sérsic galaxy is still a label

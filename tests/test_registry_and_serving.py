@@ -28,8 +28,8 @@ def registry(trained, tiny_sim, tmp_path_factory, raw_data):
     from legato.io.stamps import read_stamp_set
     from legato.registry.store import registry_client
     from legato.registry.versions import register_estimator
+    from legato.serving.pyfunc import log_estimator_model
     from legato.tracking import provenance_tags
-    from legato.training.train import log_estimator_model
 
     out, summaries = trained
     shifted = tmp_path_factory.mktemp("shifted") / "arch1_shifted"
@@ -55,8 +55,13 @@ def registry(trained, tiny_sim, tmp_path_factory, raw_data):
     summary = fit_stamp_set(tiny_sim / "test", catalogue, raw_data["psf"], settings, workers=2, block_size=6, max_stamps=24, progress=False)
     log_classical_run(summary, settings, tiny_sim / "test", catalogue, raw_data["psf"])
     table1 = evaluate(
-        tiny_sim / "test", folders, {"classical": catalogue}, {"paper_h23": 23.0}, [16.0, 24.5],
-        reports_dir=reports, predictions_dir=reports / "p",
+        tiny_sim / "test",
+        folders,
+        {"classical": catalogue},
+        {"paper_h23": 23.0},
+        [16.0, 24.5],
+        reports_dir=reports,
+        predictions_dir=reports / "p",
     )
     assert 2 <= table1["n_scored"]["paper_h23"]["classical"] < table1["n_scored"]["paper_h23"]["arch1"]
     assert table1["same_galaxies"]["paper_h23"]["n"] == table1["n_scored"]["paper_h23"]["classical"]
@@ -132,7 +137,7 @@ def _post(url: str, body: bytes, content_type: str = "application/json") -> tupl
 @pytest.fixture(scope="module")
 def served(registry, tmp_path_factory, repo_root):
     """The champion (the tiny Arch1) behind the real `mlflow models serve` on 127.0.0.1, batch limit 8."""
-    from legato.inference.flags import TrainingRange
+    from legato.flags import TrainingRange
     from legato.registry.promotion import promote
     from legato.serving.server import model_server
 
@@ -165,7 +170,7 @@ def test_served_rows_and_flags_are_those_of_legato_predict(served, tiny_sim):
 
 
 def test_unmeasurable_stamps_come_back_flagged_with_nan_values(served):
-    from legato.inference.flags import StampFlag
+    from legato.flags import StampFlag
 
     server, _, _ = served
     noise = np.random.default_rng(0).normal(0.0, 0.0087, (64, 64))
@@ -252,9 +257,7 @@ def test_tracking_server_exposes_the_runs_side_by_side(registry, tmp_path):
 
     store = os.environ["MLFLOW_TRACKING_URI"]
     with tracking_server(store, tmp_path / "artifacts", log_path=tmp_path / "server.log") as server:
-        request = urllib.request.Request(
-            server.url + "/api/2.0/mlflow/experiments/get-by-name?experiment_name=legato", method="GET"
-        )
+        request = urllib.request.Request(server.url + "/api/2.0/mlflow/experiments/get-by-name?experiment_name=legato", method="GET")
         with urllib.request.urlopen(request, timeout=30) as response:
             experiment = json.loads(response.read())["experiment"]
         status, found = _post(

@@ -52,7 +52,9 @@ def test_band_mixture_draws_each_band_with_its_psf_zeropoint_and_prior(band_conf
         assert np.allclose(table["zeropoint"][rows], zeropoint)
         assert np.allclose(table["flux"][rows], 10 ** (-0.4 * (table["mag"][rows] - zeropoint)))
     f125 = np.asarray(table["psf_fwhm_arcsec"][table["band"] == "F125W"] / table["psf_dilation"][table["band"] == "F125W"])
-    assert np.allclose(f125, f125[0]) and f125[0] < np.min(table["psf_fwhm_arcsec"][table["band"] == "F160W"] / table["psf_dilation"][table["band"] == "F160W"])
+    assert np.allclose(f125, f125[0]) and f125[0] < np.min(
+        table["psf_fwhm_arcsec"][table["band"] == "F160W"] / table["psf_dilation"][table["band"] == "F160W"]
+    )
 
 
 def test_band_library_renders_with_the_drawn_psf(band_config, tmp_path):
@@ -89,7 +91,13 @@ def library():
     models = (blob[None] * rng.uniform(1, 5, (50, 1, 1))).astype(np.float32)
     mag = rng.uniform(18, 24, 50)
     scene = SceneModel(neighbour_probability=1.0, max_neighbours=2, distance_pix=(8.0, 10.0))
-    return SceneLibrary(models=models, targets=np.column_stack([mag, mag]), band_index=np.repeat([0, 1], 25), weights=scene.target_weights(mag), extra=mag[:, None]), scene
+    return SceneLibrary(
+        models=models,
+        targets=np.column_stack([mag, mag]),
+        band_index=np.repeat([0, 1], 25),
+        weights=scene.target_weights(mag),
+        extra=mag[:, None],
+    ), scene
 
 
 def test_scenes_add_neighbours_of_the_same_band_at_the_asked_distance(library):
@@ -130,9 +138,11 @@ def test_sky_residuals_scale_with_the_sky_sigma():
 
 
 def test_psf_conditioned_network_takes_the_psf_summary():
-    from legato.models.production import build_production, forward_in_batches, psf_features
+    from legato.models.noise_aware import build_production, forward_in_batches, psf_features
 
-    model = build_production(0.0087, stamp_size=32, further_filters=(8, 8), initial_filters=4, dense_units=(8,), uncertainty_units=4, psf_inputs=2)
+    model = build_production(
+        0.0087, stamp_size=32, further_filters=(8, 8), initial_filters=4, dense_units=(8,), uncertainty_units=4, psf_inputs=2
+    )
     assert [i.name for i in model.inputs] == ["stamp", "psf"]
     stamps = np.random.default_rng(0).normal(0, 0.01, (5, 32, 32)).astype(np.float32)
     features = psf_features(np.full(5, 0.18), np.full(5, 0.12))
@@ -145,7 +155,7 @@ def test_psf_conditioned_network_takes_the_psf_summary():
 def test_psf_input_needs_psf_columns(sim_config):
     from astropy.table import Table
 
-    from legato.training.production import ProductionConfig, scene_library
+    from legato.training.noise_aware import ProductionConfig, scene_library
 
     labels = Table({"mag": [20.0, 21.0]})
     with pytest.raises(ConfigError, match="psf_input needs a multi-band noiseless set with psf_fwhm_arcsec"):
@@ -153,7 +163,7 @@ def test_psf_input_needs_psf_columns(sim_config):
 
 
 def test_scene_recipe_reads_from_params(params):
-    from legato.training.production import ProductionConfig, training_recipe
+    from legato.training.noise_aware import ProductionConfig, training_recipe
 
     config = ProductionConfig.from_params(params, section="scenes")
     assert config.psf_input and config.scenes.max_neighbours == 3 and config.scenes.distance_pix == (4.0, 30.0)
@@ -182,26 +192,48 @@ def test_test_a_is_scored_against_labels_and_truth_split_by_neighbours():
 
     rng = np.random.default_rng(2)
     count = 60
-    truth = {"gen_mag": rng.uniform(19, 25, count), "gen_re_arcsec": rng.uniform(0.1, 1, count), "gen_n": rng.uniform(0.5, 4, count), "gen_ellipticity": rng.uniform(0, 0.8, count)}
-    labels = Table(truth | {
-        "gen_total_mag": truth["gen_mag"], "kind": np.where(np.arange(count) % 2, "sersic", "cosmos"), "n_neighbours": np.arange(count) % 3,
-        "mag": truth["gen_mag"] + rng.normal(0, 0.05, count), "re_arcsec": truth["gen_re_arcsec"] * 1.02, "n": truth["gen_n"], "ellipticity": truth["gen_ellipticity"],
-    })
-    perfect = {"mag": truth["gen_mag"], "re_arcsec": truth["gen_re_arcsec"], "n": truth["gen_n"], "ellipticity": truth["gen_ellipticity"],
-               "mag_err": np.full(count, 0.01), "mag_err95": np.full(count, 0.2)}
+    truth = {
+        "gen_mag": rng.uniform(19, 25, count),
+        "gen_re_arcsec": rng.uniform(0.1, 1, count),
+        "gen_n": rng.uniform(0.5, 4, count),
+        "gen_ellipticity": rng.uniform(0, 0.8, count),
+    }
+    labels = Table(
+        truth
+        | {
+            "gen_total_mag": truth["gen_mag"],
+            "kind": np.where(np.arange(count) % 2, "sersic", "cosmos"),
+            "n_neighbours": np.arange(count) % 3,
+            "mag": truth["gen_mag"] + rng.normal(0, 0.05, count),
+            "re_arcsec": truth["gen_re_arcsec"] * 1.02,
+            "n": truth["gen_n"],
+            "ellipticity": truth["gen_ellipticity"],
+        }
+    )
+    perfect = {
+        "mag": truth["gen_mag"],
+        "re_arcsec": truth["gen_re_arcsec"],
+        "n": truth["gen_n"],
+        "ellipticity": truth["gen_ellipticity"],
+        "mag_err": np.full(count, 0.01),
+        "mag_err95": np.full(count, 0.2),
+    }
     report = score_test_a(labels, {"perfect": perfect})
     assert report["counts"] == {"all": 60, "isolated": 20, "with_neighbours": 40}
     exact = report["against_truth"]["perfect"]["sersic_with_neighbours"]
     assert exact["count"] == 20 and exact["r2"]["re"] == 1.0 and exact["coverage"]["68"]["mag"] == 1.0
     assert report["against_labels"]["perfect"]["isolated"]["coverage"]["95"]["mag"] == 1.0
     assert report["against_labels"]["perfect"]["isolated"]["coverage"]["68"]["mag"] < 0.5  # labels scattered by 0.05 mag
-    assert report["against_truth"]["classical_labels"]["sersic_isolated"]["r2"]["re"] < 1.0 and "coverage" not in report["against_truth"]["classical_labels"]["sersic_isolated"]
+    assert (
+        report["against_truth"]["classical_labels"]["sersic_isolated"]["r2"]["re"] < 1.0
+        and "coverage" not in report["against_truth"]["classical_labels"]["sersic_isolated"]
+    )
     assert report["total_magnitude"]["perfect"]["all"]["r2"]["mag"] == 1.0
 
 
 def test_multi_band_magnitudes_are_learnt_on_the_f160w_zeropoint():
     from legato.conventions import ZEROPOINT_AB, mag_to_flux
-    from legato.models.production import reference_band_mag
+    from legato.models.noise_aware import reference_band_mag
 
     # the same flux in electrons/s is the same target in every band, whatever the band's zeropoint
     flux = 3.0

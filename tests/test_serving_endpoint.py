@@ -10,8 +10,8 @@ import json
 import numpy as np
 import pytest
 
-from legato.inference import kernels
-from legato.inference.flags import StampFlag
+from legato.flags import StampFlag
+from legato.io import stamp_checks
 
 
 def test_mlflow_scoring_server_is_the_one_the_hook_was_written_for():
@@ -76,14 +76,14 @@ def test_stamp_checks_flag_blank_non_physical_and_source_less_stamps(tiny_sim):
     from legato.io.stamps import read_stamp_set
 
     galaxies, _, _ = read_stamp_set(tiny_sim / "test")
-    assert not kernels.check_stamps(galaxies, np.zeros(len(galaxies))).any()
+    assert not stamp_checks.check_stamps(galaxies, np.zeros(len(galaxies))).any()
     rng = np.random.default_rng(0)
     sentinel = galaxies[0].copy()
     sentinel[:3] = -1e30  # masked rows filled with a sentinel
     stamps = np.stack([np.zeros((64, 64)), np.full((64, 64), -1e30), sentinel, rng.normal(0.0, 0.0087, (64, 64))]).astype(np.float32)
-    flags = kernels.check_stamps(stamps, np.zeros(4))
+    flags = stamp_checks.check_stamps(stamps, np.zeros(4))
     assert flags[0] == StampFlag.FAILED_VALIDATION
     assert flags[1] == flags[2] == StampFlag.BAD_PIXELS | StampFlag.FAILED_VALIDATION
     assert flags[3] == StampFlag.NO_SOURCE | StampFlag.FAILED_VALIDATION
     noise = rng.normal(0.0, 0.0087, (400, 64, 64))
-    assert (kernels.check_stamps(noise, np.zeros(400)) & StampFlag.NO_SOURCE).mean() > 0.95
+    assert (stamp_checks.check_stamps(noise, np.zeros(400)) & StampFlag.NO_SOURCE).mean() > 0.95

@@ -103,15 +103,38 @@ def test_separate_processes_write_identical_bytes(tmp_path, repo_root):
     import yaml
 
     params = yaml.safe_load((repo_root / "params.yaml").read_text())
-    params["simulate"].update(chunk_size=6, catalog=str(repo_root / params["simulate"]["catalog"]), psf=str(repo_root / params["simulate"]["psf"]))
+    params["simulate"].update(
+        chunk_size=6, catalog=str(repo_root / params["simulate"]["catalog"]), psf=str(repo_root / params["simulate"]["psf"])
+    )
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     digests = []
     for workers in (1, 2):
         out = tmp_path / f"set_{workers}"
-        command = [sys.executable, "-m", "legato", "simulate", "--params", "params.yaml", "--train", "10", "--val", "4", "--test", "4",
-                   "--workers", str(workers), "--out", str(out), "--report", str(tmp_path / f"report_{workers}.json"), "--no-progress"]
+        command = [
+            sys.executable,
+            "-m",
+            "legato",
+            "simulate",
+            "--params",
+            "params.yaml",
+            "--train",
+            "10",
+            "--val",
+            "4",
+            "--test",
+            "4",
+            "--workers",
+            str(workers),
+            "--out",
+            str(out),
+            "--report",
+            str(tmp_path / f"report_{workers}.json"),
+            "--no-progress",
+        ]
         subprocess.run(command, cwd=tmp_path, check=True, capture_output=True, env=dict(os.environ, PYTHONHASHSEED=str(workers)))
-        digests.append({p.relative_to(out).as_posix(): hashlib.md5(p.read_bytes()).hexdigest() for p in sorted(out.rglob("*")) if p.is_file()})
+        digests.append(
+            {p.relative_to(out).as_posix(): hashlib.md5(p.read_bytes()).hexdigest() for p in sorted(out.rglob("*")) if p.is_file()}
+        )
     assert len(digests[0]) == 7 and digests[0] == digests[1]  # train in two chunks, val, test, and each split's fingerprint
     assert (tmp_path / "report_1.json").read_bytes() == (tmp_path / "report_2.json").read_bytes()
     assert "wall_seconds" not in (tmp_path / "report_1.json").read_text()

@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 from astropy.table import Table
 
-from legato.inference.flags import StampFlag
+from legato.flags import StampFlag
 
 pytest.importorskip("pyspark")
+pytestmark = pytest.mark.slow  # starts a Spark session (JVM): run by make test and CI
 
 MODEL = "legato-sersic-spark-test"
 UDS = "data/candels_uds_galfit_blocks"
@@ -56,9 +57,9 @@ def _shards(tiny_sim, folder):
 
 
 def _local(path, model, output, repo_root):
-    from legato.inference.flags import TrainingRange
+    from legato.flags import TrainingRange
     from legato.inference.predict import predict_catalogue
-    from legato.inference.sources import open_source
+    from legato.io.stamp_inputs import open_source
 
     training_range = TrainingRange.from_params_file(repo_root / "params.yaml")
     predict_catalogue(open_source(path), model, output, chunk_size=16, training_range=training_range, progress=False)
@@ -68,7 +69,7 @@ def _local(path, model, output, repo_root):
 def _spark(spark, path, model, output, repo_root):
     import pandas as pd
 
-    from legato.inference.flags import TrainingRange
+    from legato.flags import TrainingRange
     from legato.inference.spark import predict_spark
 
     training_range = TrainingRange.from_params_file(repo_root / "params.yaml")
@@ -88,7 +89,7 @@ def _assert_same(local, distributed):
 
 
 def test_spark_matches_local_on_parquet_and_fits_shards(registered, spark, tiny_sim, tmp_path, repo_root):
-    from legato.inference.model import resolve_model
+    from legato.registry.resolve import resolve_model
 
     model = resolve_model(registered, name=MODEL)
     shards = tmp_path / "shards"

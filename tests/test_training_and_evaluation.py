@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from legato.inference.flags import StampFlag
+from legato.flags import StampFlag
 from legato.training.config import TrainConfig
 
 

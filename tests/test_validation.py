@@ -32,7 +32,9 @@ def _write_variant(tiny_sim, folder, transform=None, label_transform=None):
     stamps, labels, header = read_stamp_set(tiny_sim / "test")
     stamps = transform(stamps.copy()) if transform else stamps
     labels = label_transform(labels.copy()) if label_transform else labels
-    meta = StampSetMeta(pixel_scale=0.06, zeropoint=header["MAGZPT"], band="F160W", psf_id="test", domain="test", extra={"SKYSIG": header["SKYSIG"]})
+    meta = StampSetMeta(
+        pixel_scale=0.06, zeropoint=header["MAGZPT"], band="F160W", psf_id="test", domain="test", extra={"SKYSIG": header["SKYSIG"]}
+    )
     write_stamp_set(folder, stamps.astype(np.float32), labels, meta)
     return folder
 
@@ -49,7 +51,9 @@ def test_clean_set_passes_a_real_checkpoint_and_writes_data_docs(tiny_sim, expec
 
     report = validate_set(tiny_sim / "test", expectations, 64, name="clean", reports_dir=tmp_path)
     assert report["passed"] and report["failures"] == [], report["failures"]
-    assert not report["shift_flagged"], [(r["statistic"], r["failed"], r["kl"], r["kl_threshold"]) for r in report["shift_table"] if r["failed"]]
+    assert not report["shift_flagged"], [
+        (r["statistic"], r["failed"], r["kl"], r["kl_threshold"]) for r in report["shift_table"] if r["failed"]
+    ]
     shift_suite = json.loads((expectations / "domain_shift.json").read_text())
     assert report["suites"]["integrity"]["evaluated"] == 13
     assert report["suites"]["shift"]["evaluated"] == len(shift_suite["expectations"]) >= 2 * 9
@@ -69,7 +73,19 @@ def test_nan_pixels_and_wrong_units_fail_with_one_line_each(tiny_sim, expectatio
 
     bad = _write_variant(tiny_sim, tmp_path / "bad", add_nan, radius_in_pixels)
     result = CliRunner().invoke(
-        app, ["validate", str(bad), "--expectations", str(expectations), "--reports", str(tmp_path / "r"), "--no-track", "--no-shift", "--params", str(repo_root / "params.yaml")]
+        app,
+        [
+            "validate",
+            str(bad),
+            "--expectations",
+            str(expectations),
+            "--reports",
+            str(tmp_path / "r"),
+            "--no-track",
+            "--no-shift",
+            "--params",
+            str(repo_root / "params.yaml"),
+        ],
     )
     assert result.exit_code == 1 and "Traceback" not in result.output
     errors = [line for line in result.output.splitlines() if line.startswith("error:")]
@@ -85,7 +101,18 @@ def test_a_shifted_set_is_a_warning_with_a_per_statistic_table(tiny_sim, expecta
 
     shifted = _write_variant(tiny_sim, tmp_path / "shifted", brighter_and_noisier)
     result = CliRunner().invoke(
-        app, ["validate", str(shifted), "--expectations", str(expectations), "--reports", str(tmp_path / "r"), "--no-track", "--params", str(repo_root / "params.yaml")]
+        app,
+        [
+            "validate",
+            str(shifted),
+            "--expectations",
+            str(expectations),
+            "--reports",
+            str(tmp_path / "r"),
+            "--no-track",
+            "--params",
+            str(repo_root / "params.yaml"),
+        ],
     )
     assert result.exit_code == 0, result.output
     assert "warning: shifted: domain shift" in result.output and "noise_sigma" in result.output
@@ -97,8 +124,23 @@ def test_a_shifted_set_is_a_warning_with_a_per_statistic_table(tiny_sim, expecta
 def test_missing_label_column_and_missing_suite_are_clear_errors(tiny_sim, expectations, tmp_path, repo_root):
     unlabelled = _write_variant(tiny_sim, tmp_path / "nolabel", label_transform=lambda t: t[[c for c in t.colnames if c != "n"]])
     result = CliRunner().invoke(
-        app, ["validate", str(unlabelled), "--expectations", str(expectations), "--reports", str(tmp_path / "r"), "--no-track", "--no-shift", "--params", str(repo_root / "params.yaml")]
+        app,
+        [
+            "validate",
+            str(unlabelled),
+            "--expectations",
+            str(expectations),
+            "--reports",
+            str(tmp_path / "r"),
+            "--no-track",
+            "--no-shift",
+            "--params",
+            str(repo_root / "params.yaml"),
+        ],
     )
     assert result.exit_code == 1 and "labels: expect_table_columns_to_match_set failed" in result.output
-    result = CliRunner().invoke(app, ["validate", str(unlabelled), "--expectations", str(tmp_path / "none"), "--no-track", "--params", str(repo_root / "params.yaml")])
+    result = CliRunner().invoke(
+        app,
+        ["validate", str(unlabelled), "--expectations", str(tmp_path / "none"), "--no-track", "--params", str(repo_root / "params.yaml")],
+    )
     assert result.exit_code == 1 and "expectation suite" in result.output and "not found" in result.output

@@ -37,7 +37,7 @@ def test_summary_moves_under_known_corruptions(test_stamps):
     assert np.median(noisy["noise_sigma"]) == pytest.approx(2 * np.median(clean["noise_sigma"]), rel=0.1)
     offset = stamp_summary(stamps + 3 * header["SKYSIG"], ZP)
     assert np.median(offset["background"]) == pytest.approx(np.median(clean["background"]) + 3 * header["SKYSIG"], abs=1e-3)
-    brighter = stamp_summary(stamps * 10 ** 0.4, ZP)
+    brighter = stamp_summary(stamps * 10**0.4, ZP)
     assert np.median(brighter["mag_aperture"] - clean["mag_aperture"]) == pytest.approx(-1.0, abs=0.05)
     shifted = stamp_summary(np.roll(stamps, 6, axis=2), ZP)
     assert np.median(shifted["centroid_offset"]) > np.median(clean["centroid_offset"]) + 3

@@ -90,4 +90,3 @@ def galsim_beta_to_galfit_pa_deg(beta_deg):
 def ellipticity(q):
     """Ellipticity ``1 - q`` of an axis ratio."""
     return 1.0 - np.asarray(q)
-

@@ -67,7 +67,9 @@ def regeneration_summary(timing_dir: str | Path = TIMING_DIR) -> list[str]:
         outcomes = sorted({str(s.get("outcome")) for s in splits.values()})
         deviations = [s["largest_deviation"] for s in splits.values() if isinstance(s.get("largest_deviation"), (int, float))]
         seconds = timing.get("wall_seconds")
-        line = f"{check.get('set')}: {', '.join(splits)} regenerated" + (f" in {seconds:.0f} s" if isinstance(seconds, (int, float)) else "")
+        line = f"{check.get('set')}: {', '.join(splits)} regenerated" + (
+            f" in {seconds:.0f} s" if isinstance(seconds, (int, float)) else ""
+        )
         line += f"; fingerprints {'/'.join(outcomes)}"
         if deviations:
             line += f" (largest deviation {max(deviations):.2g} of the tolerance)"

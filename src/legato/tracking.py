@@ -40,7 +40,9 @@ def tracking_settings(params: dict, cli_uri: str | None = None) -> tuple[str | N
     return uri, settings.get("experiment", DEFAULT_EXPERIMENT)
 
 
-def start_tracking(tracking_uri: str | None = None, experiment: str = DEFAULT_EXPERIMENT, artifact_root: str | Path = DEFAULT_ARTIFACT_ROOT):
+def start_tracking(
+    tracking_uri: str | None = None, experiment: str = DEFAULT_EXPERIMENT, artifact_root: str | Path = DEFAULT_ARTIFACT_ROOT
+):
     """Point MLflow at the store and return the experiment id (created with a local artifact root if new).
 
     Raises
@@ -71,7 +73,9 @@ def git_revision(repo: str | Path = ".") -> str:
     """Current git commit, suffixed ``-dirty`` when tracked files changed; ``unknown`` outside git."""
     try:
         rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo, capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo, capture_output=True, text=True, check=True
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return rev + ("-dirty" if dirty else "")

@@ -1,1 +1,1 @@
-"""Non-parametric measurements on stamps (fluxes, radii, moments)."""
+"""Measurements on the pixels of one stamp: fluxes, radii and moments, noise texture, photutils segmentation."""

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from legato.evaluation.metrics import robust_sigma
 from legato.conventions import galsim_beta_to_galfit_pa_deg
+from legato.stats import robust_sigma
 
 
 def pixel_grid(shape: tuple[int, int], center: tuple[float, float] | None = None):
@@ -53,9 +53,7 @@ def second_moment_axis_ratio(image: np.ndarray) -> tuple[float, float]:
     return float(shape.q), float(galsim_beta_to_galfit_pa_deg(shape.beta.deg))
 
 
-def elliptical_half_light_radius(
-    image: np.ndarray, q: float, pa_deg: float, total_flux: float | None = None
-) -> float:
+def elliptical_half_light_radius(image: np.ndarray, q: float, pa_deg: float, total_flux: float | None = None) -> float:
     """Semi-major half-light radius (pixels) from the curve of growth in elliptical apertures.
 
     Parameters

@@ -17,7 +17,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from legato.evaluation.metrics import robust_sigma
+from legato.stats import robust_sigma
 
 HOLE_THRESHOLD_SIGMA = 4.0  # a "negative hole" pixel lies this many sigma below zero
 HOLE_FRACTION_LIMIT = 0.005  # more such pixels than this fraction of the stamp: an artefact (Gaussian noise: ~3e-5)

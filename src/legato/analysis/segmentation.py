@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from legato.analysis.morphometry import border_sigma
-from legato.evaluation.metrics import robust_sigma
+from legato.stats import robust_sigma
 
 KERNEL_FWHM_PIX = 3.0
 THRESHOLD_SIGMA = 1.5

@@ -1,1 +1,1 @@
-"""Reading galaxy catalogues (van der Wel GALFIT format)."""
+"""Reading galaxy catalogues (the van der Wel et al. 2014 GALFIT format) and selecting good fits."""

@@ -55,9 +55,7 @@ def read_vanderwel_catalog(path: str | Path) -> Table:
     except (ValueError, OSError) as exc:
         raise DataError(f"cannot parse catalogue {path}: {exc}") from None
     if values.shape[1] != len(COLUMNS):
-        raise DataError(
-            f"catalogue {path} has {values.shape[1]} columns, expected {len(COLUMNS)}: {' '.join(COLUMNS)}"
-        )
+        raise DataError(f"catalogue {path} has {values.shape[1]} columns, expected {len(COLUMNS)}: {' '.join(COLUMNS)}")
     table = Table(values, names=COLUMNS)
     table["NUMBER"] = table["NUMBER"].astype(np.int64)
     table["f"] = table["f"].astype(np.int16)
@@ -105,7 +103,5 @@ def select_good_fits(
         & (np.asarray(table["sn"]) > 0)
     )
     if not keep.any():
-        raise DataError(
-            f"no good fit in the catalogue with {mag_min} <= mag <= {mag_max} and re <= {re_max_arcsec} arcsec"
-        )
+        raise DataError(f"no good fit in the catalogue with {mag_min} <= mag <= {mag_max} and re <= {re_max_arcsec} arcsec")
     return table[keep]

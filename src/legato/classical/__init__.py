@@ -1,1 +1,1 @@
-"""Classical single-Sérsic + PSF profile fitting with Imfit (the GALFIT role)."""
+"""The classical fitter (the GALFIT role): single Sérsic + PSF fits with Imfit, their starts and the realistic labels."""

@@ -25,7 +25,7 @@ import numpy as np
 from legato.analysis.morphometry import border_background
 from legato.analysis.segmentation import segment_stamp
 from legato.classical.initial import InitialGuess, initial_guess, sersic_surface_brightness_at_re
-from legato.conventions import SERSIC_N_MAX, SERSIC_N_MIN, Q_MIN, flux_to_mag, mag_to_flux
+from legato.conventions import Q_MIN, SERSIC_N_MAX, SERSIC_N_MIN, flux_to_mag, mag_to_flux
 from legato.errors import ConfigError
 
 FLAG_OK = 0
@@ -93,7 +93,7 @@ class FitSettings:
             raise ConfigError(f"start_n must be within [{SERSIC_N_MIN}, {SERSIC_N_MAX}], got {self.start_n}")
 
     @classmethod
-    def from_params(cls, section: dict, pixel_scale: float, zeropoint: float) -> "FitSettings":
+    def from_params(cls, section: dict, pixel_scale: float, zeropoint: float) -> FitSettings:
         """Settings from the ``classical`` section of params.yaml (unknown keys are ignored)."""
         kinds = {"solver": str, "sky": str, "retry_chi2": float, "psf_size": int, "mask_neighbours": bool, "start_n": float}
         try:
@@ -190,9 +190,22 @@ def formal_errors(fitter, params: np.ndarray, pixel_scale: float) -> dict:
 def empty_result(flag: int) -> dict:
     """A result row for a stamp that could not be fitted."""
     return {
-        "mag_err": np.nan, "re_arcsec_err": np.nan, "n_err": np.nan, "ellipticity_err": np.nan,
-        "mag": np.nan, "re_arcsec": np.nan, "n": np.nan, "q": np.nan, "ellipticity": np.nan, "pa_deg": np.nan,
-        "x_pix": np.nan, "y_pix": np.nan, "sky": np.nan, "reduced_chi2": np.nan, "n_evaluations": 0, "n_starts": 0,
+        "mag_err": np.nan,
+        "re_arcsec_err": np.nan,
+        "n_err": np.nan,
+        "ellipticity_err": np.nan,
+        "mag": np.nan,
+        "re_arcsec": np.nan,
+        "n": np.nan,
+        "q": np.nan,
+        "ellipticity": np.nan,
+        "pa_deg": np.nan,
+        "x_pix": np.nan,
+        "y_pix": np.nan,
+        "sky": np.nan,
+        "reduced_chi2": np.nan,
+        "n_evaluations": 0,
+        "n_starts": 0,
         "flags": flag,
     }
 
@@ -231,7 +244,9 @@ def network_guess(moments: InitialGuess, estimate, settings: FitSettings) -> Ini
 
 
 SKY_GROW_PIX = 4  # the masked sky leaves out pixels this far beyond each source's segment (its faint wings)
-SKY_TARGET_RADII = 3.0  # ... and every pixel within this many target-segment radii of the centre (a galaxy's wings reach far beyond its isophote)
+SKY_TARGET_RADII = (
+    3.0  # ... and every pixel within this many target-segment radii of the centre (a galaxy's wings reach far beyond its isophote)
+)
 SKY_MIN_PIXELS = 1000  # fewer sky pixels left: no local correction, the survey's global background stands (sky 0)
 SKY_SIGNIFICANCE = 3.0  # a local correction smaller than this many standard errors is not measured: the global background stands
 
@@ -267,7 +282,6 @@ def fixed_sky(image: np.ndarray, mode: str, segmentation=None) -> float:
         return 0.0
     level = float(sigma_clipped_stats(sky_pixels, sigma=3.0)[1])
     return level if abs(level) >= SKY_SIGNIFICANCE * sky_standard_error(image, sources) else 0.0
-
 
 
 def sky_standard_error(image: np.ndarray, sources: np.ndarray) -> float:

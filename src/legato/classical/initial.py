@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import gamma, gammaincinv
 
-from legato.analysis.morphometry import elliptical_half_light_radius, second_moment_axis_ratio, pixel_grid
+from legato.analysis.morphometry import elliptical_half_light_radius, pixel_grid, second_moment_axis_ratio
 
 DEFAULT_N = 1.5
 

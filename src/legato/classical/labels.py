@@ -22,13 +22,13 @@ from astropy.table import Table
 
 from legato.classical.fitter import FLAG_AT_LIMIT, FLAG_BAD_INPUT, FLAG_FIT_ERROR, FLAG_NOT_CONVERGED, FitSettings
 from legato.classical.run import fit_stamp_set
+from legato.columns import LABEL_COLUMNS
 from legato.errors import ConfigError
 from legato.io.fingerprint import FINGERPRINT_NAME, recipe
 from legato.io.stamps import StampSetMeta, read_stamp_set, write_stamp_set
 
 CLASSICAL_AGREEMENT_TARGET = {"re": 0.8}  # two defensible set-ups should agree about as well as two real catalogues (0.86)
 UNUSABLE = FLAG_BAD_INPUT | FLAG_FIT_ERROR | FLAG_AT_LIMIT | FLAG_NOT_CONVERGED
-LABEL_COLUMNS = ("mag", "re_arcsec", "n", "q", "ellipticity", "pa_deg")
 ALTERNATIVE_PREFIX = "alt_"
 
 
@@ -86,15 +86,21 @@ def classical_versus_classical(test_labels) -> dict:
     ConfigError
         If the table has no alternative fit (``alt_*`` columns).
     """
-    from legato.evaluation.metrics import r2_table
+    from legato.stats import r2_table
 
     if f"{ALTERNATIVE_PREFIX}flags" not in test_labels.colnames:
         raise ConfigError("test A has no alternative classical fit (alt_* columns): run legato label-realistic")
     both = usable(test_labels[f"{ALTERNATIVE_PREFIX}flags"])
     truth = test_labels[both]
-    other = {name: np.asarray(truth[ALTERNATIVE_PREFIX + name], dtype=float) for name in LABEL_COLUMNS if ALTERNATIVE_PREFIX + name in truth.colnames}
+    other = {
+        name: np.asarray(truth[ALTERNATIVE_PREFIX + name], dtype=float)
+        for name in LABEL_COLUMNS
+        if ALTERNATIVE_PREFIX + name in truth.colnames
+    }
     r2 = {p: (round(float(v), 4) if np.isfinite(v) else None) for p, v in r2_table(truth, other).items()}
-    targets = {p: {"value": r2.get(p), "target": t, "met": r2.get(p) is not None and r2[p] >= t} for p, t in CLASSICAL_AGREEMENT_TARGET.items()}
+    targets = {
+        p: {"value": r2.get(p), "target": t, "met": r2.get(p) is not None and r2[p] >= t} for p, t in CLASSICAL_AGREEMENT_TARGET.items()
+    }
     return {"r2": r2, "n": int(both.sum()), "targets": targets}
 
 
@@ -139,10 +145,16 @@ def fit_label_catalogues(
     labels_dir.mkdir(parents=True, exist_ok=True)
     report = {}
     for split in splits:
-        runs = {"main": fit_stamp_set(raw_dir / split, labels_dir / f"{split}.fits", psf_path, settings, workers, block_size, max_stamps, progress)}
+        runs = {
+            "main": fit_stamp_set(
+                raw_dir / split, labels_dir / f"{split}.fits", psf_path, settings, workers, block_size, max_stamps, progress
+            )
+        }
         if split in alternative_splits:
             other_path = labels_dir / f"{split}_alternative.fits"
-            runs["alternative"] = fit_stamp_set(raw_dir / split, other_path, psf_path, alternative, workers, block_size, max_stamps, progress)
+            runs["alternative"] = fit_stamp_set(
+                raw_dir / split, other_path, psf_path, alternative, workers, block_size, max_stamps, progress
+            )
         report[split] = {"fits": runs}
     return report
 
@@ -166,7 +178,9 @@ def labelled_recipes(raw_dir: str | Path, labels_dir: str | Path, splits: tuple 
     return recipes
 
 
-def write_labelled_sets(raw_dir: str | Path, labels_dir: str | Path, out_dir: str | Path, splits: tuple = ("A", "B"), progress: bool = False) -> dict:
+def write_labelled_sets(
+    raw_dir: str | Path, labels_dir: str | Path, out_dir: str | Path, splits: tuple = ("A", "B"), progress: bool = False
+) -> dict:
     """Labelled stamp sets ``out_dir/<split>``: the raw stamps whose fits are usable, with their labels.
 
     Parameters
@@ -206,16 +220,32 @@ def write_labelled_sets(raw_dir: str | Path, labels_dir: str | Path, out_dir: st
         table = labelled_table(generation, fits, other)
         keep = usable(table["label_flags"])
         meta = StampSetMeta(
-            pixel_scale=float(header["PIXSCALE"]), zeropoint=float(header["MAGZPT"]), band=str(header["FILTER"]),
-            psf_id=str(header["PSFID"]), domain=str(header.get("DOMAIN", "realistic")),
-            extra={"SPLIT": split, "LABELS": ("classical-imfit", "labels are single-Sersic fits"), "SKYSIG": header.get("SKYSIG"), "EXPTIME": header.get("EXPTIME")},
+            pixel_scale=float(header["PIXSCALE"]),
+            zeropoint=float(header["MAGZPT"]),
+            band=str(header["FILTER"]),
+            psf_id=str(header["PSFID"]),
+            domain=str(header.get("DOMAIN", "realistic")),
+            extra={
+                "SPLIT": split,
+                "LABELS": ("classical-imfit", "labels are single-Sersic fits"),
+                "SKYSIG": header.get("SKYSIG"),
+                "EXPTIME": header.get("EXPTIME"),
+            },
         )
         write_stamp_set(out_dir / split, stamps[keep], table[keep], meta)
         flags = np.asarray(table["label_flags"])
         report[split] = {
             "fitted": int(len(table)),
             "labelled": int(keep.sum()),
-            "dropped": {name: int(np.sum((flags & bit) > 0)) for bit, name in ((FLAG_BAD_INPUT, "bad_input"), (FLAG_FIT_ERROR, "fit_error"), (FLAG_AT_LIMIT, "at_limit"), (FLAG_NOT_CONVERGED, "not_converged"))},
+            "dropped": {
+                name: int(np.sum((flags & bit) > 0))
+                for bit, name in (
+                    (FLAG_BAD_INPUT, "bad_input"),
+                    (FLAG_FIT_ERROR, "fit_error"),
+                    (FLAG_AT_LIMIT, "at_limit"),
+                    (FLAG_NOT_CONVERGED, "not_converged"),
+                )
+            },
         }
         if other is not None:  # Table 2's third column and its target, on the galaxies both set-ups labelled
             report[split]["classical_vs_classical"] = classical_versus_classical(table[keep])

@@ -20,7 +20,16 @@ from legato.classical.fitter import FLAG_NAMES, FitSettings, fit_stamp, fitting_
 from legato.io.stamps import chunk_paths, iter_stamp_set
 from legato.simulation.psf import read_psf_image
 
-UNITS = {"mag": "mag", "re_arcsec": "arcsec", "mag_err": "mag", "re_arcsec_err": "arcsec", "pa_deg": "deg", "x_pix": "pix", "y_pix": "pix", "fit_seconds": "s"}
+UNITS = {
+    "mag": "mag",
+    "re_arcsec": "arcsec",
+    "mag_err": "mag",
+    "re_arcsec_err": "arcsec",
+    "pa_deg": "deg",
+    "x_pix": "pix",
+    "y_pix": "pix",
+    "fit_seconds": "s",
+}
 _WORKER: dict = {}
 NO_START = np.full(4, np.nan)  # a stamp without a network estimate starts from the moments
 
@@ -70,7 +79,8 @@ def _fit_block(block: tuple) -> tuple[int, list[dict]]:
 
 
 def per_stamp_sky_sigma(labels, header) -> np.ndarray | None:
-    """Per-pixel sky sigma of each stamp (electrons/s): the ``sky_sigma`` column, else the header's ``SKYSIG``, else None (measured on each border)."""
+    """Per-pixel sky sigma of each stamp (electrons/s): the ``sky_sigma`` column, else the header's ``SKYSIG``, else None
+    (measured on each border)."""
     if "sky_sigma" in labels.colnames:
         return np.asarray(labels["sky_sigma"], dtype=float)
     if header.get("SKYSIG"):
@@ -92,7 +102,14 @@ def _blocks(set_dir: Path, block_size: int, max_stamps: int | None, starts: dict
             if max_stamps is not None:
                 stop = min(stop, start + max_stamps - seen)
             block_starts = None if starts is None else np.array([starts.get(int(i), NO_START) for i in ids[start:stop]])
-            yield index, ids[start:stop], stamps[start:stop], None if sky_sigma is None else sky_sigma[start:stop], exposure_time, block_starts
+            yield (
+                index,
+                ids[start:stop],
+                stamps[start:stop],
+                None if sky_sigma is None else sky_sigma[start:stop],
+                exposure_time,
+                block_starts,
+            )
             seen += stop - start
             index += 1
 
@@ -102,7 +119,9 @@ def run_fingerprint(set_dir: Path, psf_path: Path, settings: FitSettings, block_
     files = [(p.name, p.stat().st_size, int(p.stat().st_mtime)) for p in chunk_paths(set_dir)]
     psf = Path(psf_path)
     description = {
-        "settings": asdict(settings), "files": files, "psf": (psf.name, psf.stat().st_size, int(psf.stat().st_mtime)),
+        "settings": asdict(settings),
+        "files": files,
+        "psf": (psf.name, psf.stat().st_size, int(psf.stat().st_mtime)),
         "block_size": block_size,
     }
     if starts is not None:
@@ -123,8 +142,27 @@ def _prepare_parts(parts: Path, fingerprint: str) -> None:
 def fits_table(rows: list[dict]) -> Table:
     """Fit results as a table with units (the same columns as the networks' catalogues, plus fit details)."""
     table = Table(rows=rows)
-    order = ["id", "mag", "re_arcsec", "n", "q", "ellipticity", "mag_err", "re_arcsec_err", "n_err", "ellipticity_err",
-             "pa_deg", "x_pix", "y_pix", "sky", "reduced_chi2", "n_evaluations", "n_starts", "flags", "fit_seconds"]
+    order = [
+        "id",
+        "mag",
+        "re_arcsec",
+        "n",
+        "q",
+        "ellipticity",
+        "mag_err",
+        "re_arcsec_err",
+        "n_err",
+        "ellipticity_err",
+        "pa_deg",
+        "x_pix",
+        "y_pix",
+        "sky",
+        "reduced_chi2",
+        "n_evaluations",
+        "n_starts",
+        "flags",
+        "fit_seconds",
+    ]
     table = table[order]
     for name, unit in UNITS.items():
         table[name].unit = unit
@@ -193,7 +231,16 @@ def fit_stamp_set(
         catalogue.meta.pop(key, None)
     if fitted_now and not done_before:  # the whole catalogue fitted in this call: keep its speed with it
         catalogue.meta.update({"FITWALL": round(wall, 2), "FITRATE": round(fitted_now / wall, 3), "WORKERS": workers})
-    catalogue.meta.update({"FINGERPR": fingerprint, "METHOD": "imfit-sersic", "START": "network" if starts else "moments", "SOLVER": settings.solver, "MAGZPT": settings.zeropoint, "PIXSCALE": settings.pixel_scale})
+    catalogue.meta.update(
+        {
+            "FINGERPR": fingerprint,
+            "METHOD": "imfit-sersic",
+            "START": "network" if starts else "moments",
+            "SOLVER": settings.solver,
+            "MAGZPT": settings.zeropoint,
+            "PIXSCALE": settings.pixel_scale,
+        }
+    )
     tmp = out_path.with_name(out_path.name + ".tmp")
     catalogue.write(tmp, format="fits", overwrite=True)
     tmp.replace(out_path)

@@ -7,9 +7,8 @@ from pathlib import Path
 import numpy as np
 from astropy.table import Table
 
+from legato.columns import SERSIC_COLUMNS
 from legato.errors import DataError
-
-START_COLUMNS = ("mag", "re_arcsec", "n", "ellipticity")
 
 
 def start_estimates(catalogue: str | Path) -> dict[int, np.ndarray]:
@@ -24,10 +23,10 @@ def start_estimates(catalogue: str | Path) -> dict[int, np.ndarray]:
         table = Table.read(catalogue)
     except (OSError, ValueError, TypeError) as exc:
         raise DataError(f"cannot read the start catalogue {catalogue}: {exc}") from None
-    missing = [c for c in ("id", *START_COLUMNS) if c not in table.colnames]
+    missing = [c for c in ("id", *SERSIC_COLUMNS) if c not in table.colnames]
     if missing:
         raise DataError(f"start catalogue {catalogue} lacks the column(s) {', '.join(missing)}")
-    values = np.stack([np.ma.filled(np.asarray(table[c], dtype=float), np.nan) for c in START_COLUMNS], axis=1)
+    values = np.stack([np.ma.filled(np.asarray(table[c], dtype=float), np.nan) for c in SERSIC_COLUMNS], axis=1)
     return {int(i): v for i, v in zip(table["id"], values)}
 
 
@@ -55,5 +54,5 @@ def network_starts(source: str | Path, set_dir: str | Path) -> dict[int, np.ndar
 
     stamps, labels, _ = read_stamp_set(set_dir)
     values = LoadedEstimator(source).predict(stamps)
-    stacked = np.stack([np.asarray(values[c], dtype=float) for c in START_COLUMNS], axis=1)
+    stacked = np.stack([np.asarray(values[c], dtype=float) for c in SERSIC_COLUMNS], axis=1)
     return {int(i): v for i, v in zip(labels["id"], stacked)}

@@ -1,1 +1,1 @@
-"""Scoring estimates against true parameters: R², per-bin bias, scatter, outliers, plots."""
+"""Scoring estimators against the truth or labels into the committed reports: Table 1 and 2, Figure 3 and 5, coverage, realism."""

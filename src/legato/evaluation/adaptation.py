@@ -7,15 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
-from legato.evaluation.metrics import PARAMETERS
-from legato.evaluation.plots import save_figure
+from legato.columns import PARAMETERS
+from legato.evaluation.paper import PAPER_TABLE2
+from legato.figures import save_figure
 from legato.reports import write_json
-
-PAPER_TABLE2 = {
-    "before": {"mag": 0.813, "re": -0.431, "n": -0.331, "ellipticity": 0.773},
-    "after": {"mag": 0.984, "re": 0.813, "n": 0.793, "ellipticity": 0.931},
-    "classical_vs_classical": {"mag": 0.987, "re": 0.860, "n": 0.819, "ellipticity": 0.914},
-}
 
 
 def adaptation_targets(curve: dict, after: dict, classical: dict, small: int = 400, tolerance: float = 0.02) -> dict:
@@ -33,8 +28,19 @@ def adaptation_targets(curve: dict, after: dict, classical: dict, small: int = 4
         values = np.asarray(curve["finetuned"][p], float)
         gaps = values[largest] - values[sizes <= small]
         within[p] = {"largest_gap": round(float(gaps.max()), 4) if gaps.size else None, "met": bool(gaps.size and gaps.max() <= tolerance)}
-    versus = {p: {"after": after.get(p), "classical_vs_classical": classical.get(p), "met": after.get(p) is not None and classical.get(p) is not None and after[p] >= classical[p]} for p in PARAMETERS}
-    return {"finetuned_above_scratch_at_every_size": above, f"small_within_{tolerance}_of_largest": within, "after_at_least_classical_vs_classical": versus}
+    versus = {
+        p: {
+            "after": after.get(p),
+            "classical_vs_classical": classical.get(p),
+            "met": after.get(p) is not None and classical.get(p) is not None and after[p] >= classical[p],
+        }
+        for p in PARAMETERS
+    }
+    return {
+        "finetuned_above_scratch_at_every_size": above,
+        f"small_within_{tolerance}_of_largest": within,
+        "after_at_least_classical_vs_classical": versus,
+    }
 
 
 def figure5(curve: dict, path: str | Path, before: dict | None = None) -> Path:
@@ -47,9 +53,20 @@ def figure5(curve: dict, path: str | Path, before: dict | None = None) -> Path:
     fig, axes = plt.subplots(1, len(PARAMETERS), figsize=(4 * len(PARAMETERS), 3.4), sharex=True)
     n_seeds = len(curve.get("seeds", [])) or 1
     for ax, p in zip(axes, PARAMETERS):
-        for method, marker, color, label in (("finetuned", "o-", "tab:blue", "fine-tuned (simulation weights)"), ("scratch", "s-", "tab:red", "from scratch")):
+        for method, marker, color, label in (
+            ("finetuned", "o-", "tab:blue", "fine-tuned (simulation weights)"),
+            ("scratch", "s-", "tab:red", "from scratch"),
+        ):
             spread = curve.get(f"{method}_std", {}).get(p)
-            ax.errorbar(curve["sizes"], curve[method][p], yerr=spread, fmt=marker, color=color, capsize=2, label=f"{label}, mean ± sd of {n_seeds} seeds" if spread else label)
+            ax.errorbar(
+                curve["sizes"],
+                curve[method][p],
+                yerr=spread,
+                fmt=marker,
+                color=color,
+                capsize=2,
+                label=f"{label}, mean ± sd of {n_seeds} seeds" if spread else label,
+            )
         if before and before.get(p) is not None:
             ax.axhline(before[p], color="grey", ls=":", label="before adaptation")
         ax.set_xscale("log")
@@ -81,17 +98,34 @@ def write_adaptation_reports(result: dict, reports: str | Path) -> list[Path]:
     classical = result["classical_vs_classical"]
     targets = adaptation_targets(curve, result["after"], classical["r2"])
     written = [
-        write_json(reports / "figure5.json", {
-            **{k: curve[k] for k in curve if k != "runs"}, "selection": result.get("selection"), "runs": curve["runs"],
-            "n_test": result["n_test"], "n_pool": result.get("n_pool"), "parent_run_id": result["parent_run_id"], "targets": {k: v for k, v in targets.items() if k != "after_at_least_classical_vs_classical"},
-        }),
+        write_json(
+            reports / "figure5.json",
+            {
+                **{k: curve[k] for k in curve if k != "runs"},
+                "selection": result.get("selection"),
+                "runs": curve["runs"],
+                "n_test": result["n_test"],
+                "n_pool": result.get("n_pool"),
+                "parent_run_id": result["parent_run_id"],
+                "targets": {k: v for k, v in targets.items() if k != "after_at_least_classical_vs_classical"},
+            },
+        ),
         write_json(
             reports / "table2.json",
             {
-                "before": result["before"], "after": result["after"], "after_std_over_seeds": result.get("after_std"), "seeds": curve.get("seeds"),
-                "classical_vs_classical": classical["r2"], "n_test": result["n_test"], "n_classical_vs_classical": classical["n"],
-                "adapted_on": result["adapted_on"], "adapted_from": result.get("adapted_from"), "finetuning_setup": (result.get("selection") or {}).get("chosen"),
-                "adapted_model_uri": result["model_uri"], "paper": PAPER_TABLE2, "targets": targets,
+                "before": result["before"],
+                "after": result["after"],
+                "after_std_over_seeds": result.get("after_std"),
+                "seeds": curve.get("seeds"),
+                "classical_vs_classical": classical["r2"],
+                "n_test": result["n_test"],
+                "n_classical_vs_classical": classical["n"],
+                "adapted_on": result["adapted_on"],
+                "adapted_from": result.get("adapted_from"),
+                "finetuning_setup": (result.get("selection") or {}).get("chosen"),
+                "adapted_model_uri": result["model_uri"],
+                "paper": PAPER_TABLE2,
+                "targets": targets,
             },
         ),
     ]

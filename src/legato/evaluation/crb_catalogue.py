@@ -13,7 +13,8 @@ from astropy.io import fits
 from astropy.table import Table
 
 from legato.errors import DataError
-from legato.evaluation.crb import (
+from legato.io.stamps import chunk_paths, read_labels
+from legato.modelling.bounds import (
     BOUND_UNITS,
     FLAG_NAMES,
     NAN_BOUNDS,
@@ -22,7 +23,6 @@ from legato.evaluation.crb import (
     fisher_point,
     galaxy_bound,
 )
-from legato.io.stamps import chunk_paths, read_labels
 
 TRUTH_COLUMNS = ("mag", "re_arcsec", "n", "ellipticity", "pa_deg", "x_offset_pix", "y_offset_pix")
 
@@ -30,7 +30,7 @@ _WORKER: dict = {}
 
 
 def _init_worker(psf_path: str, settings: dict) -> None:
-    from legato.fit_quality.model import ModelRenderer
+    from legato.modelling.renderer import ModelRenderer
     from legato.simulation.psf import read_psf_image
 
     psf = read_psf_image(psf_path, expected_pixel_scale=settings["pixel_scale"]).galsim_profile()

@@ -1,7 +1,7 @@
 """How close each method gets to the physical limit: RMSE against the Cramér-Rao bound.
 
 For a parameter p, a set of galaxies with true values ``t_i`` and bounds ``s_i``
-(standard deviations, :mod:`legato.evaluation.crb`), an efficient unbiased estimator
+(standard deviations, :mod:`legato.modelling.bounds`), an efficient unbiased estimator
 has mean squared error ``mean(s_i**2)``. So
 
 - the *efficiency ratio* of a method is ``RMSE / sqrt(mean(s_i**2))`` (1 = at the limit;
@@ -20,9 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
-from legato.evaluation.crb import BOUND_COLUMNS
-from legato.evaluation.metrics import COLUMN, PARAMETERS, estimated_parameters, r2_score
-from legato.evaluation.plots import save_figure
+from legato.columns import COLUMN, PARAMETERS
+from legato.figures import save_figure
+from legato.modelling.bounds import BOUND_COLUMNS
+from legato.stats import estimated_parameters, r2_score
 
 
 def limit_r2(true, bounds) -> float:
@@ -94,7 +95,9 @@ def efficiency_report(truth, methods: dict, bounds: dict, subsets: dict[str, flo
             rows = []
             for lo, hi in zip(mag_bins[:-1], mag_bins[1:]):
                 inside = (mag >= lo) & (mag < hi)
-                rows.append({"mag_lo": float(lo), "mag_hi": float(hi), **_bin_row(true[inside], estimate[inside], bounds[BOUND_COLUMNS[p]][inside])})
+                rows.append(
+                    {"mag_lo": float(lo), "mag_hi": float(hi), **_bin_row(true[inside], estimate[inside], bounds[BOUND_COLUMNS[p]][inside])}
+                )
             report["binned"][method][p] = rows
     for subset, mag_max in subsets.items():
         inside = mag <= mag_max

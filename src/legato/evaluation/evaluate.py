@@ -10,9 +10,12 @@ from pathlib import Path
 import numpy as np
 from astropy.table import Table
 
-from legato.evaluation.metrics import PAPER_TABLE1, PARAMETERS, binned_statistics, r2_table
+from legato.columns import PARAMETERS
+from legato.evaluation.paper import PAPER_TABLE1
 from legato.evaluation.plots import figure3
 from legato.io.stamps import read_stamp_set
+from legato.stats import binned_statistics, r2_table
+from legato.validation.scoring_set import evaluation_data_status
 
 PAPER_SUBSET = "paper_h23"
 
@@ -31,28 +34,6 @@ def predictions_table(ids, values: dict) -> Table:
         if name in units:
             table[name].unit = units[name]
     return table
-
-
-def evaluation_data_status(stamps, truth) -> str:
-    """``passed`` when the test set is usable for scoring, else ``failed: <reason>``.
-
-    Checks what a promotion gate relies on: finite pixels, a (N, H, W) cube with
-    a label row per stamp, and labels inside their physical ranges.
-    """
-    stamps = np.asarray(stamps)
-    if stamps.ndim != 3 or len(stamps) != len(truth) or len(stamps) == 0:
-        return f"failed: {stamps.shape} stamps for {len(truth)} label rows"
-    if not np.all(np.isfinite(stamps)):
-        return f"failed: {int(np.sum(~np.isfinite(stamps).all(axis=(1, 2))))} stamps with NaN/inf pixels"
-    ranges = {"mag": (0.0, 40.0), "re_arcsec": (0.0, np.inf), "n": (0.2, 8.0), "ellipticity": (0.0, 1.0)}
-    for column, (low, high) in ranges.items():
-        if column not in truth.colnames:
-            return f"failed: no {column!r} label column"
-        values = np.asarray(truth[column], dtype=float)
-        bad = ~np.isfinite(values) | (values < low) | (values > high)
-        if bad.any():
-            return f"failed: {int(bad.sum())} {column} labels outside [{low}, {high}]"
-    return "passed"
 
 
 def aligned_catalogue(table: Table, ids) -> Table:
@@ -169,7 +150,8 @@ def evaluate(
         common = mask & np.logical_and.reduce([scored(est) for est in methods.values()])
         if common.sum() < mask.sum():  # a method (e.g. the classical fitter) covers part of the set
             table1.setdefault("same_galaxies", {})[subset] = {
-                "n": int(common.sum()), **{m: r2_table(truth[common], est[common]) for m, est in methods.items()}
+                "n": int(common.sum()),
+                **{m: r2_table(truth[common], est[common]) for m, est in methods.items()},
             }
     table1["paper_reference"] = PAPER_TABLE1
     table1["validation"] = evaluation_data_status(stamps, truth)
@@ -220,7 +202,11 @@ def write_efficiency(truth, methods: dict, crb: dict, subsets: dict, table1: dic
     table_path = Path(crb["table"])
     bound_table = Table.read(table_path)
     report = efficiency_report(truth, methods, aligned_bounds(bound_table, truth["id"]), subsets, crb["mag_bins"])
-    report["bounds"] = {"table": str(table_path), "galaxies": len(bound_table), "valid": int(np.sum(np.asarray(bound_table["crb_flags"]) == 0))}
+    report["bounds"] = {
+        "table": str(table_path),
+        "galaxies": len(bound_table),
+        "valid": int(np.sum(np.asarray(bound_table["crb_flags"]) == 0)),
+    }
     for subset, block in report["subsets"].items():
         target = table1 if subset == PAPER_SUBSET else table1[subset]
         target["limit"] = block["limit_r2"]
@@ -247,7 +233,9 @@ def _run_id(folder: Path) -> str | None:
     return json.loads(path.read_text()).get("run_id") if path.is_file() else None
 
 
-def log_to_mlflow(estimators: dict, catalogues: dict, table1: dict, subsets: dict, figures: list[Path], galleries: dict | None = None) -> None:
+def log_to_mlflow(
+    estimators: dict, catalogues: dict, table1: dict, subsets: dict, figures: list[Path], galleries: dict | None = None
+) -> None:
     """Add the test metrics, the shared figures and the method's own gallery to each method's MLflow run."""
     import mlflow
 

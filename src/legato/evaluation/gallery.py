@@ -6,7 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from legato.evaluation.metrics import COLUMN, PARAMETERS, errors, robust_sigma
+from legato.columns import COLUMN, PARAMETERS
+from legato.stats import errors, robust_sigma
 
 
 def error_score(truth, estimates) -> np.ndarray:
@@ -27,7 +28,9 @@ def worst_and_typical(score: np.ndarray, count: int) -> tuple[list[int], list[in
     return [int(k) for k in worst], [int(k) for k in typical if k not in worst]
 
 
-def add_goodness_of_fit(stamps, methods: dict, psf_path: str | Path, exposure_time: float | None, chi2_threshold: float, workers: int = 2) -> dict:
+def add_goodness_of_fit(
+    stamps, methods: dict, psf_path: str | Path, exposure_time: float | None, chi2_threshold: float, workers: int = 2
+) -> dict:
     """Add ``chi2_nu``, ``residual_flux_fraction``, ``residual_asymmetry`` to every method's estimates (in place).
 
     Returns
@@ -36,9 +39,9 @@ def add_goodness_of_fit(stamps, methods: dict, psf_path: str | Path, exposure_ti
         Per method: median reduced chi², its 99th percentile and the fraction above
         ``chi2_threshold`` (``BAD_FIT``), over the rows with an estimate.
     """
-    from legato.fit_quality.model import renderer_from_psf_file
-    from legato.fit_quality.statistics import STATISTICS
-    from legato.inference.augment import AugmentedEstimator, ResidualAugmentation
+    from legato.inference.measurements import AugmentedEstimator, ResidualAugmentation
+    from legato.modelling.renderer import renderer_from_psf_file
+    from legato.modelling.statistics import STATISTICS
 
     renderer = renderer_from_psf_file(psf_path, size=stamps.shape[-1])
     summary = {}
@@ -58,14 +61,16 @@ def add_goodness_of_fit(stamps, methods: dict, psf_path: str | Path, exposure_ti
     return summary
 
 
-def method_galleries(stamps, truth, methods: dict, psf_path: str | Path, exposure_time: float | None, folder: str | Path, count: int = 4) -> dict[str, Path]:
+def method_galleries(
+    stamps, truth, methods: dict, psf_path: str | Path, exposure_time: float | None, folder: str | Path, count: int = 4
+) -> dict[str, Path]:
     """One PNG per method (``gallery_<method>.png``): its ``count`` worst and ``count`` typical galaxies.
 
     Each panel's title gives the estimate, the reduced chi² of its model and the truth.
     """
-    from legato.fit_quality.gallery import gallery_figure
-    from legato.fit_quality.inspect import inspect_row
-    from legato.fit_quality.model import renderer_from_psf_file
+    from legato.modelling.gallery import gallery_figure
+    from legato.modelling.inspect import inspect_row
+    from legato.modelling.renderer import renderer_from_psf_file
 
     renderer = renderer_from_psf_file(psf_path, size=stamps.shape[-1])
     folder = Path(folder)
@@ -76,7 +81,7 @@ def method_galleries(stamps, truth, methods: dict, psf_path: str | Path, exposur
         for kind, rows in (("worst", worst), ("typical", typical)):
             for k in rows:
                 t = truth[k]
-                label = f"{kind}; true H {t['mag']:.2f} re {t['re_arcsec']:.2f}\" n {t['n']:.2f} e {t['ellipticity']:.2f}"
+                label = f'{kind}; true H {t["mag"]:.2f} re {t["re_arcsec"]:.2f}" n {t["n"]:.2f} e {t["ellipticity"]:.2f}'
                 inspections.append(inspect_row(estimates[k], stamps[k], renderer, exposure_time, label))
         figures[method] = gallery_figure(inspections, folder / f"gallery_{method}.png", title=f"{method}: worst and typical test galaxies")
     return figures

@@ -6,7 +6,9 @@ from pathlib import Path
 
 import numpy as np
 
-from legato.evaluation.metrics import COLUMN, PARAMETERS, RELATIVE, errors
+from legato.columns import COLUMN, PARAMETERS, RELATIVE
+from legato.figures import save_figure
+from legato.stats import errors
 
 LABELS = {
     "mag": r"$\Delta$ mag (input $-$ output)",
@@ -49,7 +51,11 @@ def figure3(truth, estimates: dict, edges, path: str | Path, title: str = "") ->
             data = [err[(mag >= lo) & (mag < hi) & np.isfinite(err)] for lo, hi in zip(edges[:-1], edges[1:])]
             positions = np.arange(len(centres)) + (k - (len(methods) - 1) / 2) * width
             box = ax.boxplot(
-                data, positions=positions, widths=width * 0.9, whis=1.5, patch_artist=True,
+                data,
+                positions=positions,
+                widths=width * 0.9,
+                whis=1.5,
+                patch_artist=True,
                 flierprops={"markersize": 1.5, "alpha": 0.4, "markeredgecolor": colors[k % len(colors)]},
             )
             for patch in box["boxes"]:
@@ -67,15 +73,3 @@ def figure3(truth, estimates: dict, edges, path: str | Path, title: str = "") ->
     if title:
         fig.suptitle(title)
     return save_figure(fig, path)
-
-
-def save_figure(fig, path: str | Path) -> Path:
-    """Lay out, save as PNG (110 dpi, creating the folder) and close a Matplotlib figure."""
-    import matplotlib.pyplot as plt
-
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path

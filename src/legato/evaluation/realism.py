@@ -68,7 +68,9 @@ def residual_noise_table(block_paths) -> pd.DataFrame:
         if block.residual is None:
             raise DataError(f"{Path(path).name}: a GALFIT block without a residual HDU cannot give noise statistics")
         no_data = block.image == 0.0  # exact zeros: beyond the observed area (many UDS blocks are cut by such a band)
-        rows.append(_row(noise_statistics(block.residual, no_data), block=Path(path).name, no_data_fraction=round(float(no_data.mean()), 4)))
+        rows.append(
+            _row(noise_statistics(block.residual, no_data), block=Path(path).name, no_data_fraction=round(float(no_data.mean()), 4))
+        )
     if not rows:
         raise DataError("no GALFIT block to measure the real noise on")
     return pd.DataFrame(rows)
@@ -162,7 +164,10 @@ def realism_report(
         stamps, labels, _ = read_stamp_set(folder)
         sigma = np.asarray(labels["sky_sigma"], dtype=float) if "sky_sigma" in labels.colnames else None
         measured = sigma if sigma is not None else np.array([noise_statistics(s).sigma for s in stamps])
-        holes[split] = {"stamps": int(len(stamps)), "with_negative_holes": int(sum(negative_hole_fraction(s, v) > HOLE_FRACTION_LIMIT for s, v in zip(stamps, measured)))}
+        holes[split] = {
+            "stamps": int(len(stamps)),
+            "with_negative_holes": int(sum(negative_hole_fraction(s, v) > HOLE_FRACTION_LIMIT for s, v in zip(stamps, measured))),
+        }
         table = stamp_noise_table(stamps[:max_stamps], None if sigma is None else sigma[:max_stamps])
         table["split"] = split
         realistic_tables.append(table)
@@ -179,12 +184,19 @@ def realism_report(
     if real_stamps_dir is not None and Path(real_stamps_dir).is_dir():
         stamps, _, _ = read_stamp_set(real_stamps_dir)
         table = stamp_noise_table(stamps)
-        report["real_stamps"] = {"stamps": int(len(table)), "median": medians(table),
-                                 "with_negative_holes": int(np.sum(table["negative_hole_fraction"] > HOLE_FRACTION_LIMIT))}
+        report["real_stamps"] = {
+            "stamps": int(len(table)),
+            "median": medians(table),
+            "with_negative_holes": int(np.sum(table["negative_hole_fraction"] > HOLE_FRACTION_LIMIT)),
+        }
     outcome = Validator().run(realistic, load_suite(suite_path), realism_parameters(real, tolerance, min_stamps))
     report["suite"] = {
-        "name": outcome.suite, "success": outcome.success,
-        "expectations": [{"type": e.type, "column": e.column, "success": e.success, "observed": e.observed, "expected": e.expected} for e in outcome.expectations],
+        "name": outcome.suite,
+        "success": outcome.success,
+        "expectations": [
+            {"type": e.type, "column": e.column, "success": e.success, "observed": e.observed, "expected": e.expected}
+            for e in outcome.expectations
+        ],
     }
     report["targets"] = {
         "noise_statistics_within_tolerance": all(abs(r - 1.0) <= tolerance for r in report["ratio_realistic_to_real"].values()),

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from legato.evaluation.metrics import COLUMN, PARAMETERS, r2_score
-from legato.evaluation.uncertainty import covered
+from legato.columns import COLUMN, PARAMETERS
+from legato.models.uncertainty import covered
+from legato.stats import r2_score
 
 TRUTH_COLUMNS = {"mag": "gen_mag", "re": "gen_re_arcsec", "n": "gen_n", "ellipticity": "gen_ellipticity"}
 PAPER_SUBSET_MAG = 23.0
@@ -39,7 +40,9 @@ def _scores(reference: dict, estimates, rows: np.ndarray, parameters=PARAMETERS)
         for level, suffix in (("68", "_err"), ("95", "_err95")):
             width = f"{COLUMN[p]}{suffix}"
             if width in estimates:
-                coverage[level][p] = round(float(np.mean(covered(truth, estimate, np.asarray(estimates[width], float)[rows]))), 3) if rows.any() else None
+                coverage[level][p] = (
+                    round(float(np.mean(covered(truth, estimate, np.asarray(estimates[width], float)[rows]))), 3) if rows.any() else None
+                )
     if coverage["68"]:
         out["coverage"] = coverage
     return out
@@ -70,13 +73,19 @@ def score_test_a(labels, estimates: dict) -> dict:
     sersic = np.asarray(labels["kind"]) == "sersic"
     bright = np.asarray(labels["gen_mag"], float) < PAPER_SUBSET_MAG
     classical = {COLUMN[p]: labels[COLUMN[p]] for p in PARAMETERS}
-    report: dict = {"counts": {name: int(mask.sum()) for name, mask in masks.items()}, "against_labels": {}, "against_truth": {}, "total_magnitude": {}}
+    report: dict = {
+        "counts": {name: int(mask.sum()) for name, mask in masks.items()},
+        "against_labels": {},
+        "against_truth": {},
+        "total_magnitude": {},
+    }
     for name, columns in estimates.items():
         report["against_labels"][name] = {subset: _scores(label_values, columns, mask) for subset, mask in masks.items()}
     for name, columns in {"classical_labels": classical, **estimates}.items():
         report["against_truth"][name] = {
             f"sersic_{subset}{suffix}": _scores(truth, columns, mask & sersic & extra)
-            for subset, mask in masks.items() if subset != "all"
+            for subset, mask in masks.items()
+            if subset != "all"
             for suffix, extra in (("", np.ones_like(bright)), ("_h23", bright))
         }
         total = {"mag": labels["gen_total_mag"]}

@@ -2,21 +2,16 @@
 
 Modules
 -------
-flags
-    Per-row bit flags of a predicted catalogue.
-sources
-    Input readers (stamp cube, folder of FITS stamps, mosaic + catalogue, Parquet shards)
-    yielding fixed-size chunks of ``(ids, stamps, flags)``.
-model
-    Model resolution: registry alias, version or path -> predictor + name/version metadata.
+predict
+    The local streaming path: chunks of stamps in, rows with flags out.
+measurements
+    What ``--crb`` and ``--residuals`` add to each row (Cramér-Rao bounds, fit statistics).
 writer
     Resumable part files and the atomic final table (FITS, ECSV or Parquet).
-predict
-    Orchestration of the local streaming path.
 spark
     The same inference through ``mlflow.pyfunc.spark_udf``.
-command
-    The ``legato predict`` command line.
 
+The stamp inputs and their checks are :mod:`legato.io.stamp_inputs` and
+:mod:`legato.io.stamp_checks`; which model to load is :mod:`legato.registry.resolve`.
 This package imports nothing heavy at import time (no TensorFlow, MLflow or Spark).
 """

@@ -16,12 +16,12 @@ from pathlib import Path
 
 import numpy as np
 
+from legato.columns import OUTPUT_COLUMNS
 from legato.conventions import PIXEL_SCALE_ARCSEC
-from legato.inference import kernels
-from legato.inference.flags import NOT_PREDICTED, StampFlag, TrainingRange, flag_counts
-from legato.inference.sources import Chunk, StampSource, fingerprint_hash
+from legato.flags import NOT_PREDICTED, StampFlag, TrainingRange, flag_counts
 from legato.inference.writer import PartStore, finalize, output_format, part_table, remove_stale_temporaries, scan_parts
-from legato.models.targets import OUTPUT_COLUMNS
+from legato.io import stamp_checks
+from legato.io.stamp_inputs import Chunk, StampSource, fingerprint_hash
 
 DEFAULT_CHUNK_SIZE = 4096
 DEFAULT_BATCH_SIZE = 256
@@ -29,8 +29,8 @@ PART_FORMAT_VERSION = 1
 
 
 def stamp_flags(stamps: np.ndarray, flags: np.ndarray) -> np.ndarray:
-    """Input flags completed with the stamp checks (:func:`legato.inference.kernels.check_stamps`)."""
-    return kernels.check_stamps(stamps, flags)
+    """Input flags completed with the stamp checks (:func:`legato.io.stamp_checks.check_stamps`)."""
+    return stamp_checks.check_stamps(stamps, flags)
 
 
 def predict_stamps(
@@ -39,7 +39,7 @@ def predict_stamps(
     """The catalogue rows of a batch of stamps: float32 value columns and completed int32 flags.
 
     The one path from stamps to rows, shared by ``legato predict`` and the served
-    model (:class:`legato.models.estimator.SersicEstimator`). Rows flagged as not
+    model (:class:`legato.serving.pyfunc.SersicEstimator`). Rows flagged as not
     predictable (:func:`stamp_flags`, or the estimator's own input checks) get NaN
     values; predictions outside the training range are flagged ``OUT_OF_RANGE``.
 
@@ -61,7 +61,7 @@ def predict_stamps(
     names = value_columns(estimator)
     columns = {name: np.full(len(flags), np.nan, dtype=np.float32) for name in names}
     if ok.any():
-        predicted = estimator.predict(stamps[ok], batch_size=batch_size)
+        predicted = estimator.predict(stamps[ok], batch_size=batch_size, checked=True)
         for name in names:
             columns[name][ok] = np.asarray(predicted[name], dtype=np.float32)
         if "flags" in predicted:  # the estimator's own input checks
@@ -151,9 +151,9 @@ def predict_catalogue(
     Parameters
     ----------
     source : StampSource
-        The input reader (:func:`legato.inference.sources.open_source`).
+        The input reader (:func:`legato.io.stamp_inputs.open_source`).
     model : ResolvedModel
-        The model (:func:`legato.inference.model.resolve_model`).
+        The model (:func:`legato.registry.resolve.resolve_model`).
     output : str or Path
         Catalogue to write; ``.fits``, ``.ecsv`` or ``.parquet``.
     chunk_size : int

@@ -5,7 +5,7 @@ Input: Parquet stamp shards (``id``, flattened float32 ``stamp`` of
 cubes or single stamps, read on the executors). Output: a Parquet dataset with
 the columns of the local path (``id, mag, re_arcsec, n, q, ellipticity,
 flags``). The per-stamp checks are the functions of
-:mod:`legato.inference.kernels`, shipped by value to the workers, and the model
+:mod:`legato.io.stamp_checks`, shipped by value to the workers, and the model
 is the registered pyfunc, so the Spark rows equal the local rows (up to
 float32 rounding of the batched forward pass).
 
@@ -22,10 +22,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from legato.columns import OUTPUT_COLUMNS
 from legato.conventions import DEFAULT_STAMP_SIZE, PIXEL_SCALE_ARCSEC
 from legato.errors import ConfigError, DataError
-from legato.inference import kernels
-from legato.models.targets import OUTPUT_COLUMNS
+from legato.io import stamp_checks
 
 SPARK_CONF = {
     "spark.sql.execution.arrow.maxRecordsPerBatch": "1024",
@@ -71,8 +71,8 @@ def spark_session(master: str = "local[2]", app_name: str = "legato-predict", co
     return session
 
 
-def _ship_kernels_by_value() -> None:
-    """Pickle :mod:`kernels` by value for the workers (Spark's own vendored cloudpickle and the public one)."""
+def _ship_stamp_checks_by_value() -> None:
+    """Pickle :mod:`stamp_checks` by value for the workers (Spark's own vendored cloudpickle and the public one)."""
     import importlib
 
     for name in ("pyspark.cloudpickle", "cloudpickle"):
@@ -80,8 +80,8 @@ def _ship_kernels_by_value() -> None:
             module = importlib.import_module(name)
         except ImportError:
             continue
-        if kernels.__name__ not in getattr(module, "list_registry_pickle_by_value", lambda: set())():
-            module.register_pickle_by_value(kernels)
+        if stamp_checks.__name__ not in getattr(module, "list_registry_pickle_by_value", lambda: set())():
+            module.register_pickle_by_value(stamp_checks)
 
 
 def read_stamps(spark, path: str | Path, stamp_size: int = DEFAULT_STAMP_SIZE, partitions: int | None = None):
@@ -97,16 +97,16 @@ def read_stamps(spark, path: str | Path, stamp_size: int = DEFAULT_STAMP_SIZE, p
     if not path.exists():
         raise DataError(f"input not found: {path}")
     fits_files = (
-        sorted(p for p in path.iterdir() if p.is_file() and p.name.lower().endswith(kernels.FITS_SUFFIXES))
+        sorted(p for p in path.iterdir() if p.is_file() and p.name.lower().endswith(stamp_checks.FITS_SUFFIXES))
         if path.is_dir()
-        else ([path] if path.name.lower().endswith(kernels.FITS_SUFFIXES) else [])
+        else ([path] if path.name.lower().endswith(stamp_checks.FITS_SUFFIXES) else [])
     )
     if not fits_files:
         return _parquet_stamps(spark.read.parquet(str(path)), path)
 
-    _ship_kernels_by_value()
+    _ship_stamp_checks_by_value()
     size, scale = stamp_size, PIXEL_SCALE_ARCSEC
-    read_fits_stamps = kernels.read_fits_stamps
+    read_fits_stamps = stamp_checks.read_fits_stamps
 
     def read_files(batches):
         for batch in batches:
@@ -162,9 +162,9 @@ def predict_spark(
     from pyspark.sql import functions as F
     from pyspark.sql.functions import pandas_udf
 
-    _ship_kernels_by_value()
+    _ship_stamp_checks_by_value()
     size = stamp_size
-    check_stamps, flat_to_stamps = kernels.check_stamps, kernels.flat_to_stamps
+    check_stamps, flat_to_stamps = stamp_checks.check_stamps, stamp_checks.flat_to_stamps
 
     def stamp_flags(stamps: pd.Series, flags: pd.Series) -> pd.Series:
         import numpy as np
@@ -176,7 +176,7 @@ def predict_spark(
     start = time.perf_counter()
     frame = read_stamps(spark, input_path, stamp_size)
     frame = frame.withColumn("flags", pandas_udf(stamp_flags, "int")("stamp", "flags"))
-    ok = (F.col("flags").bitwiseAND(F.lit(kernels.NOT_PREDICTED))) == 0
+    ok = (F.col("flags").bitwiseAND(F.lit(stamp_checks.NOT_PREDICTED))) == 0
     values, own_flags = model_output_columns(model_uri)
     result_type = ", ".join([f"{name} float" for name in values] + (["flags int"] if own_flags else []))
     udf = mlflow.pyfunc.spark_udf(spark, model_uri, env_manager="local", result_type=result_type)
@@ -189,7 +189,7 @@ def predict_spark(
         for name, (low, high) in training_range.as_meta().items():
             outside = outside | (F.col(name) < F.lit(float(low))) | (F.col(name) > F.lit(float(high)))
         predicted = predicted.withColumn(
-            "flags", F.when(outside, F.col("flags").bitwiseOR(F.lit(kernels.OUT_OF_RANGE))).otherwise(F.col("flags"))
+            "flags", F.when(outside, F.col("flags").bitwiseOR(F.lit(stamp_checks.OUT_OF_RANGE))).otherwise(F.col("flags"))
         )
     rejected = frame.filter(~ok).select("id", *[F.lit(float("nan")).cast("float").alias(name) for name in values], "flags")
     result = predicted.unionByName(rejected)
@@ -198,8 +198,18 @@ def predict_spark(
 
     written = spark.read.parquet(str(output_path))
     bits = {
-        name: getattr(kernels, name)
-        for name in ("BAD_PIXELS", "NEAR_EDGE", "OFF_IMAGE", "RESIZED", "OUT_OF_RANGE", "FAILED_VALIDATION", "BAD_PIXSCALE", "INPUT_OUT_OF_RANGE", "NO_SOURCE")
+        name: getattr(stamp_checks, name)
+        for name in (
+            "BAD_PIXELS",
+            "NEAR_EDGE",
+            "OFF_IMAGE",
+            "RESIZED",
+            "OUT_OF_RANGE",
+            "FAILED_VALIDATION",
+            "BAD_PIXSCALE",
+            "INPUT_OUT_OF_RANGE",
+            "NO_SOURCE",
+        )
     }
     aggregates = [F.count(F.lit(1)).alias("rows")] + [
         F.sum((F.col("flags").bitwiseAND(F.lit(bit)) != 0).cast("int")).alias(name) for name, bit in bits.items()

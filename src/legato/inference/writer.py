@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from legato.columns import OUTPUT_COLUMNS, UNITS
 from legato.errors import ConfigError
-from legato.models.targets import OUTPUT_COLUMNS, UNITS
 
 FORMATS = {".fits": "fits", ".fit": "fits", ".ecsv": "ecsv", ".parquet": "parquet", ".pq": "parquet"}
 PART_PATTERN = "part_{:06d}.parquet"
@@ -32,7 +32,7 @@ DESCRIPTIONS = {
     "n": "Sersic index",
     "q": "axis ratio b/a",
     "ellipticity": "1 - q",
-    "flags": "StampFlag bits (legato.inference.flags)",
+    "flags": "StampFlag bits (legato.flags)",
     "sky_sigma": "per-pixel noise the network measured on the stamp (electrons/s)",
     "mag_aper": "AB magnitude in a 1 arcsec radius aperture (input check)",
 }

@@ -213,7 +213,10 @@ def split_statistics(split_dir: str | Path) -> dict[str, dict]:
         statistics[f"labels.{column}.rms"] = {"value": rms, "scale": rms}
         statistics[f"labels.{column}.missing"] = {"value": int(missing), "scale": 0.0}
     return {
-        key: {"value": _significant(stat["value"]) if isinstance(stat["value"], float) else stat["value"], "scale": _significant(stat["scale"])}
+        key: {
+            "value": _significant(stat["value"]) if isinstance(stat["value"], float) else stat["value"],
+            "scale": _significant(stat["scale"]),
+        }
         for key, stat in sorted(statistics.items())
     }
 

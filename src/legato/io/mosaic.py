@@ -11,7 +11,7 @@ Edge policy
 - stamp fully inside the image: returned as is;
 - partial overlap: the missing pixels are filled with ``fill_value`` (0, the
   background of a background-subtracted image) and the row is flagged
-  :attr:`~legato.inference.flags.StampFlag.NEAR_EDGE`;
+  :attr:`~legato.flags.StampFlag.NEAR_EDGE`;
 - no overlap (or a position the WCS cannot place): an all-``fill_value`` stamp
   flagged ``OFF_IMAGE | FAILED_VALIDATION``;
 - NaN/inf pixels inside the cut: flagged ``BAD_PIXELS | FAILED_VALIDATION``.
@@ -31,7 +31,7 @@ from astropy.wcs import WCS, FITSFixedWarning
 
 from legato.conventions import DEFAULT_STAMP_SIZE
 from legato.errors import ConfigError, DataError
-from legato.inference.flags import FLAG_DTYPE, StampFlag
+from legato.flags import FLAG_DTYPE, StampFlag
 
 
 def read_mosaic(path: str | Path, hdu: int | str | None = None, memmap: bool = True):
@@ -192,7 +192,7 @@ def cut_stamps(
         float32 ``(N, size, size)``; the source sits within half a pixel of
         pixel ``(size // 2, size // 2)``.
     flags : numpy.ndarray
-        int32 ``(N,)`` :class:`~legato.inference.flags.StampFlag` bits:
+        int32 ``(N,)`` :class:`~legato.flags.StampFlag` bits:
         ``NEAR_EDGE`` (partial overlap, filled), ``OFF_IMAGE | FAILED_VALIDATION``
         (no overlap), ``BAD_PIXELS | FAILED_VALIDATION`` (NaN/inf pixels).
     """
@@ -213,7 +213,9 @@ def cut_stamps(
             flags[i] = StampFlag.OFF_IMAGE | StampFlag.FAILED_VALIDATION
             continue
         try:
-            cutout = Cutout2D(image, (float(np.floor(x + 0.5)), float(np.floor(y + 0.5))), (size, size), mode="partial", fill_value=np.nan, copy=False)
+            cutout = Cutout2D(
+                image, (float(np.floor(x + 0.5)), float(np.floor(y + 0.5))), (size, size), mode="partial", fill_value=np.nan, copy=False
+            )
         except NoOverlapError:
             flags[i] = StampFlag.OFF_IMAGE | StampFlag.FAILED_VALIDATION
             continue

@@ -302,3 +302,11 @@ def read_labels(set_dir: str | Path) -> Table:
         except (OSError, KeyError, ValueError) as exc:
             raise DataError(f"cannot read the labels of {path}: {exc}") from None
     return vstack(tables, metadata_conflicts="silent")
+
+
+def load_split(set_dir, limit: int | None = None):
+    """Stamps ``(N, H, W)`` float32 and their label table, optionally the first ``limit`` only."""
+    stamps, labels, header = read_stamp_set(set_dir)
+    if limit is not None:
+        stamps, labels = stamps[:limit], labels[:limit]
+    return stamps, labels, header

@@ -1,31 +1,29 @@
-"""The MLflow model: raw stamps in, physical Sérsic parameters out.
+"""An estimator folder loaded: its networks and scalers, predicting physical Sérsic parameters.
 
-A :class:`SersicEstimator` wraps one or more Keras networks (one multi-output
-network, or one network per parameter) with their target scalers. Clients send
-raw stamps ``(N, H, W)`` in electrons/s and get a table with ``mag`` (AB),
-``re_arcsec`` (semi-major, arcsec), ``n``, ``q``, ``ellipticity`` (and the
-production estimator's uncertainty columns) and the per-row ``flags`` of
-``legato predict``: the rows are made by the same function
-(:func:`legato.inference.predict.predict_stamps`), so blank, non-physical or
-source-less stamps come back flagged with NaN values, never invented ones.
+A folder (``estimator.json`` manifest, Keras networks, target scalers) holds one
+multi-output network or one network per parameter. :class:`LoadedEstimator`
+takes raw stamps ``(N, H, W)`` in electrons/s and returns ``mag`` (AB),
+``re_arcsec`` (semi-major, arcsec), ``n``, ``q``, ``ellipticity`` and, for the
+production estimator, calibrated uncertainties and its input checks. The MLflow
+model around it is :mod:`legato.serving.pyfunc`.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 
+from legato.columns import LOG_COLUMNS, OUTPUT_COLUMNS, SERSIC_COLUMNS
 from legato.errors import DataError
-from legato.inference.kernels import FAILED_VALIDATION, INPUT_OUT_OF_RANGE, NO_SOURCE
+from legato.io.stamp_checks import FAILED_VALIDATION, INPUT_OUT_OF_RANGE, NO_SOURCE
 from legato.models.input_range import InputRange
-from legato.models.targets import LOG_TARGETS, OUTPUT_COLUMNS, TARGETS, TargetScaler, physical_columns
+from legato.models.targets import TargetScaler, physical_columns
 
 MANIFEST = "estimator.json"
 ERROR_SUFFIXES = {"68": "_err", "95": "_err95"}
-MAX_BATCH = 4096
+MAX_BATCH = 4096  # most stamps one request may hold
 NON_NUMERIC = {"b": "booleans", "U": "strings", "S": "strings", "O": "non-numbers (null, objects or mixed types)"}
 
 
@@ -95,7 +93,7 @@ class LoadedEstimator:
         self.manifest = json.loads(manifest_path.read_text())
         self.stamp_size = int(self.manifest["stamp_size"])
         if self.manifest.get("kind") == "production":
-            import legato.models.production  # noqa: F401  (registers the production layers)
+            import legato.models.noise_aware  # noqa: F401  (registers the production layers)
         self.members = [
             (keras.saving.load_model(folder / m["model"], compile=False), TargetScaler.from_json(folder / m["scaler"]))
             for m in self.manifest["members"]
@@ -113,20 +111,34 @@ class LoadedEstimator:
         columns = [name for name in OUTPUT_COLUMNS if name in targets or (name == "q" and "ellipticity" in targets)]
         if self.uncertainty:
             for suffix in ERROR_SUFFIXES.values():
-                columns += [f"{name}{suffix}" for name in TARGETS]
+                columns += [f"{name}{suffix}" for name in SERSIC_COLUMNS]
             columns.append("sky_sigma")
         if self.input_range is not None:
             columns += ["mag_aper", "flags"]
         return tuple(columns)
 
-    def predict(self, stamps, batch_size: int = 256) -> dict[str, np.ndarray]:
+    def predict(self, stamps, batch_size: int = 256, checked: bool = False) -> dict[str, np.ndarray]:
         """Physical parameters of each stamp (columns ``mag, re_arcsec, n, q, ellipticity``).
 
         The networks run as compiled inference graphs on chunks of ``batch_size``
         (no ``keras.Model.predict`` pipeline: 10-40% faster on a CPU and far less
         per-request overhead when serving single stamps).
+
+        Parameters
+        ----------
+        stamps : array-like
+            ``(N, H, W)`` (or one ``(H, W)``) stamps, electrons/s.
+        batch_size : int
+            Stamps per forward pass.
+        checked : bool
+            The caller has already checked the stamps (:func:`validate_stamps`, then the
+            per-stamp checks of :func:`legato.inference.predict.predict_stamps`): they are
+            only cast to float32, not checked again.
         """
-        x = validate_stamps(stamps, self.stamp_size, max_batch=np.iinfo(np.int64).max)
+        if checked:
+            x = np.asarray(stamps, dtype=np.float32)
+        else:
+            x = validate_stamps(stamps, self.stamp_size, max_batch=np.iinfo(np.int64).max)
         values, extra = {}, {}
         for forward, (_, scaler) in zip(self._forward_passes(), self.members):
             outputs = np.concatenate([forward(x[start : start + batch_size]).numpy() for start in range(0, len(x), batch_size)])
@@ -141,10 +153,12 @@ class LoadedEstimator:
             columns.update(self._input_checks(x, columns))
         return columns
 
-    def _uncertainties(self, scaler: TargetScaler, log_variance: np.ndarray, values: dict, noise_ratio: np.ndarray) -> dict[str, np.ndarray]:
+    def _uncertainties(
+        self, scaler: TargetScaler, log_variance: np.ndarray, values: dict, noise_ratio: np.ndarray
+    ) -> dict[str, np.ndarray]:
         """Calibrated 68% and 95% half-widths in physical units (relative errors of ln re and ln n times the value)."""
-        from legato.evaluation.uncertainty import scale_for
-        from legato.models.production import gaussian_sigma
+        from legato.models.noise_aware import gaussian_sigma
+        from legato.models.uncertainty import scale_for
 
         sigma = gaussian_sigma(log_variance, scaler.std)
         out = {}
@@ -152,7 +166,7 @@ class LoadedEstimator:
             factors = scale_for(self.uncertainty, key, values["mag"], noise_ratio)
             for i, name in enumerate(scaler.targets):
                 width = factors[:, i] * sigma[:, i]
-                out[f"{name}{suffix}"] = width * values[name] if name in LOG_TARGETS else width
+                out[f"{name}{suffix}"] = width * values[name] if name in LOG_COLUMNS else width
         return out
 
     def _input_checks(self, stamps: np.ndarray, columns: dict) -> dict[str, np.ndarray]:
@@ -170,7 +184,9 @@ class LoadedEstimator:
         if self._compiled is None:
             import tensorflow as tf
 
-            self._compiled = [tf.function(lambda batch, m=model: m(batch, training=False), reduce_retracing=True) for model, _ in self.members]
+            self._compiled = [
+                tf.function(lambda batch, m=model: m(batch, training=False), reduce_retracing=True) for model, _ in self.members
+            ]
         return self._compiled
 
 
@@ -179,86 +195,3 @@ def write_manifest(folder: str | Path, members: list[dict], stamp_size: int, **i
     path = Path(folder) / MANIFEST
     path.write_text(json.dumps({"stamp_size": stamp_size, "members": members, "outputs": OUTPUT_COLUMNS, **info}, indent=2))
     return path
-
-
-def model_rows(estimator: LoadedEstimator, stamps, training_range=None, max_batch: int = MAX_BATCH) -> dict[str, np.ndarray]:
-    """What the MLflow model returns for ``stamps``: value columns and ``flags``, as ``legato predict`` writes them.
-
-    Parameters
-    ----------
-    estimator : LoadedEstimator
-        The networks.
-    stamps : array-like or pandas.DataFrame
-        Raw stamps (see :func:`stamp_cube`); NaN/inf pixels are flagged, not refused.
-    training_range : TrainingRange, optional
-        Range for ``OUT_OF_RANGE``.
-    max_batch : int
-        Most stamps accepted.
-
-    Raises
-    ------
-    DataError
-        On a wrong shape, a non-numeric dtype, an empty or oversized batch.
-    """
-    from legato.inference.predict import predict_stamps
-
-    size = estimator.stamp_size
-    cube = validate_stamps(stamp_cube(stamps, size), size, max_batch=max_batch, allow_nonfinite=True)
-    columns, flags = predict_stamps(estimator, cube, np.zeros(len(cube), dtype=np.int32), training_range)
-    return {**columns, "flags": flags}
-
-
-def serving_max_batch() -> int:
-    """Largest batch a served model accepts: ``LEGATO_MAX_BATCH`` or ``MAX_BATCH`` stamps."""
-    value = os.environ.get("LEGATO_MAX_BATCH", "")
-    return int(value) if value.isdigit() and int(value) > 0 else MAX_BATCH
-
-
-try:  # MLflow is heavy: the pyfunc class is only defined where MLflow is importable
-    import mlflow.pyfunc
-
-    class SersicEstimator(mlflow.pyfunc.PythonModel):
-        """MLflow pyfunc model: raw stamps ``(N, H, W)`` -> DataFrame of Sérsic parameters and ``flags``.
-
-        Also accepts a DataFrame whose first column holds stamps, 2-D or
-        flattened to ``H * W`` values (row-major). Rows come from
-        :func:`legato.inference.predict.predict_stamps`, as in ``legato predict``;
-        the training range for ``OUT_OF_RANGE`` is the model configuration's
-        ``training_range`` (``TrainingRange.as_meta()``; set when logging, or at
-        serving time through MLflow's ``SERVING_MODEL_CONFIG``). Under
-        ``mlflow models serve`` the ``/invocations`` endpoint is legato's
-        (:mod:`legato.serving.endpoint`): a body-size limit, strict JSON and
-        one-line JSON errors.
-        """
-
-        def load_context(self, context):
-            from legato.inference.flags import TrainingRange
-            from legato.serving import scoring_hook
-
-            self.estimator = LoadedEstimator(context.artifacts["estimator"])
-            config = getattr(context, "model_config", None) or {}
-            limits = config.get("training_range")
-            self.training_range = TrainingRange.from_meta(limits) if limits else None
-            self.max_batch = serving_max_batch()
-            if scoring_hook.in_scoring_server():
-                from legato.serving.endpoint import invocations_endpoint
-
-                scoring_hook.install(invocations_endpoint(self.rows, self.estimator.stamp_size, self.max_batch))
-                scoring_hook.tcp_nodelay_listeners()
-
-        def rows(self, stamps) -> dict[str, np.ndarray]:
-            """:func:`model_rows` with this model's training range and batch limit."""
-            return model_rows(self.estimator, stamps, self.training_range, self.max_batch)
-
-        def predict(self, context, model_input, params=None):
-            import pandas as pd
-            from mlflow.exceptions import MlflowException
-            from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
-
-            try:
-                return pd.DataFrame(self.rows(model_input))
-            except DataError as exc:
-                raise MlflowException(str(exc), error_code=INVALID_PARAMETER_VALUE) from None
-
-except ImportError:  # pragma: no cover
-    SersicEstimator = None

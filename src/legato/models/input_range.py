@@ -29,12 +29,14 @@ NOISE_MARGIN = 1.1
 
 def aperture_mask(stamp_size: int, radius_arcsec: float = APERTURE_RADIUS_ARCSEC, pixel_scale: float = PIXEL_SCALE_ARCSEC) -> np.ndarray:
     """Boolean ``(size, size)`` mask of the circular aperture centred on pixel ``(size // 2, size // 2)``."""
-    from legato.inference.kernels import aperture_mask as pixel_aperture
+    from legato.io.stamp_checks import aperture_mask as pixel_aperture
 
     return pixel_aperture(stamp_size, radius_arcsec / pixel_scale)
 
 
-def aperture_photometry(stamps: np.ndarray, sky_sigma: np.ndarray, radius_arcsec: float = APERTURE_RADIUS_ARCSEC) -> tuple[np.ndarray, np.ndarray]:
+def aperture_photometry(
+    stamps: np.ndarray, sky_sigma: np.ndarray, radius_arcsec: float = APERTURE_RADIUS_ARCSEC
+) -> tuple[np.ndarray, np.ndarray]:
     """Aperture flux (electrons/s) and its white-noise error for each stamp of ``(N, H, W)``.
 
     Parameters

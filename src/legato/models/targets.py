@@ -14,22 +14,18 @@ from pathlib import Path
 
 import numpy as np
 
+from legato.columns import LOG_COLUMNS, OUTPUT_COLUMNS, SERSIC_COLUMNS
 from legato.errors import DataError
 
-TARGETS = ("mag", "re_arcsec", "n", "ellipticity")
-LOG_TARGETS = frozenset({"re_arcsec", "n"})
-UNITS = {"mag": "mag", "re_arcsec": "arcsec", "n": "", "q": "", "ellipticity": ""}
-OUTPUT_COLUMNS = ("mag", "re_arcsec", "n", "q", "ellipticity")
 
-
-def to_network_space(labels, targets=TARGETS) -> np.ndarray:
+def to_network_space(labels, targets=SERSIC_COLUMNS) -> np.ndarray:
     """Physical labels (table or mapping of columns) to unstandardised network targets ``(N, len(targets))``."""
     columns = []
     for name in targets:
         if name not in getattr(labels, "colnames", labels):
             raise DataError(f"label column {name!r} is missing")
         values = np.asarray(labels[name], dtype=np.float64)
-        columns.append(np.log(values) if name in LOG_TARGETS else values)
+        columns.append(np.log(values) if name in LOG_COLUMNS else values)
     return np.column_stack(columns)
 
 
@@ -50,7 +46,7 @@ class TargetScaler:
     std: tuple
 
     @classmethod
-    def fit(cls, labels, targets=TARGETS) -> TargetScaler:
+    def fit(cls, labels, targets=SERSIC_COLUMNS) -> TargetScaler:
         """Scaler with the statistics of ``labels`` (the training split)."""
         values = to_network_space(labels, targets)
         std = values.std(axis=0)
@@ -64,9 +60,7 @@ class TargetScaler:
     def inverse(self, outputs: np.ndarray) -> dict[str, np.ndarray]:
         """Physical values from standardised outputs (``re`` and ``n`` exponentiated)."""
         values = np.asarray(outputs, dtype=np.float64) * np.array(self.std) + np.array(self.mean)
-        return {
-            name: np.exp(values[:, i]) if name in LOG_TARGETS else values[:, i] for i, name in enumerate(self.targets)
-        }
+        return {name: np.exp(values[:, i]) if name in LOG_COLUMNS else values[:, i] for i, name in enumerate(self.targets)}
 
     def to_json(self, path: str | Path) -> None:
         """Write the scaler as JSON."""

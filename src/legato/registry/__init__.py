@@ -1,1 +1,1 @@
-"""The MLflow model registry: registering estimators, gated promotion of aliases, rollback."""
+"""The MLflow model registry: registering and publishing estimators, gated promotion, rollback, resolving a model to load."""

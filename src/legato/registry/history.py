@@ -34,6 +34,7 @@ import uuid
 from pathlib import Path
 
 from legato.errors import ConfigError, LegatoError
+from legato.io.folders import publish_folder
 
 FORMAT_VERSION = 1
 RUN_ID_KEYS = ("run_id", "parent_run_id", "original_run_id")
@@ -143,9 +144,7 @@ def export_history(tracking_uri: str | None, run_ids, out_dir: str | Path, model
         "missing_runs": sorted(missing),
     }
     (staging / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True))
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    staging.rename(out_dir)
+    publish_folder(staging, out_dir)
     return manifest
 
 
@@ -190,10 +189,19 @@ def import_history(tracking_uri: str | None, history_dir: str | Path, artifact_r
         raise ConfigError(f"the history keeps run ids and needs an SQL-backed tracking store (sqlite:///...), not {uri}")
     client = registry_client(uri, must_exist=False)
     _quiet_artifact_transfers()
-    summary = {"runs_created": 0, "runs_present": 0, "models_created": 0, "models_present": 0, "versions_created": 0, "registered_models_skipped": []}
+    summary = {
+        "runs_created": 0,
+        "runs_present": 0,
+        "models_created": 0,
+        "models_present": 0,
+        "versions_created": 0,
+        "registered_models_skipped": [],
+    }
     experiment_ids = {name: _experiment_id(client, name, artifact_root) for name in manifest["experiments"]}
     records = {run_id: json.loads((history_dir / "runs" / run_id / "run.json").read_text()) for run_id in manifest["runs"]}
-    model_records = {model_id: json.loads((history_dir / "models" / model_id / "model.json").read_text()) for model_id in manifest["models"]}
+    model_records = {
+        model_id: json.loads((history_dir / "models" / model_id / "model.json").read_text()) for model_id in manifest["models"]
+    }
     models_by_run: dict[str, list[str]] = {}
     for model_id, model in model_records.items():
         models_by_run.setdefault(model["source_run_id"], []).append(model_id)
@@ -325,7 +333,9 @@ def _run_record(client, run, experiment: str) -> dict:
 def _logged_models(client, run) -> list:
     found, token = [], None
     while True:
-        page = client.search_logged_models(experiment_ids=[run.info.experiment_id], filter_string=f"source_run_id = '{run.info.run_id}'", page_token=token)
+        page = client.search_logged_models(
+            experiment_ids=[run.info.experiment_id], filter_string=f"source_run_id = '{run.info.run_id}'", page_token=token
+        )
         found.extend(page)
         token = page.token
         if not token:
@@ -352,15 +362,17 @@ def _registered_model_record(client, name: str) -> dict:
     model = get_model(client, name)
     versions = []
     for version in all_versions(client, name):
-        versions.append({
-            "version": int(version.version),
-            "source": version.source,
-            "run_id": version.run_id,
-            "model_id": getattr(version, "model_id", None),
-            "tags": dict(version.tags or {}),
-            "description": version.description or "",
-            "aliases": sorted(version.aliases or []),
-        })
+        versions.append(
+            {
+                "version": int(version.version),
+                "source": version.source,
+                "run_id": version.run_id,
+                "model_id": getattr(version, "model_id", None),
+                "tags": dict(version.tags or {}),
+                "description": version.description or "",
+                "aliases": sorted(version.aliases or []),
+            }
+        )
     return {"name": name, "description": model.description or "", "tags": dict(model.tags or {}), "versions": versions}
 
 
@@ -383,8 +395,12 @@ def _create_run(client, record: dict, experiment_id: str, artifacts: Path) -> No
 def _create_logged_model(client, record: dict, experiment_id: str, artifacts: Path) -> None:
     with preserved_id(record["model_id"].removeprefix("m-")):
         logged = client.create_logged_model(
-            experiment_id, name=record["name"], source_run_id=record["source_run_id"],
-            tags=record["tags"] or None, params=record["params"] or None, model_type=record["model_type"],
+            experiment_id,
+            name=record["name"],
+            source_run_id=record["source_run_id"],
+            tags=record["tags"] or None,
+            params=record["params"] or None,
+            model_type=record["model_type"],
         )
     _check_id(record["model_id"], logged.model_id, "logged model")
     client.log_model_artifacts(logged.model_id, str(artifacts))
@@ -396,7 +412,11 @@ def _link_outputs(client, run_id: str, outputs: list) -> None:
 
     run_outputs = client.get_run(run_id).outputs
     linked = {o.model_id for o in ((run_outputs.model_outputs if run_outputs else None) or [])}
-    missing = [LoggedModelOutput(model_id, step) for model_id, step in outputs if model_id not in linked and _exists(client.get_logged_model, model_id)]
+    missing = [
+        LoggedModelOutput(model_id, step)
+        for model_id, step in outputs
+        if model_id not in linked and _exists(client.get_logged_model, model_id)
+    ]
     if missing:
         client.log_outputs(run_id, missing)
 
@@ -406,8 +426,12 @@ def _create_registered_model(client, record: dict) -> int:
     created = 0
     for version in sorted(record["versions"], key=lambda v: v["version"]):
         made = client.create_model_version(
-            record["name"], version["source"], run_id=version["run_id"], tags=version["tags"] or None,
-            description=version["description"] or None, model_id=version["model_id"],
+            record["name"],
+            version["source"],
+            run_id=version["run_id"],
+            tags=version["tags"] or None,
+            description=version["description"] or None,
+            model_id=version["model_id"],
         )
         if int(made.version) != version["version"]:
             raise LegatoError(f"registry import of {record['name']}: got version {made.version} for exported version {version['version']}")

@@ -13,10 +13,10 @@ from __future__ import annotations
 import getpass
 import json
 import os
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
+from legato.columns import PARAMETERS
 from legato.errors import ConfigError
-from legato.evaluation.metrics import PARAMETERS
 from legato.registry.store import get_model, get_version, version_by_alias
 from legato.registry.versions import version_metrics
 
@@ -64,7 +64,9 @@ def _move_alias(client, name: str, alias: str, version: str, previous: str | Non
         client.set_model_version_tag(name, version, f"{action['action']}.{key}", str(value))
 
 
-def promote(client, name: str, version: str | int, alias: str, subset: str, tolerance: float = 0.0, force: bool = False, reason: str | None = None) -> dict:
+def promote(
+    client, name: str, version: str | int, alias: str, subset: str, tolerance: float = 0.0, force: bool = False, reason: str | None = None
+) -> dict:
     """Move ``alias`` to ``version`` if it passes the gates (or ``force`` with a reason).
 
     Returns
@@ -89,13 +91,19 @@ def promote(client, name: str, version: str | int, alias: str, subset: str, tole
         tolerance,
         (candidate.tags or {}).get("validation"),
     )
-    result = {"model": name, "version": candidate.version, "alias": alias, "previous": holder.version if holder else None, "failures": failures}
+    result = {
+        "model": name,
+        "version": candidate.version,
+        "alias": alias,
+        "previous": holder.version if holder else None,
+        "failures": failures,
+    }
     if failures and not force:
         return {**result, "promoted": False}
     action = {
         "action": "promotion",
         "by": _actor(),
-        "at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "at": datetime.now(UTC).isoformat(timespec="seconds"),
         "reason": reason or ("first holder of the alias" if holder is None else f"passes the gates on {subset} (tolerance {tolerance:g})"),
         "forced": bool(force and failures),
         "overridden_failures": "; ".join(failures) if force else "",
@@ -127,7 +135,7 @@ def rollback(client, name: str, alias: str, reason: str | None = None) -> dict:
     action = {
         "action": "rollback",
         "by": _actor(),
-        "at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "at": datetime.now(UTC).isoformat(timespec="seconds"),
         "reason": reason or f"rollback from version {current.version}",
         "previous": current.version,
     }
@@ -149,6 +157,87 @@ def offer_domain_alias(client, name: str, versions: dict, domain: dict) -> dict:
         promote(client, name, versions[domain["incumbent"]].version, alias, subset, tolerance)
     outcome = promote(client, name, versions[domain["candidate"]].version, alias, subset, tolerance)
     holder = version_by_alias(client, name, alias, required=False)
-    summary = f"promoted {domain['candidate']}" if outcome["promoted"] else f"kept; {domain['candidate']} not promoted: {'; '.join(outcome['failures'])}"
-    return {"alias": alias, "subset": subset, "holder": holder.version if holder else None, "offered": domain["candidate"],
-            "promoted": outcome["promoted"], "failures": outcome["failures"], "summary": summary}
+    summary = (
+        f"promoted {domain['candidate']}"
+        if outcome["promoted"]
+        else f"kept; {domain['candidate']} not promoted: {'; '.join(outcome['failures'])}"
+    )
+    return {
+        "alias": alias,
+        "subset": subset,
+        "holder": holder.version if holder else None,
+        "offered": domain["candidate"],
+        "promoted": outcome["promoted"],
+        "failures": outcome["failures"],
+        "summary": summary,
+    }
+
+
+def register_and_offer(client, name: str, settings: dict, promote_best: bool = True, log=print) -> dict:
+    """Register every estimator of ``settings`` (params.yaml ``registry``) and offer the best to the alias through the gates.
+
+    Only versions evaluated on the simulated test set (every gate metric
+    ``test_r2_*_<gate_subset>`` present) are offered; the best is the one with
+    the largest sum of gate R². The domain alias (``domain_alias``), when set,
+    is offered its candidate the same way (:func:`offer_domain_alias`).
+
+    Parameters
+    ----------
+    client : mlflow.MlflowClient
+        The registry.
+    name : str
+        Registered model name.
+    settings : dict
+        ``estimators`` (label -> folder), ``alias``, ``gate_subset``, ``tolerance``, ``domain_alias``.
+    promote_best : bool
+        Offer the best version to the alias (else only register).
+    log : callable
+        One line per registered version and per alias outcome.
+
+    Returns
+    -------
+    dict
+        ``model``, ``versions`` (label -> version) and, when offered, ``alias``, ``holder``, ``offered``,
+        ``promoted`` and ``domain_alias``.
+
+    Raises
+    ------
+    ConfigError
+        When no estimator is listed, a folder is missing, or no version has the gate metrics.
+    """
+    from pathlib import Path
+
+    from legato.registry.store import DEFAULT_ALIAS
+    from legato.registry.versions import register_estimator
+
+    estimators = settings.get("estimators") or {}
+    if not estimators:
+        raise ConfigError("params.yaml registry.estimators lists no estimator folder")
+    subset, tolerance = settings.get("gate_subset", "paper_h23"), float(settings.get("tolerance", 0.0))
+    versions = {}
+    for label, folder in estimators.items():
+        if not Path(folder).is_dir():
+            raise ConfigError(f"estimator {label!r}: {folder} does not exist")
+        version, created = register_estimator(client, name, folder)
+        versions[label] = version
+        log(f"{name} version {version.version}: {label} ({'registered' if created else 'already registered'})")
+    state = {"model": name, "versions": {k: v.version for k, v in versions.items()}}
+    if promote_best:
+        alias = settings.get("alias", DEFAULT_ALIAS)
+        gated = {k: version_metrics(client, v, subset) for k, v in versions.items()}
+        score = {k: sum(m.values()) for k, m in gated.items() if len(m) == len(PARAMETERS)}
+        if not score:
+            raise ConfigError(f"no registered version has the gate metrics test_r2_*_{subset}: run legato evaluate first")
+        best = max(score, key=score.get)
+        outcome = promote(client, name, versions[best].version, alias, subset, tolerance)
+        holder = version_by_alias(client, name, alias, required=False)
+        log(
+            f"{alias}: version {holder.version if holder else 'none'}"
+            + (f" (promoted {best})" if outcome["promoted"] else f" (kept; {best} not promoted: {'; '.join(outcome['failures'])})")
+        )
+        state.update({"alias": alias, "holder": holder.version if holder else None, "offered": best, "promoted": outcome["promoted"]})
+    domain = settings.get("domain_alias")
+    if promote_best and domain and domain.get("candidate") in versions:
+        state["domain_alias"] = offer_domain_alias(client, name, versions, domain)
+        log(f"{domain['alias']}: version {state['domain_alias']['holder']} ({state['domain_alias']['summary']})")
+    return state

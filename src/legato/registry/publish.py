@@ -16,6 +16,7 @@ import shutil
 from pathlib import Path
 
 from legato.errors import ConfigError
+from legato.io.folders import publish_folder
 
 
 def track_estimator(folder: str | Path, out: str | Path, tracking_uri: str | None = None, experiment: str = "legato") -> dict:
@@ -29,8 +30,8 @@ def track_estimator(folder: str | Path, out: str | Path, tracking_uri: str | Non
     import mlflow
 
     from legato.models.estimator import MANIFEST
+    from legato.serving.pyfunc import log_estimator_model
     from legato.tracking import provenance_tags, start_tracking
-    from legato.training.train import log_estimator_model
 
     folder, out = Path(folder), Path(out)
     manifest_path = folder / MANIFEST
@@ -58,7 +59,13 @@ def track_estimator(folder: str | Path, out: str | Path, tracking_uri: str | Non
         # log the estimator again, with this code, in the same run
         with mlflow.start_run(run_id=original["run_id"]):
             info = log_estimator_model(staging, _example_stamps(int(manifest["stamp_size"])))
-        summary = {**original, "model_uri": info.model_uri, "reused": True, "relogged_for_code": True, "original_run_id": original["run_id"]}
+        summary = {
+            **original,
+            "model_uri": info.model_uri,
+            "reused": True,
+            "relogged_for_code": True,
+            "original_run_id": original["run_id"],
+        }
     else:
         training = manifest.get("training") or {}
         with mlflow.start_run(run_name=f"{manifest.get('architecture', 'estimator')} (published)") as run:
@@ -87,9 +94,7 @@ def track_estimator(folder: str | Path, out: str | Path, tracking_uri: str | Non
             "original_run_id": original.get("run_id"),
         }
     (staging / "run.json").write_text(json.dumps(summary, indent=2))
-    if out.exists():
-        shutil.rmtree(out)
-    staging.rename(out)
+    publish_folder(staging, out)
     return summary
 
 

@@ -33,7 +33,7 @@ def registry_client(tracking_uri: str | None = None, must_exist: bool = True):
     uri = resolve_tracking_uri(tracking_uri)
     prefix = "sqlite:///"
     if must_exist and uri.startswith(prefix) and not Path(uri[len(prefix) :]).is_file():
-        raise ConfigError(f"no tracking store at {uri[len(prefix):]}: run the pipeline (dvc repro) or set MLFLOW_TRACKING_URI")
+        raise ConfigError(f"no tracking store at {uri[len(prefix) :]}: run the pipeline (dvc repro) or set MLFLOW_TRACKING_URI")
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     return MlflowClient(tracking_uri=uri, registry_uri=uri)

@@ -5,10 +5,20 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from legato.columns import PARAMETERS
 from legato.errors import ConfigError
-from legato.evaluation.metrics import PARAMETERS
 
-TAG_KEYS = ("architecture", "training_domain", "method", "data_version", "data_path", "git_revision", "validation", "adapted_from_model_uri", "finetuning_setup")
+TAG_KEYS = (
+    "architecture",
+    "training_domain",
+    "method",
+    "data_version",
+    "data_path",
+    "git_revision",
+    "validation",
+    "adapted_from_model_uri",
+    "finetuning_setup",
+)
 
 
 def gate_metric(parameter: str, subset: str) -> str:
@@ -48,7 +58,11 @@ def register_estimator(client, name: str, folder: str | Path) -> tuple[object, b
     tags = {key: run.data.tags[key] for key in TAG_KEYS if key in run.data.tags}
     tags.update({key: f"{value:.5f}" for key, value in run.data.metrics.items() if key.startswith(("test_r2_", "val_r2_", "A_r2_"))})
     tags["estimator_folder"] = str(folder)
-    parent = [v for v in client.search_model_versions(f"name='{name}'") if tags.get("adapted_from_model_uri") and v.source == tags["adapted_from_model_uri"]]
+    parent = [
+        v
+        for v in client.search_model_versions(f"name='{name}'")
+        if tags.get("adapted_from_model_uri") and v.source == tags["adapted_from_model_uri"]
+    ]
     if parent:  # lineage: the registered version this one was fine-tuned from
         tags["parent_version"] = str(parent[0].version)
     for key, value in tags.items():

@@ -1,7 +1,9 @@
-"""Serving the promoted model with ``mlflow models serve`` and talking to it over HTTP.
+"""The MLflow model of an estimator and serving it with ``mlflow models serve``.
 
 Modules
 -------
+pyfunc
+    The pyfunc model (raw stamps in, rows and flags out) and logging an estimator folder as one.
 server
     Real MLflow processes (model server, tracking server) on loopback, started and stopped by PID.
 endpoint

@@ -120,7 +120,9 @@ def decode_stamps(body: bytes, stamp_size: int, max_batch: int) -> np.ndarray:
     try:
         return np.asarray(data)
     except (ValueError, TypeError, OverflowError) as exc:
-        raise RequestError(400, "BAD_REQUEST", f"stamps must form an (N, {stamp_size}, {stamp_size}) array of numbers: {_first_line(exc)}") from None
+        raise RequestError(
+            400, "BAD_REQUEST", f"stamps must form an (N, {stamp_size}, {stamp_size}) array of numbers: {_first_line(exc)}"
+        ) from None
 
 
 def batch_length(data: list, stamp_size: int) -> int:
@@ -172,7 +174,7 @@ def invocations_endpoint(rows: Callable[[np.ndarray], dict], stamp_size: int, ma
     ----------
     rows : callable
         Stamps array -> value columns and ``flags``
-        (:meth:`legato.models.estimator.SersicEstimator.rows`); raises
+        (:meth:`legato.serving.pyfunc.SersicEstimator.rows`); raises
         :class:`~legato.errors.DataError` for a bad shape, dtype or count.
     stamp_size : int
         Stamp side, pixels.
@@ -211,7 +213,9 @@ def check_content_type(content_type: str) -> None:
     mime, _, parameters = content_type.partition(";")
     charset = parameters.partition("charset=")[2].strip().strip('"').lower() or "utf-8"
     if mime.strip().lower() != "application/json" or charset not in ("utf-8", "utf8"):
-        raise RequestError(415, "UNSUPPORTED_MEDIA_TYPE", f"send Content-Type: application/json (UTF-8) with {REQUEST_FORMAT}; got {content_type!r}")
+        raise RequestError(
+            415, "UNSUPPORTED_MEDIA_TYPE", f"send Content-Type: application/json (UTF-8) with {REQUEST_FORMAT}; got {content_type!r}"
+        )
 
 
 async def read_body(request: Request, limit: int, max_batch: int) -> bytes:
@@ -219,7 +223,9 @@ async def read_body(request: Request, limit: int, max_batch: int) -> bytes:
     declared = request.headers.get("content-length")
     if declared is not None and not declared.strip().isdigit():
         raise RequestError(400, "BAD_REQUEST", f"invalid Content-Length {declared!r}")
-    too_large = RequestError(413, "REQUEST_LIMIT_EXCEEDED", f"request body larger than {limit} bytes (the size of {max_batch} stamps); split the batch")
+    too_large = RequestError(
+        413, "REQUEST_LIMIT_EXCEEDED", f"request body larger than {limit} bytes (the size of {max_batch} stamps); split the batch"
+    )
     if declared is not None and int(declared) > limit:
         if int(declared) <= DRAIN_FACTOR * limit:
             await drain(request)

@@ -49,7 +49,7 @@ class ManagedProcess:
         """Base URL on loopback."""
         return f"http://{LOOPBACK}:{self.port}"
 
-    def start(self, timeout: float = 120.0) -> "ManagedProcess":
+    def start(self, timeout: float = 120.0) -> ManagedProcess:
         """Start the process and wait until it answers; raise with its log tail if it dies or times out."""
         log = open(self.log_path, "wb") if self.log_path else subprocess.DEVNULL
         self.process = subprocess.Popen(self.command, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -93,7 +93,13 @@ class ManagedProcess:
 
 
 def model_server(
-    model_uri: str, port: int | None = None, tracking_uri: str | None = None, workers: int = 1, log_path=None, extra_env=None, training_range=None
+    model_uri: str,
+    port: int | None = None,
+    tracking_uri: str | None = None,
+    workers: int = 1,
+    log_path=None,
+    extra_env=None,
+    training_range=None,
 ) -> ManagedProcess:
     """``mlflow models serve -m <model_uri> --env-manager local`` bound to 127.0.0.1.
 
@@ -112,7 +118,7 @@ def serving_environment(workers: int, training_range=None) -> dict[str, str]:
     - ``TF_NUM_INTRAOP_THREADS``: the cores divided among the workers (``TF_NUM_INTEROP_THREADS`` 1),
       so that workers do not oversubscribe the CPU;
     - ``SERVING_MODEL_CONFIG``: MLflow's serving-time model configuration, here the
-      ``training_range`` (:class:`~legato.inference.flags.TrainingRange`) of the
+      ``training_range`` (:class:`~legato.flags.TrainingRange`) of the
       ``OUT_OF_RANGE`` flag, as ``legato predict --params`` uses it.
     """
     cores = os.cpu_count() or 1
@@ -125,8 +131,21 @@ def serving_environment(workers: int, training_range=None) -> dict[str, str]:
 def serve_command(model_uri: str, host: str, port: int, workers: int = 1) -> list[str]:
     """The ``mlflow models serve --env-manager local`` command line for a model URI."""
     return [
-        sys.executable, "-m", "mlflow", "models", "serve", "-m", model_uri, "--env-manager", "local",
-        "-h", host, "-p", str(port), "-w", str(workers),
+        sys.executable,
+        "-m",
+        "mlflow",
+        "models",
+        "serve",
+        "-m",
+        model_uri,
+        "--env-manager",
+        "local",
+        "-h",
+        host,
+        "-p",
+        str(port),
+        "-w",
+        str(workers),
     ]
 
 
@@ -134,7 +153,19 @@ def tracking_server(backend_store_uri: str, artifact_root: str | Path, port: int
     """``mlflow server`` (the UI and REST API) on 127.0.0.1 over the given store."""
     port = port or free_port()
     command = [
-        sys.executable, "-m", "mlflow", "server", "--backend-store-uri", backend_store_uri,
-        "--default-artifact-root", Path(artifact_root).resolve().as_uri(), "--host", LOOPBACK, "--port", str(port), "--workers", "1",
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--backend-store-uri",
+        backend_store_uri,
+        "--default-artifact-root",
+        Path(artifact_root).resolve().as_uri(),
+        "--host",
+        LOOPBACK,
+        "--port",
+        str(port),
+        "--workers",
+        "1",
     ]
     return ManagedProcess(command, port, "/health", mlflow_environment(), log_path)

@@ -1,1 +1,1 @@
-"""CANDELS F160W-like single-Sérsic galaxy simulation with GalSim."""
+"""Simulated CANDELS-like stamp sets with GalSim: single-Sérsic and realistic domains, PSFs, calibrated survey noise."""

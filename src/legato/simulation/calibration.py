@@ -76,8 +76,16 @@ def calibrate_noise(config, sample_size: int = 600, seed: int = 7) -> dict:
     models = np.stack(
         [
             render_sersic_stamp(
-                row["mag"], row["re_arcsec"], row["n"], row["q"], row["pa_deg"], row["x_offset_pix"],
-                row["y_offset_pix"], psf=psf, size=config.stamp_size, pixel_scale=config.pixel_scale,
+                row["mag"],
+                row["re_arcsec"],
+                row["n"],
+                row["q"],
+                row["pa_deg"],
+                row["x_offset_pix"],
+                row["y_offset_pix"],
+                psf=psf,
+                size=config.stamp_size,
+                pixel_scale=config.pixel_scale,
                 zeropoint=config.zeropoint,
             )
             for row in params

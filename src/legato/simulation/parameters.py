@@ -61,9 +61,7 @@ class ParameterSpace:
         if not self.mag_min < self.mag_max:
             raise ConfigError(f"mag_min ({self.mag_min}) must be below mag_max ({self.mag_max})")
         if not 0 < self.re_min_arcsec < self.re_max_arcsec:
-            raise ConfigError(
-                f"need 0 < re_min_arcsec < re_max_arcsec, got {self.re_min_arcsec} and {self.re_max_arcsec}"
-            )
+            raise ConfigError(f"need 0 < re_min_arcsec < re_max_arcsec, got {self.re_min_arcsec} and {self.re_max_arcsec}")
         if self.bandwidth < 0 or self.n_grid_dex < 0 or self.max_offset_pix < 0:
             raise ConfigError("bandwidth, n_grid_dex and max_offset_pix must be >= 0")
 

@@ -48,12 +48,13 @@ import numpy as np
 from astropy import units as u
 from astropy.table import Table
 
+from legato.analysis.noise_texture import HOLE_FRACTION_LIMIT, has_negative_holes
 from legato.catalog.vanderwel import read_vanderwel_catalog, select_good_fits
 from legato.conventions import circular_half_light_radius, galfit_pa_to_galsim_beta_deg, mag_to_flux
 from legato.errors import ConfigError
 from legato.io.fingerprint import cpu_stand_in, recipe
+from legato.io.folders import publish_folder
 from legato.io.stamps import StampSetMeta, write_stamp_set
-from legato.analysis.noise_texture import HOLE_FRACTION_LIMIT, has_negative_holes
 from legato.simulation.noise import correlated_noise
 from legato.simulation.parameters import draw_parameters
 from legato.simulation.psf import read_psf_image
@@ -65,7 +66,16 @@ SPLITS = ("A", "B")
 COSMOS_CATALOGUE = "real_galaxy_catalog_26_extension_example.fits"
 TASK_SIZE = 100
 # the project's sources that compute the realistic raw sets (the code part of their fingerprints)
-CODE = ("simulation", "catalog", "analysis/noise_texture.py", "io/stamps.py", "io/fingerprint.py", "conventions.py", "config.py")
+CODE = (
+    "simulation",
+    "catalog",
+    "analysis/noise_texture.py",
+    "io/stamps.py",
+    "io/fingerprint.py",
+    "conventions.py",
+    "config.py",
+    "stats.py",
+)
 
 
 @dataclass(frozen=True)
@@ -139,7 +149,8 @@ class RealisticConfig:
 
 def realistic_config(params: dict, overrides: dict | None = None) -> RealisticConfig:
     """Build a :class:`RealisticConfig` from params.yaml (``simulate`` for the shared settings, ``realistic`` for the rest)."""
-    from legato.config import section, simulation_config
+    from legato.config import section
+    from legato.simulation.settings import simulation_config
 
     base = simulation_config(params)
     values = dict(section(params, "realistic"))
@@ -175,9 +186,7 @@ def cosmos_catalogue(cosmos_dir: str | Path):
     if not path.is_file():
         raise ConfigError(f"no COSMOS real-galaxy catalogue at {path}")
     catalogue = galsim.RealGalaxyCatalog(COSMOS_CATALOGUE, dir=str(cosmos_dir))
-    catalogue.noise_file_name = [
-        str(Path(galsim.meta_data.share_dir) / Path(name).name) for name in catalogue.noise_file_name
-    ]
+    catalogue.noise_file_name = [str(Path(galsim.meta_data.share_dir) / Path(name).name) for name in catalogue.noise_file_name]
     return catalogue
 
 
@@ -282,7 +291,9 @@ def galaxy_profile(row, rng: np.random.Generator, zeropoint: float, cosmos=None,
         q_bulge = rng.uniform(0.6, 1.0)
         re_bulge = re * rng.uniform(0.25, 0.6)
         bulge = _sheared(
-            galsim.DeVaucouleurs(half_light_radius=float(circular_half_light_radius(re_bulge, q_bulge)), flux=flux * bulge_fraction, gsparams=gsparams),
+            galsim.DeVaucouleurs(
+                half_light_radius=float(circular_half_light_radius(re_bulge, q_bulge)), flux=flux * bulge_fraction, gsparams=gsparams
+            ),
             q_bulge,
             pa + rng.normal(0.0, 20.0),
         )
@@ -292,8 +303,11 @@ def galaxy_profile(row, rng: np.random.Generator, zeropoint: float, cosmos=None,
         clump_fraction = rng.uniform(0.15, 0.45)
         radius = float(circular_half_light_radius(re, max(q, 0.1)))
         knots = galsim.RandomKnots(
-            npoints=int(rng.integers(5, 40)), half_light_radius=radius, flux=flux * clump_fraction,
-            rng=galsim.BaseDeviate(int(rng.integers(1, 2**31 - 1))), gsparams=gsparams,
+            npoints=int(rng.integers(5, 40)),
+            half_light_radius=radius,
+            flux=flux * clump_fraction,
+            rng=galsim.BaseDeviate(int(rng.integers(1, 2**31 - 1))),
+            gsparams=gsparams,
         )
         return _disc(flux * (1 - clump_fraction), re, max(q, 0.1), pa, gsparams) + _sheared(knots, max(q, 0.1), pa)
     if kind == "cosmos":
@@ -338,7 +352,9 @@ def brighten_within_noise(galaxy, psf, flux: float, noise_limit: float, size: in
     return galaxy.withScaledFlux(boost), unit_noise * boost
 
 
-def neighbour_profiles(count: int, catalogue_rows: Table, distance_pix: tuple, rng: np.random.Generator, zeropoint: float, pixel_scale: float):
+def neighbour_profiles(
+    count: int, catalogue_rows: Table, distance_pix: tuple, rng: np.random.Generator, zeropoint: float, pixel_scale: float
+):
     """Sérsic neighbours drawn from catalogue rows, each shifted to a random position (arcsec) inside the stamp."""
     from legato.simulation.parameters import snap_sersic_index
     from legato.simulation.render import sersic_profile
@@ -349,7 +365,9 @@ def neighbour_profiles(count: int, catalogue_rows: Table, distance_pix: tuple, r
         radius = rng.uniform(*distance_pix) * pixel_scale
         angle = rng.uniform(0.0, 2 * np.pi)
         n = float(snap_sersic_index(row["n"], 0.05))
-        profile = sersic_profile(float(row["mag"]), float(row["re"]), n, float(np.clip(row["q"], 0.1, 1.0)), rng.uniform(-90, 90), zeropoint)
+        profile = sersic_profile(
+            float(row["mag"]), float(row["re"]), n, float(np.clip(row["q"], 0.1, 1.0)), rng.uniform(-90, 90), zeropoint
+        )
         profiles.append(profile.shift(radius * np.cos(angle), radius * np.sin(angle)))
     return profiles
 
@@ -389,18 +407,27 @@ def render_realistic_stamp(row, split_index: int) -> tuple[np.ndarray, float]:
     own_noise = 0.0
     if str(row["kind"]) == "cosmos":
         galaxy, own_noise = brighten_within_noise(
-            galaxy, psf, float(mag_to_flux(float(row["gen_mag"]), base.zeropoint)), config.cosmos_noise_fraction * sky_sigma,
-            base.stamp_size, base.pixel_scale, int(rng.integers(1, 2**31 - 1)),
+            galaxy,
+            psf,
+            float(mag_to_flux(float(row["gen_mag"]), base.zeropoint)),
+            config.cosmos_noise_fraction * sky_sigma,
+            base.stamp_size,
+            base.pixel_scale,
+            int(rng.integers(1, 2**31 - 1)),
         )
     half_pixel = 0.0 if base.stamp_size % 2 else 0.5
     offset = galsim.PositionD(float(row["x_offset_pix"]) + half_pixel, float(row["y_offset_pix"]) + half_pixel)
     scene = galaxy
-    neighbours = neighbour_profiles(int(row["n_neighbours"]), _WORKER["neighbours"], config.neighbour_distance_pix, rng, base.zeropoint, base.pixel_scale)
+    neighbours = neighbour_profiles(
+        int(row["n_neighbours"]), _WORKER["neighbours"], config.neighbour_distance_pix, rng, base.zeropoint, base.pixel_scale
+    )
     if neighbours:
         scene = galsim.Add([galaxy, *neighbours])
-    image = galsim.Convolve(scene, psf, gsparams=gsparams).drawImage(
-        nx=base.stamp_size, ny=base.stamp_size, scale=base.pixel_scale, offset=offset, method="auto"
-    ).array.astype(np.float64)
+    image = (
+        galsim.Convolve(scene, psf, gsparams=gsparams)
+        .drawImage(nx=base.stamp_size, ny=base.stamp_size, scale=base.pixel_scale, offset=offset, method="auto")
+        .array.astype(np.float64)
+    )
     exposure_time = base.noise.exposure_time
     electrons = np.clip(image, 0.0, None) * exposure_time
     source_noise = (rng.poisson(electrons) - electrons) / exposure_time
@@ -520,14 +547,24 @@ def simulate_realistic(config: RealisticConfig, out_dir: str | Path, workers: in
         table["kind"] = np.where((table["kind"] == "cosmos") & (cosmos_index[split] < 0), FALLBACK_KIND, table["kind"])
         table["cosmos_redraws"] = redraws[split]
         meta = StampSetMeta(
-            pixel_scale=base.pixel_scale, zeropoint=base.zeropoint, band=base.band, psf_id=psf_id, domain="realistic",
-            extra={"SEED": config.seed, "SPLIT": split, "SKYSIG": (float(np.median(table["sky_sigma"])) if len(table) else base.noise.sky_sigma, "median sky sigma; per stamp in sky_sigma"), "EXPTIME": base.noise.exposure_time,
-                   "NOISECOR": (config.noise_correlation_pix, "sky noise correlation sigma, pixels")},
+            pixel_scale=base.pixel_scale,
+            zeropoint=base.zeropoint,
+            band=base.band,
+            psf_id=psf_id,
+            domain="realistic",
+            extra={
+                "SEED": config.seed,
+                "SPLIT": split,
+                "SKYSIG": (
+                    float(np.median(table["sky_sigma"])) if len(table) else base.noise.sky_sigma,
+                    "median sky sigma; per stamp in sky_sigma",
+                ),
+                "EXPTIME": base.noise.exposure_time,
+                "NOISECOR": (config.noise_correlation_pix, "sky noise correlation sigma, pixels"),
+            },
         )
         write_stamp_set(staging / split, cpu_stand_in(stamps[split]), table, meta, chunk_size=base.chunk_size)
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    staging.rename(out_dir)
+    publish_folder(staging, out_dir)
     wall = time.perf_counter() - start
     return {
         "stamps": {s: len(t) for s, t in tables.items()},
@@ -537,7 +574,8 @@ def simulate_realistic(config: RealisticConfig, out_dir: str | Path, workers: in
         "cosmos_sources": {s: int(len(set(t["cosmos_index"][t["cosmos_index"] >= 0]))) for s, t in tables.items()},
         "cosmos_redrawn_for_negative_holes": {s: int(np.sum(r > 0)) for s, r in redraws.items()},
         "stamps_with_negative_holes": {
-            s: int(sum(has_negative_holes(stamp, sigma) for stamp, sigma in zip(stamps[s], np.asarray(t["sky_sigma"])))) for s, t in tables.items()
+            s: int(sum(has_negative_holes(stamp, sigma) for stamp, sigma in zip(stamps[s], np.asarray(t["sky_sigma"]))))
+            for s, t in tables.items()
         },
         "sky_sigma_median": {s: round(float(np.median(t["sky_sigma"])), 6) for s, t in tables.items() if len(t)},
         "workers": workers,

@@ -6,13 +6,14 @@ import numpy as np
 
 from legato.conventions import circular_half_light_radius, galfit_pa_to_galsim_beta_deg, mag_to_flux
 
-
 # Fraction of flux GalSim may fold into the FFT box (default 5e-3). At 2e-2 the
 # flux error is below 1e-3 and high-n, large galaxies draw 2-3x faster.
 FOLDING_THRESHOLD = 2e-2
 
 
-def sersic_profile(mag: float, re_arcsec: float, n: float, q: float, pa_deg: float, zeropoint: float, folding_threshold: float = FOLDING_THRESHOLD):
+def sersic_profile(
+    mag: float, re_arcsec: float, n: float, q: float, pa_deg: float, zeropoint: float, folding_threshold: float = FOLDING_THRESHOLD
+):
     """A sheared single-Sérsic GalSim profile in the project's conventions.
 
     Parameters

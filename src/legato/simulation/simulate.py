@@ -16,9 +16,11 @@ from astropy import units as u
 from astropy.table import Table
 
 from legato.catalog.vanderwel import read_vanderwel_catalog, select_good_fits
+from legato.columns import SIMULATED_COLUMNS
 from legato.conventions import PIXEL_SCALE_ARCSEC, mag_to_flux, zeropoint
 from legato.errors import ConfigError
 from legato.io.fingerprint import cpu_stand_in, recipe
+from legato.io.folders import publish_folder
 from legato.io.stamps import StampSetMeta, write_stamp_set
 from legato.simulation.noise import NoiseModel, segmentation_snr
 from legato.simulation.parameters import ParameterSpace, draw_parameters
@@ -28,7 +30,7 @@ from legato.simulation.render import render_sersic_stamp
 SPLITS = ("train", "val", "test")
 TASK_SIZE = 250
 # the project's sources that compute a single-Sérsic set (the code part of its fingerprint; dvc.yaml lists them as deps too)
-CODE = ("simulation", "catalog", "io/stamps.py", "io/fingerprint.py", "conventions.py", "config.py")
+CODE = ("simulation", "catalog", "io/stamps.py", "io/fingerprint.py", "conventions.py", "config.py", "columns.py")
 
 
 @dataclass(frozen=True)
@@ -160,7 +162,7 @@ def _init_worker(config: SimulationConfig) -> None:
 def _render_task(task: tuple[int, np.ndarray, np.ndarray]) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
     """Render one task: galaxies of one split, as (split index, row indices, parameter array).
 
-    A parameter row holds :data:`PARAM_COLUMNS`, then the band index, the PSF dilation and the zeropoint.
+    A parameter row holds :data:`SIMULATED_COLUMNS`, then the band index, the PSF dilation and the zeropoint.
     """
     split_index, rows, params = task
     config: SimulationConfig = _WORKER["config"]
@@ -171,9 +173,7 @@ def _render_task(task: tuple[int, np.ndarray, np.ndarray]) -> tuple[int, np.ndar
         psf = _WORKER["psfs"][int(p[7])]
         if p[8] != 1.0:
             psf = psf.dilate(float(p[8]))
-        model = render_sersic_stamp(
-            *p[:7], psf=psf, size=size, pixel_scale=config.pixel_scale, zeropoint=float(p[9])
-        )
+        model = render_sersic_stamp(*p[:7], psf=psf, size=size, pixel_scale=config.pixel_scale, zeropoint=float(p[9]))
         if config.noiseless:
             stamps[k] = model
         else:
@@ -183,15 +183,14 @@ def _render_task(task: tuple[int, np.ndarray, np.ndarray]) -> tuple[int, np.ndar
     return split_index, rows, stamps, snr
 
 
-PARAM_COLUMNS = ("mag", "re_arcsec", "n", "q", "pa_deg", "x_offset_pix", "y_offset_pix")
 RENDER_COLUMNS = ("band_index", "psf_dilation", "zeropoint")  # how each galaxy is drawn
 
 
 def _render_parameters(labels: Table, default_zeropoint: float) -> np.ndarray:
-    """:data:`PARAM_COLUMNS` and :data:`RENDER_COLUMNS` of every galaxy (one-band sets: band 0, no dilation)."""
+    """:data:`SIMULATED_COLUMNS` and :data:`RENDER_COLUMNS` of every galaxy (one-band sets: band 0, no dilation)."""
     count = len(labels)
     defaults = {"band_index": np.zeros(count), "psf_dilation": np.ones(count), "zeropoint": np.full(count, default_zeropoint)}
-    columns = [np.asarray(labels[c], float) for c in PARAM_COLUMNS]
+    columns = [np.asarray(labels[c], float) for c in SIMULATED_COLUMNS]
     columns += [np.asarray(labels[c], float) if c in labels.colnames else defaults[c] for c in RENDER_COLUMNS]
     return np.column_stack(columns)
 
@@ -312,7 +311,11 @@ def _draw_band_mixture(config: SimulationConfig) -> dict[str, Table]:
             part["zeropoint"] = np.full(int(count), zeropoint(band)) * u.mag
             part["flux"] = mag_to_flux(np.asarray(part["mag"]), zeropoint(band)) * u.ct / u.s
             parts.append(part)
-        table = vstack(parts, metadata_conflicts="silent") if parts else draw_parameters(catalogs[next(iter(catalogs))], 0, config.space, np.random.default_rng(0))
+        table = (
+            vstack(parts, metadata_conflicts="silent")
+            if parts
+            else draw_parameters(catalogs[next(iter(catalogs))], 0, config.space, np.random.default_rng(0))
+        )
         table.add_column(np.arange(len(table), dtype=np.int64), name="id", index=0)
         tables[split] = table
     return tables
@@ -349,16 +352,15 @@ def simulate(
 
     out_dir = Path(out_dir)
     workers = workers or os.cpu_count() or 1
-    psf_ids = [read_psf_image(path, expected_pixel_scale=config.pixel_scale).psf_id for path in psf_paths(config)]  # fail fast, in the main process
+    psf_ids = [
+        read_psf_image(path, expected_pixel_scale=config.pixel_scale).psf_id for path in psf_paths(config)
+    ]  # fail fast, in the main process
     psf_id = psf_ids[0] if config.bands is None else "multi-band (psf_fwhm_arcsec per row)"
     start = time.perf_counter()
     labels = draw_split_parameters(config)
     tasks = _tasks(labels, config.zeropoint)
     total = sum(len(t) for t in labels.values())
-    stamps = {
-        split: np.empty((len(table), config.stamp_size, config.stamp_size), dtype=np.float32)
-        for split, table in labels.items()
-    }
+    stamps = {split: np.empty((len(table), config.stamp_size, config.stamp_size), dtype=np.float32) for split, table in labels.items()}
     snr = {split: np.empty(len(table)) for split, table in labels.items()}
     with tqdm(total=total, desc="simulate", unit="stamp", disable=not progress) as bar:
         if workers == 1:
@@ -372,9 +374,7 @@ def simulate(
         else:
             # spawn, not fork: a process that already runs TensorFlow or Imfit threads cannot fork safely
             context = multiprocessing.get_context("spawn")
-            with ProcessPoolExecutor(
-                max_workers=workers, mp_context=context, initializer=_init_worker, initargs=(config,)
-            ) as pool:
+            with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_worker, initargs=(config,)) as pool:
                 for split_index, rows, batch, batch_snr in pool.map(_render_task, tasks):
                     split = SPLITS[split_index]
                     stamps[split][rows] = batch
@@ -397,9 +397,7 @@ def simulate(
             | ({"SKYSIG": 0.0, "NOMSKY": config.noise.sky_sigma} if config.noiseless else {}),
         )
         write_stamp_set(staging / split, cpu_stand_in(stamps[split]), table, meta, chunk_size=config.chunk_size)
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    staging.rename(out_dir)
+    publish_folder(staging, out_dir)
     wall = time.perf_counter() - start
     return {
         "stamps": {split: len(t) for split, t in labels.items()},
@@ -411,4 +409,3 @@ def simulate(
         "wall_seconds": round(wall, 2),
         "stamps_per_second": round(total / wall, 1) if wall > 0 else None,
     }
-

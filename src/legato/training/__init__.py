@@ -1,1 +1,1 @@
-"""Training DeepLeGATo networks on simulated stamp sets, tracked in MLflow."""
+"""Training estimators, tracked in MLflow: the paper's networks, the resumable noise-aware one on scenes, domain adaptation."""

@@ -35,8 +35,10 @@ from pathlib import Path
 import numpy as np
 
 from legato.classical.labels import classical_versus_classical  # noqa: F401  (Table 2's third column; part of this module's API)
+from legato.columns import PARAMETERS
 from legato.errors import ConfigError
-from legato.evaluation.metrics import PARAMETERS, r2_table
+from legato.io.folders import publish_folder
+from legato.stats import r2_table
 
 PAPER_SIZES = (50, 100, 200, 400, 600, 800, 1000, 1500, 2000, 3000, 4000)
 METHODS = ("finetuned", "scratch")
@@ -196,7 +198,7 @@ class AdaptationBase:
     def loss(self):
         """The training loss of this kind of network (mean + Gaussian likelihood for the production head, else MSE)."""
         if self.production:
-            from legato.models.production import mean_and_variance_loss
+            from legato.models.noise_aware import mean_and_variance_loss
 
             return mean_and_variance_loss
         return "mse"
@@ -214,17 +216,20 @@ class AdaptationBase:
     def scratch(self, stamp_size: int, input_noise: float):
         """The same architecture freshly initialised (no dropout: no inference-mode shift to recalibrate)."""
         if self.production:
-            from legato.models.production import build_production
+            from legato.models.noise_aware import build_production
 
             return build_production(self.estimator.reference_sigma, stamp_size=stamp_size)
         from legato.models.architectures import ARCHITECTURES
 
         scale = float(self.model.get_layer("asinh_scaling").scale)
-        return ARCHITECTURES[self.architecture](n_outputs=len(self.scaler.targets), stamp_size=stamp_size, dropout=0.0, input_noise=input_noise, input_scale=scale)
+        return ARCHITECTURES[self.architecture](
+            n_outputs=len(self.scaler.targets), stamp_size=stamp_size, dropout=0.0, input_noise=input_noise, input_scale=scale
+        )
 
 
 def fit_network(model, scaler, loss, train, val, config: AdaptConfig, learning_rate: float, seed: int) -> dict:
-    """Train ``model`` on ``train`` = (stamps, labels) with early stopping on ``val``, within ``config``'s epoch and step budget; the fit summary."""
+    """Train ``model`` on ``train`` = (stamps, labels) with early stopping on ``val``, within ``config``'s epoch and step
+    budget; the fit summary."""
     import keras
 
     from legato.training.data import make_dataset
@@ -233,18 +238,25 @@ def fit_network(model, scaler, loss, train, val, config: AdaptConfig, learning_r
     (train_x, train_labels), (val_x, val_labels) = train, val
     epochs = epochs_for(len(train_x), config)
     steps = int(np.ceil(len(train_x) / config.batch_size)) * epochs
-    model.compile(optimizer=keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(learning_rate, steps)), loss=loss, jit_compile=False)
+    model.compile(
+        optimizer=keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(learning_rate, steps)), loss=loss, jit_compile=False
+    )
     train_ds = make_dataset(train_x, scaler.transform(train_labels), config.batch_size, True, config.augment, seed)
     val_ds = make_dataset(val_x, scaler.transform(val_labels), 256, False, False, seed)
     stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience, restore_best_weights=True)
     start = time.perf_counter()
     history = model.fit(train_ds, validation_data=val_ds, epochs=epochs, callbacks=[stop, _epoch_logger("")], shuffle=False, verbose=0)
-    return {"epochs": len(history.history["loss"]), "steps": steps, "train_seconds": time.perf_counter() - start, "best_val_loss": float(min(history.history["val_loss"]))}
+    return {
+        "epochs": len(history.history["loss"]),
+        "steps": steps,
+        "train_seconds": time.perf_counter() - start,
+        "best_val_loss": float(min(history.history["val_loss"])),
+    }
 
 
 def predict_network(model, scaler, stamps) -> dict[str, np.ndarray]:
     """Physical parameters from one network and its scaler (a Gaussian head's variances are ignored)."""
-    from legato.models.production import forward_in_batches
+    from legato.models.noise_aware import forward_in_batches
     from legato.models.targets import physical_columns
 
     outputs = forward_in_batches(model, stamps)
@@ -265,18 +277,22 @@ def save_estimator(model, scaler, folder: Path, base: AdaptationBase, calibratio
     member = {"model": "network.keras", "scaler": "network_scaler.json", "targets": list(scaler.targets)}
     extra = {"architecture": base.architecture, "mode": "multi_output"}
     if base.production:
-        from legato.evaluation.uncertainty import binned_calibration_scales
-        from legato.models.production import forward_in_batches, gaussian_sigma
+        from legato.models.noise_aware import forward_in_batches, gaussian_sigma
         from legato.models.targets import to_network_space
+        from legato.models.uncertainty import binned_calibration_scales
 
         stamps, labels = calibration
         outputs = forward_in_batches(model, stamps)
         count = len(scaler.targets)
         mean = outputs[:, :count] * np.array(scaler.std) + np.array(scaler.mean)
         sigma = gaussian_sigma(outputs[:, count : 2 * count], scaler.std)
-        scales = binned_calibration_scales(to_network_space(labels, scaler.targets), mean, sigma, mean[:, 0], base.manifest["uncertainty"]["mag_edges"])
+        scales = binned_calibration_scales(
+            to_network_space(labels, scaler.targets), mean, sigma, mean[:, 0], base.manifest["uncertainty"]["mag_edges"]
+        )
         member["head"] = "gaussian"
-        extra.update(kind="production", reference_sigma=base.estimator.reference_sigma, uncertainty={**scales, "calibrated_on": len(stamps)})
+        extra.update(
+            kind="production", reference_sigma=base.estimator.reference_sigma, uncertainty={**scales, "calibrated_on": len(stamps)}
+        )
         if base.manifest.get("input_range"):
             extra["input_range"] = base.manifest["input_range"]
     write_manifest(folder, [member], stamp_size=int(model.input_shape[1]), **extra, **info)
@@ -314,9 +330,18 @@ def select_setup(base: AdaptationBase, pool: tuple, config: AdaptConfig, log_run
         train, val = (pool_x[train_rows], pool_labels[train_rows]), (pool_x[val_rows], pool_labels[val_rows])
         fit = fit_network(model, base.scaler, base.loss, train, val, config, setup.learning_rate, seed)
         r2 = r2_table(pool_labels[val_rows], predict_network(model, base.scaler, pool_x[val_rows]))
-        scores[name] = {"setup": setup.describe(), "validation_r2": _rounded(r2), "mean_validation_r2": round(_mean_r2(r2), 4), **_rounded(fit)}
-        log_run(f"select-{name}-n{size:04d}", {"method": "finetuned", "selection": "true"}, {"size": size, "setup": name, **asdict(setup)},
-                {**{f"B_val_r2_{p}": v for p, v in r2.items() if np.isfinite(v)}, **fit})
+        scores[name] = {
+            "setup": setup.describe(),
+            "validation_r2": _rounded(r2),
+            "mean_validation_r2": round(_mean_r2(r2), 4),
+            **_rounded(fit),
+        }
+        log_run(
+            f"select-{name}-n{size:04d}",
+            {"method": "finetuned", "selection": "true"},
+            {"size": size, "setup": name, **asdict(setup)},
+            {**{f"B_val_r2_{p}": v for p, v in r2.items() if np.isfinite(v)}, **fit},
+        )
     best = max(scores, key=lambda n: scores[n]["mean_validation_r2"])
     return best, scores
 
@@ -351,6 +376,144 @@ def _summaries(per_seed: dict, sizes: list) -> dict:
     return out
 
 
+def child_run_logger(architecture: str, runs: list):
+    """A function logging one nested MLflow run (name, tags, params, metrics) and recording it in ``runs``; returns its id."""
+    import mlflow
+
+    def log_run(name: str, tags: dict, params: dict, metrics: dict) -> str:
+        with mlflow.start_run(run_name=name, nested=True) as child:
+            mlflow.set_tags({"architecture": architecture, **tags})
+            mlflow.log_params(params)
+            mlflow.log_metrics({k: float(v) for k, v in metrics.items() if v is not None and np.isfinite(v)})
+            runs.append(
+                {
+                    "name": name,
+                    "run_id": child.info.run_id,
+                    **params,
+                    **_rounded({k: v for k, v in metrics.items() if k in ("train_seconds", "best_val_loss")}),
+                    "epochs": metrics.get("epochs"),
+                }
+            )
+            return child.info.run_id
+
+    return log_run
+
+
+def _log_parent_run(config: AdaptConfig, base: AdaptationBase, base_dir: Path, pool_dir, n_test: int, n_pool: int) -> None:
+    import mlflow
+
+    from legato.tracking import provenance_tags
+
+    mlflow.set_tags(
+        {
+            "architecture": base.architecture,
+            "method": "cnn",
+            "training_domain": "realistic",
+            "stage": "domain-adaptation",
+            **provenance_tags(str(pool_dir)),
+        }
+    )
+    plain = {k: v for k, v in asdict(config).items() if k != "setups"}
+    mlflow.log_params(
+        {
+            **{k: (",".join(map(str, v)) if isinstance(v, tuple) else v) for k, v in plain.items()},
+            "base": str(base_dir),
+            "n_test": n_test,
+            "n_pool": n_pool,
+        }
+    )
+
+
+def adaptation_runs(base: AdaptationBase, setup: FineTuning, config: AdaptConfig, pool: tuple, test: tuple, sizes: list, log_run):
+    """Fine-tuned and from-scratch networks over the seeds and the nested sizes of B, each scored on test A.
+
+    Returns
+    -------
+    per_seed : dict
+        Seed -> method -> parameter -> R² on A per size.
+    kept : tuple
+        ``(size, model, scaler, run_id, val)`` of the fine-tuned network of the first seed at the largest size.
+    """
+    import keras
+
+    from legato.models.targets import TargetScaler
+
+    (pool_x, pool_labels), (test_x, test_labels) = pool, test
+    per_seed, kept = {}, None
+    for seed in config.seeds:
+        seed = int(seed)
+        subsets = nested_subsets(len(pool_x), sizes, config.validation_fraction, seed)
+        per_seed[seed] = {m: {p: [] for p in PARAMETERS} for m in METHODS}
+        for size in sizes:
+            train_rows, val_rows = subsets[int(size)]
+            train, val = (pool_x[train_rows], pool_labels[train_rows]), (pool_x[val_rows], pool_labels[val_rows])
+            for method in METHODS:
+                keras.utils.set_random_seed(seed + int(size))
+                if method == "finetuned":
+                    model, scaler, rate = base.finetuned(setup), base.scaler, setup.learning_rate
+                else:
+                    model, scaler, rate = (
+                        base.scratch(pool_x.shape[1], config.input_noise),
+                        TargetScaler.fit(train[1], base.scaler.targets),
+                        config.scratch_learning_rate,
+                    )
+                fit = fit_network(model, scaler, base.loss, train, val, config, rate, seed)
+                r2 = r2_table(test_labels, predict_network(model, scaler, test_x))
+                tags = {"method": method, "training_domain": "realistic-adapted" if method == "finetuned" else "realistic-scratch"}
+                params = {
+                    "size": int(size),
+                    "seed": seed,
+                    "n_train": len(train_rows),
+                    "n_val": len(val_rows),
+                    "learning_rate": rate,
+                    "frozen": ",".join(setup.frozen_prefixes) if method == "finetuned" else "",
+                }
+                run_id = log_run(f"{method}-n{int(size):04d}-s{seed}", tags, params, {**{f"A_r2_{p}": v for p, v in r2.items()}, **fit})
+                for p in PARAMETERS:
+                    per_seed[seed][method][p].append(round(float(r2.get(p, np.nan)), 4))
+                if method == "finetuned" and seed == int(config.seeds[0]) and size == sizes[-1]:
+                    kept = (int(size), model, scaler, run_id, val)
+    return per_seed, kept
+
+
+def _publish_adapted(
+    kept: tuple, base: AdaptationBase, base_dir: Path, staging: Path, chosen: str, setup: FineTuning, test: tuple, pool_dir, base_run: dict
+):
+    """Save the kept fine-tuned network as an estimator folder and log it, with its lineage, to its run; the model info."""
+    import mlflow
+
+    from legato.serving.pyfunc import log_estimator_model
+    from legato.tracking import provenance_tags
+    from legato.validation.scoring_set import evaluation_data_status
+
+    size, model, scaler, run_id, val = kept
+    test_x, test_labels = test
+    save_estimator(
+        model,
+        scaler,
+        staging,
+        base,
+        val,
+        training_domain="realistic-adapted",
+        adapted_from=str(base_dir),
+        adapted_on=size,
+        finetuning_setup={"name": chosen, **asdict(setup)},
+    )
+    with mlflow.start_run(run_id=run_id, nested=True):
+        info = log_estimator_model(staging, test_x[:2])
+        status = evaluation_data_status(test_x, test_labels)  # the promotion gate's check of test A
+        mlflow.set_tags(
+            {
+                **provenance_tags(str(pool_dir)),
+                "finetuning_setup": f"{chosen}: {setup.describe()}",
+                "validation": status.split(":")[0],
+                "validation_detail": status,
+                **{f"adapted_from_{k}": v for k, v in base_run.items() if k in ("run_id", "model_uri")},
+            }
+        )
+    return info
+
+
 def adaptation_curve(
     config: AdaptConfig,
     base_dir: str | Path,
@@ -379,14 +542,10 @@ def adaptation_curve(
         parameter; per-seed values; runs), ``selection``, ``before`` / ``after`` R² on A (``after_std``),
         the parent run id and the adapted model URI.
     """
-    import keras
     import mlflow
 
-    from legato.evaluation.evaluate import evaluation_data_status
-    from legato.models.targets import TargetScaler
-    from legato.tracking import provenance_tags, start_tracking
-    from legato.training.data import load_split
-    from legato.training.train import log_estimator_model
+    from legato.io.stamps import load_split
+    from legato.tracking import start_tracking
 
     base_dir, out_dir = Path(base_dir), Path(out_dir)
     base = AdaptationBase(base_dir)
@@ -398,19 +557,9 @@ def adaptation_curve(
     if staging.exists():
         shutil.rmtree(staging)
     runs = []
-
-    def log_run(name: str, tags: dict, params: dict, metrics: dict) -> str:
-        with mlflow.start_run(run_name=name, nested=True) as child:
-            mlflow.set_tags({"architecture": base.architecture, **tags})
-            mlflow.log_params(params)
-            mlflow.log_metrics({k: float(v) for k, v in metrics.items() if v is not None and np.isfinite(v)})
-            runs.append({"name": name, "run_id": child.info.run_id, **params, **_rounded({k: v for k, v in metrics.items() if k in ("train_seconds", "best_val_loss")}), "epochs": metrics.get("epochs")})
-            return child.info.run_id
-
+    log_run = child_run_logger(base.architecture, runs)
     with mlflow.start_run(run_name=f"adapt-{base.architecture}") as parent:
-        mlflow.set_tags({"architecture": base.architecture, "method": "cnn", "training_domain": "realistic", "stage": "domain-adaptation", **provenance_tags(str(pool_dir))})
-        plain = {k: v for k, v in asdict(config).items() if k != "setups"}
-        mlflow.log_params({**{k: (",".join(map(str, v)) if isinstance(v, tuple) else v) for k, v in plain.items()}, "base": str(base_dir), "n_test": len(test_x), "n_pool": len(pool_x)})
+        _log_parent_run(config, base, base_dir, pool_dir, len(test_x), len(pool_x))
         before = r2_table(test_labels, predict_network(base.model, base.scaler, test_x))
         mlflow.log_metrics({f"A_r2_{p}_before": v for p, v in before.items() if np.isfinite(v)})
         base_run = _base_run(base_dir)
@@ -419,138 +568,41 @@ def adaptation_curve(
         chosen, selection = select_setup(base, (pool_x, pool_labels), config, log_run)
         setup = config.setups[chosen]
         mlflow.set_tag("finetuning_setup", f"{chosen}: {setup.describe()}")
-        per_seed, kept = {}, None
-        for seed in config.seeds:
-            seed = int(seed)
-            subsets = nested_subsets(len(pool_x), sizes, config.validation_fraction, seed)
-            per_seed[seed] = {m: {p: [] for p in PARAMETERS} for m in METHODS}
-            for size in sizes:
-                train_rows, val_rows = subsets[int(size)]
-                train, val = (pool_x[train_rows], pool_labels[train_rows]), (pool_x[val_rows], pool_labels[val_rows])
-                for method in METHODS:
-                    keras.utils.set_random_seed(seed + int(size))
-                    if method == "finetuned":
-                        model, scaler, rate = base.finetuned(setup), base.scaler, setup.learning_rate
-                    else:
-                        model, scaler, rate = base.scratch(pool_x.shape[1], config.input_noise), TargetScaler.fit(train[1], base.scaler.targets), config.scratch_learning_rate
-                    fit = fit_network(model, scaler, base.loss, train, val, config, rate, seed)
-                    r2 = r2_table(test_labels, predict_network(model, scaler, test_x))
-                    tags = {"method": method, "training_domain": "realistic-adapted" if method == "finetuned" else "realistic-scratch"}
-                    params = {"size": int(size), "seed": seed, "n_train": len(train_rows), "n_val": len(val_rows), "learning_rate": rate,
-                              "frozen": ",".join(setup.frozen_prefixes) if method == "finetuned" else ""}
-                    run_id = log_run(f"{method}-n{int(size):04d}-s{seed}", tags, params, {**{f"A_r2_{p}": v for p, v in r2.items()}, **fit})
-                    for p in PARAMETERS:
-                        per_seed[seed][method][p].append(round(float(r2.get(p, np.nan)), 4))
-                    if method == "finetuned" and seed == int(config.seeds[0]) and size == sizes[-1]:
-                        kept = (int(size), model, scaler, run_id, val)
-        size, model, scaler, run_id, val = kept
-        save_estimator(model, scaler, staging, base, val, training_domain="realistic-adapted", adapted_from=str(base_dir), adapted_on=size,
-                       finetuning_setup={"name": chosen, **asdict(setup)})
-        with mlflow.start_run(run_id=run_id, nested=True):
-            info = log_estimator_model(staging, test_x[:2])
-            status = evaluation_data_status(test_x, test_labels)  # the promotion gate's check of test A
-            mlflow.set_tags({**provenance_tags(str(pool_dir)), "finetuning_setup": f"{chosen}: {setup.describe()}",
-                             "validation": status.split(":")[0], "validation_detail": status,
-                             **{f"adapted_from_{k}": v for k, v in base_run.items() if k in ("run_id", "model_uri")}})
+        test = (test_x, test_labels)
+        per_seed, kept = adaptation_runs(base, setup, config, (pool_x, pool_labels), test, sizes, log_run)
+        info = _publish_adapted(kept, base, base_dir, staging, chosen, setup, test, pool_dir, base_run)
+        size, run_id = kept[0], kept[3]
         log_gate_metrics(run_id, {p: per_seed[int(config.seeds[0])]["finetuned"][p][-1] for p in PARAMETERS})
         summary_curve = _summaries(per_seed, sizes)
         after = {p: summary_curve["finetuned"][p][-1] for p in PARAMETERS}
         after_std = {p: summary_curve["finetuned_std"][p][-1] for p in PARAMETERS}
         mlflow.log_metrics({f"A_r2_{p}_after": v for p, v in after.items() if v is not None and np.isfinite(v)})
-        summary = {"parent_run_id": parent.info.run_id, "run_id": run_id, "model_uri": info.model_uri, "architecture": base.architecture,
-                   "training_domain": "realistic-adapted", "adapted_on": size, "adapted_from": str(base_dir)}
-    (staging / "run.json").write_text(json.dumps(summary, indent=2))
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    staging.rename(out_dir)
-    curve = {"sizes": sizes, "requested_sizes": [int(s) for s in config.sizes], "seeds": [int(s) for s in config.seeds], **summary_curve,
-             "per_seed": {str(s): v for s, v in per_seed.items()}, "runs": runs}
-    return {"figure5": curve, "selection": {"chosen": chosen, "size": min(int(config.selection_size), len(pool_x)), "setups": selection},
-            "before": _rounded(before), "after": after, "after_std": after_std, "n_test": len(test_x), "n_pool": len(pool_x), **summary}
-
-
-REAL_CHECK_MAG_LIMIT = 24.5  # H magnitude of the real-check target
-CUT_TARGET_LIMIT = 0.05  # a target with more than this fraction of no-data pixels within two effective radii is "cut"
-
-
-def real_check(estimators: dict, real_dir: str | Path) -> dict:
-    """Score estimators on a real labelled stamp set, galaxy by galaxy (few galaxies: report, do not tune).
-
-    The check's sample is the galaxies brighter than H = 24.5 whose GALFIT fit
-    has no parameter at a limit (GALFIT's ``ERROR = Convergence``, set on 11 of
-    the 15 UDS blocks, is reported per galaxy); galaxies whose target is cut by a
-    no-data band (``padded_near_target`` above 5%) are reported and also left out
-    of a second summary.
-
-    Parameters
-    ----------
-    estimators : dict
-        Name -> estimator folder.
-    real_dir : str or Path
-        Ingested real stamps with GALFIT labels (``legato ingest galfit``).
-
-    Returns
-    -------
-    dict
-        ``galaxies`` (one row per galaxy: GALFIT labels and flags, each estimator's values,
-        flags and errors); per estimator: R², median error per parameter on every galaxy,
-        on the check sample and on its uncut part, and whether |median Δmag| <= 0.15 there;
-        ``targets``: each later estimator no worse than the first (:func:`no_worse_than_first`).
-    """
-    from legato.evaluation.metrics import COLUMN, errors
-    from legato.io.galfit import GALFIT_AT_LIMIT
-    from legato.io.ingest import INGEST_FLAG_NAMES
-    from legato.models.estimator import LoadedEstimator
-    from legato.training.data import load_split
-
-    stamps, labels, _ = load_split(real_dir)
-    flags = np.asarray(labels["flags"], dtype=np.int64) if "flags" in labels.colnames else np.zeros(len(labels), dtype=np.int64)
-    mag = np.asarray(labels["mag"], dtype=float)
-    sample = (mag < REAL_CHECK_MAG_LIMIT) & ((flags & GALFIT_AT_LIMIT) == 0)
-    cut = np.asarray(labels["padded_near_target"], dtype=float) > CUT_TARGET_LIMIT if "padded_near_target" in labels.colnames else np.zeros(len(labels), bool)
-    galaxies = []
-    for k in range(len(labels)):
-        row = {"id": int(labels["id"][k]) if "id" in labels.colnames else k, "source_file": str(labels["source_file"][k]) if "source_file" in labels.colnames else "",
-               "galfit": {c: round(float(labels[c][k]), 4) for c in ("mag", "re_arcsec", "n", "q", "ellipticity")},
-               "galfit_flags": [name for bit, name in INGEST_FLAG_NAMES.items() if flags[k] & bit], "in_check_sample": bool(sample[k]), "target_cut": bool(cut[k])}
-        for c in ("padded_near_target", "noise_sigma"):
-            if c in labels.colnames:
-                row[c] = round(float(labels[c][k]), 5)
-        galaxies.append(row)
-    report = {"n": len(stamps), "source": str(real_dir), "n_check_sample": int(sample.sum()), "n_check_sample_uncut": int((sample & ~cut).sum()),
-              "sample": f"H < {REAL_CHECK_MAG_LIMIT}, no GALFIT parameter at a limit", "error": "GALFIT - estimate (relative for re and n)", "estimators": {}}
-    for name, folder in estimators.items():
-        values = LoadedEstimator(folder).predict(stamps)
-        error = {p: np.asarray(errors(p, labels[COLUMN[p]], values[COLUMN[p]]), dtype=float) for p in PARAMETERS}
-
-        def medians(rows):
-            return _rounded({p: float(np.nanmedian(error[p][rows])) if rows.any() else np.nan for p in PARAMETERS})
-
-        summary = {"r2": _rounded(r2_table(labels, values)), "median_error": medians(np.ones(len(labels), bool)),
-                   "median_error_check_sample": medians(sample), "median_error_check_sample_uncut": medians(sample & ~cut)}
-        summary["target_abs_median_dmag_le_0.15"] = {
-            "check_sample": summary["median_error_check_sample"]["mag"] is not None and abs(summary["median_error_check_sample"]["mag"]) <= 0.15,
-            "check_sample_uncut": summary["median_error_check_sample_uncut"]["mag"] is not None and abs(summary["median_error_check_sample_uncut"]["mag"]) <= 0.15,
+        summary = {
+            "parent_run_id": parent.info.run_id,
+            "run_id": run_id,
+            "model_uri": info.model_uri,
+            "architecture": base.architecture,
+            "training_domain": "realistic-adapted",
+            "adapted_on": size,
+            "adapted_from": str(base_dir),
         }
-        report["estimators"][name] = summary
-        for k, row in enumerate(galaxies):
-            row[name] = {**{c: round(float(values[c][k]), 4) for c in ("mag", "re_arcsec", "n", "ellipticity")},
-                         **({"flags": int(values["flags"][k])} if "flags" in values else {}),
-                         **({"sky_sigma": round(float(values["sky_sigma"][k]), 6)} if "sky_sigma" in values else {}),
-                         "error": {p: round(float(error[p][k]), 4) for p in PARAMETERS}}
-    report["targets"] = no_worse_than_first(report["estimators"])
-    report["galaxies"] = galaxies
-    return report
-
-
-def no_worse_than_first(scores: dict) -> dict:
-    """Each later estimator's |median Δmag| against the first one's (e.g. adapted against its base), per sample."""
-    names = list(scores)
-    out = {}
-    for name in names[1:]:
-        out[f"{name}_no_worse_than_{names[0]}"] = {}
-        for sample in ("check_sample", "check_sample_uncut"):
-            first, this = (scores[n][f"median_error_{sample}"]["mag"] for n in (names[0], name))
-            met = first is not None and this is not None and abs(this) <= abs(first)
-            out[f"{name}_no_worse_than_{names[0]}"][sample] = {"abs_median_dmag": None if this is None else abs(this), f"{names[0]}": None if first is None else abs(first), "met": met}
-    return out
+    (staging / "run.json").write_text(json.dumps(summary, indent=2))
+    publish_folder(staging, out_dir)
+    curve = {
+        "sizes": sizes,
+        "requested_sizes": [int(s) for s in config.sizes],
+        "seeds": [int(s) for s in config.seeds],
+        **summary_curve,
+        "per_seed": {str(s): v for s, v in per_seed.items()},
+        "runs": runs,
+    }
+    return {
+        "figure5": curve,
+        "selection": {"chosen": chosen, "size": min(int(config.selection_size), len(pool_x)), "setups": selection},
+        "before": _rounded(before),
+        "after": after,
+        "after_std": after_std,
+        "n_test": len(test_x),
+        "n_pool": len(pool_x),
+        **summary,
+    }

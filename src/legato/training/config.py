@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 
+from legato.columns import SERSIC_COLUMNS
 from legato.errors import ConfigError
 from legato.models.architectures import ARCHITECTURES
-from legato.models.targets import TARGETS
 
 MODES = ("multi_output", "per_parameter")
 
@@ -59,7 +59,7 @@ class TrainConfig:
     recalibration_stamps: int = 20_000
     recalibration_learning_rate: float = 1e-4
     seed: int = 42
-    targets: tuple = field(default=TARGETS)
+    targets: tuple = field(default=SERSIC_COLUMNS)
 
     def __post_init__(self):
         if self.arch not in ARCHITECTURES:
@@ -74,9 +74,9 @@ class TrainConfig:
             raise ConfigError(f"recalibration_stamps must be >= 0, got {self.recalibration_stamps}")
         if not 0 <= self.dropout < 1:
             raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
-        unknown = set(self.targets) - set(TARGETS)
+        unknown = set(self.targets) - set(SERSIC_COLUMNS)
         if unknown:
-            raise ConfigError(f"unknown target(s) {sorted(unknown)}; targets are {', '.join(TARGETS)}")
+            raise ConfigError(f"unknown target(s) {sorted(unknown)}; targets are {', '.join(SERSIC_COLUMNS)}")
 
     @classmethod
     def from_params(cls, params: dict, arch: str, overrides: dict | None = None) -> TrainConfig:

@@ -1,18 +1,8 @@
-"""Stamp sets as arrays and ``tf.data`` pipelines for training."""
+"""``tf.data`` pipelines for training."""
 
 from __future__ import annotations
 
 import numpy as np
-
-from legato.io.stamps import read_stamp_set
-
-
-def load_split(set_dir, limit: int | None = None):
-    """Stamps ``(N, H, W)`` float32 and their label table, optionally the first ``limit`` only."""
-    stamps, labels, header = read_stamp_set(set_dir)
-    if limit is not None:
-        stamps, labels = stamps[:limit], labels[:limit]
-    return stamps, labels, header
 
 
 def make_dataset(stamps: np.ndarray, targets: np.ndarray, batch_size: int, shuffle: bool, augment: bool, seed: int):
@@ -27,6 +17,7 @@ def make_dataset(stamps: np.ndarray, targets: np.ndarray, batch_size: int, shuff
     if shuffle:
         dataset = dataset.shuffle(min(len(stamps), 20_000), seed=seed, reshuffle_each_iteration=True)
     if augment:
+
         def flip_rotate(x, y):
             x = x[..., None]
             x = tf.image.random_flip_left_right(x)

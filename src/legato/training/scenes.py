@@ -70,7 +70,7 @@ class SceneModel:
         edges = np.arange(mag.min(), mag.max() + bin_width, bin_width)
         counts, edges = np.histogram(mag, bins=edges if len(edges) > 1 else 1)
         density = counts[np.clip(np.digitize(mag, edges) - 1, 0, len(counts) - 1)].astype(float)
-        weights = density ** -self.bright_flattening
+        weights = density**-self.bright_flattening
         return weights / weights.sum()
 
 
@@ -112,7 +112,9 @@ class SceneLibrary:
         return {int(b): np.flatnonzero(self.band_index == b) for b in np.unique(self.band_index)}
 
 
-def compose_scenes(library: SceneLibrary, rows: np.ndarray, scene: SceneModel, rng: np.random.Generator, members: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
+def compose_scenes(
+    library: SceneLibrary, rows: np.ndarray, scene: SceneModel, rng: np.random.Generator, members: dict | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Noiseless scenes of the targets ``rows``: each target (a random symmetry) plus its neighbours.
 
     Returns
@@ -148,7 +150,15 @@ def sky_residuals(shape: tuple, sigma: np.ndarray, scene: SceneModel, rng: np.ra
     return (plane * np.asarray(sigma)[:, None, None]).astype(np.float32)
 
 
-def scene_stamps(library: SceneLibrary, rows: np.ndarray, scene: SceneModel, noise: NoiseModel, depths: DepthRange, rng: np.random.Generator, members: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
+def scene_stamps(
+    library: SceneLibrary,
+    rows: np.ndarray,
+    scene: SceneModel,
+    noise: NoiseModel,
+    depths: DepthRange,
+    rng: np.random.Generator,
+    members: dict | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """Noisy crowded stamps of the targets ``rows`` at random depths: ``(N, H, W)`` float32 and the neighbour counts."""
     scenes, neighbours = compose_scenes(library, rows, scene, rng, members)
     scale, correlation = depths.draw(len(rows), rng)

@@ -6,82 +6,18 @@ import json
 import shutil
 import time
 from dataclasses import asdict
-from importlib import metadata
 from pathlib import Path
 
 import numpy as np
 
-from legato.evaluation.metrics import binned_statistics, r2_table
+from legato.io.folders import publish_folder
+from legato.io.stamps import load_split
 from legato.models.estimator import LoadedEstimator, write_manifest
 from legato.models.targets import TargetScaler
+from legato.serving.pyfunc import log_estimator_model
+from legato.stats import binned_statistics, r2_table
 from legato.training.config import TrainConfig
-from legato.training.data import load_split, make_dataset
-
-SERVING_PACKAGES = ("tensorflow-cpu", "keras", "mlflow", "numpy", "pandas", "astropy", "pyyaml", "orjson")
-
-
-def pinned_requirements() -> list[str]:
-    """Exact versions of the packages the logged model needs (CPU TensorFlow only)."""
-    pins = []
-    for name in SERVING_PACKAGES:
-        try:
-            pins.append(f"{name}=={metadata.version(name)}")
-        except metadata.PackageNotFoundError:
-            continue
-    return pins
-
-
-def log_estimator_model(folder: str | Path, example: np.ndarray, training_range=None):
-    """Log an estimator folder as the pyfunc model ``model`` of the active MLflow run.
-
-    The model bundles the legato code and pinned CPU requirements, takes raw
-    stamps ``(N, H, W)`` (signature and input example from ``example``) and
-    returns a DataFrame of physical parameters and per-row ``flags``.
-
-    Parameters
-    ----------
-    folder : str or Path
-        The estimator folder.
-    example : numpy.ndarray
-        A few stamps.
-    training_range : TrainingRange, optional
-        Range for the ``OUT_OF_RANGE`` flag, stored as the model configuration
-        ``training_range``; serving can set or replace it (``legato serve
-        --params``, or MLflow's ``SERVING_MODEL_CONFIG``).
-
-    Returns
-    -------
-    mlflow.models.model.ModelInfo
-    """
-    import mlflow
-
-    return mlflow.pyfunc.log_model(name="model", **_pyfunc_arguments(folder, example, training_range))
-
-
-def save_estimator_model(folder: str | Path, path: str | Path, example: np.ndarray, training_range=None) -> Path:
-    """:func:`log_estimator_model` into a local folder ``path`` instead of a run (no tracking store)."""
-    import mlflow
-
-    mlflow.pyfunc.save_model(path=str(path), **_pyfunc_arguments(folder, example, training_range))
-    return Path(path)
-
-
-def _pyfunc_arguments(folder: str | Path, example: np.ndarray, training_range) -> dict:
-    import pandas as pd
-    from mlflow.models import infer_signature
-
-    import legato
-    from legato.models.estimator import SersicEstimator, model_rows
-
-    return {
-        "python_model": SersicEstimator(),
-        "artifacts": {"estimator": str(folder)},
-        "code_paths": [str(Path(legato.__file__).parent)],
-        "signature": infer_signature(example, pd.DataFrame(model_rows(LoadedEstimator(folder), example))),
-        "input_example": example,
-        "pip_requirements": pinned_requirements(),
-        "model_config": {"training_range": training_range.as_meta() if training_range is not None else None},
-    }
+from legato.training.data import make_dataset
 
 
 def _epoch_logger(prefix: str):
@@ -237,7 +173,13 @@ def train(
         bias = {p: rows[0]["bias"] for p, rows in binned_statistics(val_labels, predictions, [-np.inf, np.inf]).items()}
         metrics = {f"val_r2_{p}": v for p, v in r2.items() if np.isfinite(v)}
         metrics.update({f"val_bias_{p}": v for p, v in bias.items()})
-        metrics.update({"train_seconds": train_seconds, "train_stamps_per_second": sum(epochs_run.values()) * len(train_x) / train_seconds, "predict_stamps_per_second": predict_rate})
+        metrics.update(
+            {
+                "train_seconds": train_seconds,
+                "train_stamps_per_second": sum(epochs_run.values()) * len(train_x) / train_seconds,
+                "predict_stamps_per_second": predict_rate,
+            }
+        )
         mlflow.log_metrics(metrics)
 
         info = log_estimator_model(staging, val_x[:2])
@@ -251,7 +193,5 @@ def train(
             **{k: round(float(v), 5) for k, v in metrics.items()},
         }
     (staging / "run.json").write_text(json.dumps(summary, indent=2))
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    staging.rename(out_dir)
+    publish_folder(staging, out_dir)
     return summary

@@ -1,1 +1,1 @@
-"""Data validation: per-stamp summary statistics, Great Expectations suites and checkpoints, domain shift."""
+"""Checking data before it is used: per-stamp summaries, Great Expectations suites and checkpoints, domain shift, scorable test sets."""

@@ -105,8 +105,10 @@ class Validator:
         definition = self.context.validation_definitions.add(gx.ValidationDefinition(name=f"{name}-validation", data=batch, suite=gx_suite))
         checkpoint = self.context.checkpoints.add(
             gx.Checkpoint(
-                name=f"{name}-checkpoint", validation_definitions=[definition],
-                actions=[gx.checkpoint.UpdateDataDocsAction(name="data-docs")], result_format="SUMMARY",
+                name=f"{name}-checkpoint",
+                validation_definitions=[definition],
+                actions=[gx.checkpoint.UpdateDataDocsAction(name="data-docs")],
+                result_format="SUMMARY",
             )
         )
         result = checkpoint.run(batch_parameters={"dataframe": frame}, expectation_parameters=parameters or {})
@@ -117,9 +119,13 @@ class Validator:
                 kwargs = {k: v for k, v in config.kwargs.items() if k not in ("batch_id", "column", "partition_object")}
                 outcomes.append(
                     ExpectationOutcome(
-                        suite=name, type=config.type, column=config.kwargs.get("column"), success=bool(item.success),
+                        suite=name,
+                        type=config.type,
+                        column=config.kwargs.get("column"),
+                        success=bool(item.success),
                         observed=_observed(item.result),
-                        expected=_plain(kwargs), guards=(config.meta or {}).get("guards", ""),
+                        expected=_plain(kwargs),
+                        guards=(config.meta or {}).get("guards", ""),
                     )
                 )
         return SuiteOutcome(suite=name, success=bool(result.success), expectations=outcomes)

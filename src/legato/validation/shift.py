@@ -13,8 +13,15 @@ from __future__ import annotations
 import numpy as np
 
 SHIFT_STATISTICS = (
-    "background", "noise_sigma", "mag_aperture", "peak_snr", "half_light_radius",
-    "concentration", "ellipticity_moments", "centroid_offset", "border_flux_fraction",
+    "background",
+    "noise_sigma",
+    "mag_aperture",
+    "peak_snr",
+    "half_light_radius",
+    "concentration",
+    "ellipticity_moments",
+    "centroid_offset",
+    "border_flux_fraction",
 )
 QUANTILES = (0.1, 0.5, 0.9)
 N_SIGMA = 5.0  # half-width of the mean and quantile ranges, in bootstrap sigma
@@ -77,15 +84,39 @@ def build_shift_suite(reference: dict, calibration: dict, batch_size: int, valid
     dict
         Suite JSON (``name``, ``meta`` with the calibration, ``expectations``).
     """
-    import pandas as pd
-
     rng = np.random.default_rng(seed)
     partitions = {s: partition(reference[s]) for s in SHIFT_STATISTICS}
+    kl = bootstrap_kl(partitions, calibration, batch_size, validator, n_boot, rng)
+    expectations, calibration_meta = [], {}
+    for s in SHIFT_STATISTICS:
+        checks, calibration_meta[s] = statistic_expectations(s, reference[s], calibration[s], partitions[s], kl[s], batch_size, n_boot, rng)
+        expectations += checks
+    return {
+        "name": "domain_shift",
+        "meta": {
+            "about": "Distribution of the per-stamp summary statistics against the simulated training set "
+            f"(batches of {batch_size}); built by `legato build-reference`.",
+            "batch_size": batch_size,
+            "n_bootstrap": n_boot,
+            "n_sigma": N_SIGMA,
+            "kl_margin": KL_MARGIN,
+            "statistics": calibration_meta,
+        },
+        "expectations": expectations,
+    }
+
+
+def bootstrap_kl(partitions: dict, calibration: dict, batch_size: int, validator, n_boot: int, rng) -> dict[str, list[float]]:
+    """KL divergence of ``n_boot`` bootstrap batches of the clean calibration set from each statistic's partition (measured with GX)."""
+    import pandas as pd
+
     probe = {
         "name": "kl_calibration",
         "expectations": [
-            {"type": "expect_column_kl_divergence_to_be_less_than",
-             "kwargs": {"column": s, "partition_object": partitions[s], "threshold": 1e9, "tail_weight_holdout": TAIL_WEIGHT}}
+            {
+                "type": "expect_column_kl_divergence_to_be_less_than",
+                "kwargs": {"column": s, "partition_object": partitions[s], "threshold": 1e9, "tail_weight_holdout": TAIL_WEIGHT},
+            }
             for s in SHIFT_STATISTICS
         ],
     }
@@ -97,50 +128,65 @@ def build_shift_suite(reference: dict, calibration: dict, batch_size: int, valid
         probe["name"] = f"kl_calibration_{k}"
         for outcome in validator.run(frame, probe).expectations:
             kl[outcome.column].append(float(outcome.observed))
-    expectations, calibration_meta = [], {}
-    for s in SHIFT_STATISTICS:
-        ref, cal = _finite(reference[s]), _finite(calibration[s])
-        boots = _bootstrap(cal, batch_size, n_boot, rng)
-        # floor: 2% of the reference IQR, so discrete statistics (radii on the pixel grid) get non-zero ranges
-        floor = SIGMA_FLOOR_IQR * float(np.subtract(*np.quantile(ref, [0.75, 0.25])))
-        # spread of a batch statistic (bootstrap, the mean also analytically) plus the reference's own uncertainty
-        inflation = np.sqrt(1.0 + batch_size / ref.size)
-        mean_spread = max(float(np.std(boots.mean(axis=1))), float(np.std(cal)) / np.sqrt(batch_size))
-        mean_sigma = max(mean_spread * inflation, floor)
-        quantile_sigma = np.maximum(np.std(np.quantile(boots, QUANTILES, axis=1), axis=1) * inflation, floor)
-        ref_quantiles = np.quantile(ref, QUANTILES)
-        threshold = KL_MARGIN * max(kl[s]) + KL_FLOOR
-        guards = f"a shift of {s} from the simulated training distribution"
-        expectations += [
-            {"type": "expect_column_kl_divergence_to_be_less_than", "meta": {"guards": guards},
-             "kwargs": {"column": s, "partition_object": partitions[s], "threshold": threshold, "tail_weight_holdout": TAIL_WEIGHT}},
-            {"type": "expect_column_quantile_values_to_be_between", "meta": {"guards": guards},
-             "kwargs": {"column": s, "quantile_ranges": {
-                 "quantiles": list(QUANTILES),
-                 "value_ranges": [[float(q - N_SIGMA * d), float(q + N_SIGMA * d)] for q, d in zip(ref_quantiles, quantile_sigma)]}}},
-        ]
-        mean_checked = bool(kurtosis(ref) < MAX_KURTOSIS_FOR_MEAN)
-        if mean_checked:
-            expectations.append(
-                {"type": "expect_column_mean_to_be_between", "meta": {"guards": guards},
-                 "kwargs": {"column": s, "min_value": float(ref.mean() - N_SIGMA * mean_sigma), "max_value": float(ref.mean() + N_SIGMA * mean_sigma)}}
-            )
-        calibration_meta[s] = {
-            "mean_checked": mean_checked, "excess_kurtosis": float(kurtosis(ref)),
-            "reference_mean": float(ref.mean()), "mean_sigma": mean_sigma,
-            "reference_median": float(ref_quantiles[1]), "median_sigma": float(quantile_sigma[1]),
-            "bootstrap_kl_max": float(max(kl[s])), "kl_threshold": threshold,
-        }
-    return {
-        "name": "domain_shift",
-        "meta": {
-            "about": "Distribution of the per-stamp summary statistics against the simulated training set "
-            f"(batches of {batch_size}); built by `legato build-reference`.",
-            "batch_size": batch_size, "n_bootstrap": n_boot, "n_sigma": N_SIGMA, "kl_margin": KL_MARGIN,
-            "statistics": calibration_meta,
+    return kl
+
+
+def statistic_expectations(s: str, reference, calibration, partition_object: dict, kl: list, batch_size: int, n_boot: int, rng):
+    """The expectations guarding one statistic (KL, quantiles, and the mean where the tails allow) and their calibration."""
+    ref, cal = _finite(reference), _finite(calibration)
+    boots = _bootstrap(cal, batch_size, n_boot, rng)
+    # floor: 2% of the reference IQR, so discrete statistics (radii on the pixel grid) get non-zero ranges
+    floor = SIGMA_FLOOR_IQR * float(np.subtract(*np.quantile(ref, [0.75, 0.25])))
+    # spread of a batch statistic (bootstrap, the mean also analytically) plus the reference's own uncertainty
+    inflation = np.sqrt(1.0 + batch_size / ref.size)
+    mean_spread = max(float(np.std(boots.mean(axis=1))), float(np.std(cal)) / np.sqrt(batch_size))
+    mean_sigma = max(mean_spread * inflation, floor)
+    quantile_sigma = np.maximum(np.std(np.quantile(boots, QUANTILES, axis=1), axis=1) * inflation, floor)
+    ref_quantiles = np.quantile(ref, QUANTILES)
+    threshold = KL_MARGIN * max(kl) + KL_FLOOR
+    guards = f"a shift of {s} from the simulated training distribution"
+    expectations = [
+        {
+            "type": "expect_column_kl_divergence_to_be_less_than",
+            "meta": {"guards": guards},
+            "kwargs": {"column": s, "partition_object": partition_object, "threshold": threshold, "tail_weight_holdout": TAIL_WEIGHT},
         },
-        "expectations": expectations,
+        {
+            "type": "expect_column_quantile_values_to_be_between",
+            "meta": {"guards": guards},
+            "kwargs": {
+                "column": s,
+                "quantile_ranges": {
+                    "quantiles": list(QUANTILES),
+                    "value_ranges": [[float(q - N_SIGMA * d), float(q + N_SIGMA * d)] for q, d in zip(ref_quantiles, quantile_sigma)],
+                },
+            },
+        },
+    ]
+    mean_checked = bool(kurtosis(ref) < MAX_KURTOSIS_FOR_MEAN)
+    if mean_checked:
+        expectations.append(
+            {
+                "type": "expect_column_mean_to_be_between",
+                "meta": {"guards": guards},
+                "kwargs": {
+                    "column": s,
+                    "min_value": float(ref.mean() - N_SIGMA * mean_sigma),
+                    "max_value": float(ref.mean() + N_SIGMA * mean_sigma),
+                },
+            }
+        )
+    meta = {
+        "mean_checked": mean_checked,
+        "excess_kurtosis": float(kurtosis(ref)),
+        "reference_mean": float(ref.mean()),
+        "mean_sigma": mean_sigma,
+        "reference_median": float(ref_quantiles[1]),
+        "median_sigma": float(quantile_sigma[1]),
+        "bootstrap_kl_max": float(max(kl)),
+        "kl_threshold": threshold,
     }
+    return expectations, meta
 
 
 def shift_table(suite: dict, outcomes, summary: dict) -> list[dict]:
@@ -148,19 +194,25 @@ def shift_table(suite: dict, outcomes, summary: dict) -> list[dict]:
     failed = {}
     for outcome in outcomes:
         if not outcome.success:
-            failed.setdefault(outcome.column, []).append(outcome.type.replace("expect_column_", "").replace("_to_be_between", "").replace("_to_be_less_than", ""))
+            failed.setdefault(outcome.column, []).append(
+                outcome.type.replace("expect_column_", "").replace("_to_be_between", "").replace("_to_be_less_than", "")
+            )
     kl = {o.column: o.observed for o in outcomes if o.type == "expect_column_kl_divergence_to_be_less_than"}
     rows = []
     for s, meta in suite["meta"]["statistics"].items():
         values = _finite(summary[s])
         median = float(np.median(values)) if values.size else float("nan")
-        rows.append({
-            "statistic": s,
-            "median": median,
-            "reference_median": meta["reference_median"],
-            "median_shift_sigma": (median - meta["reference_median"]) / meta["median_sigma"] if meta["median_sigma"] > 0 else float("nan"),
-            "kl": kl.get(s),
-            "kl_threshold": meta["kl_threshold"],
-            "failed": failed.get(s, []),
-        })
+        rows.append(
+            {
+                "statistic": s,
+                "median": median,
+                "reference_median": meta["reference_median"],
+                "median_shift_sigma": (median - meta["reference_median"]) / meta["median_sigma"]
+                if meta["median_sigma"] > 0
+                else float("nan"),
+                "kl": kl.get(s),
+                "kl_threshold": meta["kl_threshold"],
+                "failed": failed.get(s, []),
+            }
+        )
     return rows

@@ -95,10 +95,17 @@ def stamp_summary(stamps: np.ndarray, zeropoint: float) -> dict[str, np.ndarray]
         peak_snr = image.max(axis=(1, 2)) / noise
         concentration = r80 / np.maximum(r20, 0.5)
     return {
-        "height": np.full(n, ny), "width": np.full(n, nx),
+        "height": np.full(n, ny),
+        "width": np.full(n, nx),
         "finite_fraction": finite.mean(axis=(1, 2)),
-        "background": background, "noise_sigma": noise, "flux": flux, "mag_aperture": mag,
-        "centroid_offset": np.hypot(mx - cx, my - cy), "border_flux_fraction": border_fraction,
-        "peak_snr": peak_snr, "half_light_radius": r50, "concentration": concentration,
+        "background": background,
+        "noise_sigma": noise,
+        "flux": flux,
+        "mag_aperture": mag,
+        "centroid_offset": np.hypot(mx - cx, my - cy),
+        "border_flux_fraction": border_fraction,
+        "peak_snr": peak_snr,
+        "half_light_radius": r50,
+        "concentration": concentration,
         "ellipticity_moments": ellipticity,
     }

@@ -139,7 +139,9 @@ def validate_set(
         report["shift_table"] = shift_table(suite, results["shift"].expectations, summary)
     failures = [line for key in ("integrity", "labels", "units") for line in _failure_lines(results[key])]
     report.update(passed=not failures, failures=failures)
-    report["suites"] = {key: {"success": r.success, "failed": len(r.failures), "evaluated": len(r.expectations)} for key, r in results.items()}
+    report["suites"] = {
+        key: {"success": r.success, "failed": len(r.failures), "evaluated": len(r.expectations)} for key, r in results.items()
+    }
     report["results"] = {key: [vars(e) for e in r.expectations] for key, r in results.items()}
     reports_dir.mkdir(parents=True, exist_ok=True)
     docs = validator.save_docs(Path(docs_dir) if docs_dir else reports_dir / f"{name}_docs")
@@ -158,7 +160,9 @@ def log_validation(report: dict) -> str:
     from legato.tracking import provenance_tags
 
     with mlflow.start_run(run_name=f"validate-{report['name']}") as run:
-        mlflow.set_tags({"method": "validation", "validation": "passed" if report["passed"] else "failed", **provenance_tags(report["set"])})
+        mlflow.set_tags(
+            {"method": "validation", "validation": "passed" if report["passed"] else "failed", **provenance_tags(report["set"])}
+        )
         metrics = {"integrity_passed": float(report["passed"]), "n_stamps": report["n_stamps"]}
         if "shift_table" in report:
             metrics["shift_flagged"] = float(report["shift_flagged"])
@@ -173,12 +177,16 @@ def log_validation(report: dict) -> str:
     return run.info.run_id
 
 
-def build_reference(train_dir, calibration_dir, out_path, batch_size: int = 1000, max_reference: int = 20000, n_boot: int = 30, seed: int = 0) -> dict:
+def build_reference(
+    train_dir, calibration_dir, out_path, batch_size: int = 1000, max_reference: int = 20000, n_boot: int = 30, seed: int = 0
+) -> dict:
     """Compute the domain-shift suite from the training set (partitions) and a clean calibration set (thresholds)."""
     reference, _, _ = summarise_set(train_dir, max_stamps=max_reference)
     calibration, _, _ = summarise_set(calibration_dir)
     suite = build_shift_suite(reference, calibration, batch_size, Validator(), n_boot=n_boot, seed=seed)
-    suite["meta"].update({"reference_set": str(train_dir), "reference_stamps": int(len(reference["flux"])), "calibration_set": str(calibration_dir)})
+    suite["meta"].update(
+        {"reference_set": str(train_dir), "reference_stamps": int(len(reference["flux"])), "calibration_set": str(calibration_dir)}
+    )
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_path.with_suffix(".json.tmp")

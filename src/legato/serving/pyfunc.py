@@ -1,0 +1,171 @@
+"""The MLflow pyfunc model of an estimator: raw stamps in, physical Sérsic parameters and flags out.
+
+:class:`SersicEstimator` wraps a :class:`~legato.models.estimator.LoadedEstimator`.
+Clients send raw stamps ``(N, H, W)`` in electrons/s and get a table with
+``mag`` (AB), ``re_arcsec`` (semi-major, arcsec), ``n``, ``q``, ``ellipticity``
+(and the production estimator's uncertainty columns) and the per-row ``flags``
+of ``legato predict``: the rows are made by the same function
+(:func:`legato.inference.predict.predict_stamps`), so blank, non-physical or
+source-less stamps come back flagged with NaN values, never invented ones.
+:func:`log_estimator_model` logs an estimator folder as this model, with the
+legato code and pinned CPU requirements bundled.
+"""
+
+from __future__ import annotations
+
+import os
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+
+from legato.errors import DataError
+from legato.models.estimator import MAX_BATCH, LoadedEstimator, stamp_cube, validate_stamps
+
+SERVING_PACKAGES = ("tensorflow-cpu", "keras", "mlflow", "numpy", "pandas", "astropy", "pyyaml", "orjson")
+
+
+def pinned_requirements() -> list[str]:
+    """Exact versions of the packages the logged model needs (CPU TensorFlow only)."""
+    pins = []
+    for name in SERVING_PACKAGES:
+        try:
+            pins.append(f"{name}=={metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            continue
+    return pins
+
+
+def log_estimator_model(folder: str | Path, example: np.ndarray, training_range=None):
+    """Log an estimator folder as the pyfunc model ``model`` of the active MLflow run.
+
+    The model bundles the legato code and pinned CPU requirements, takes raw
+    stamps ``(N, H, W)`` (signature and input example from ``example``) and
+    returns a DataFrame of physical parameters and per-row ``flags``.
+
+    Parameters
+    ----------
+    folder : str or Path
+        The estimator folder.
+    example : numpy.ndarray
+        A few stamps.
+    training_range : TrainingRange, optional
+        Range for the ``OUT_OF_RANGE`` flag, stored as the model configuration
+        ``training_range``; serving can set or replace it (``legato serve
+        --params``, or MLflow's ``SERVING_MODEL_CONFIG``).
+
+    Returns
+    -------
+    mlflow.models.model.ModelInfo
+    """
+    import mlflow
+
+    return mlflow.pyfunc.log_model(name="model", **_pyfunc_arguments(folder, example, training_range))
+
+
+def save_estimator_model(folder: str | Path, path: str | Path, example: np.ndarray, training_range=None) -> Path:
+    """:func:`log_estimator_model` into a local folder ``path`` instead of a run (no tracking store)."""
+    import mlflow
+
+    mlflow.pyfunc.save_model(path=str(path), **_pyfunc_arguments(folder, example, training_range))
+    return Path(path)
+
+
+def _pyfunc_arguments(folder: str | Path, example: np.ndarray, training_range) -> dict:
+    import pandas as pd
+    from mlflow.models import infer_signature
+
+    import legato
+
+    return {
+        "python_model": SersicEstimator(),
+        "artifacts": {"estimator": str(folder)},
+        "code_paths": [str(Path(legato.__file__).parent)],
+        "signature": infer_signature(example, pd.DataFrame(model_rows(LoadedEstimator(folder), example))),
+        "input_example": example,
+        "pip_requirements": pinned_requirements(),
+        "model_config": {"training_range": training_range.as_meta() if training_range is not None else None},
+    }
+
+
+def model_rows(estimator: LoadedEstimator, stamps, training_range=None, max_batch: int = MAX_BATCH) -> dict[str, np.ndarray]:
+    """What the MLflow model returns for ``stamps``: value columns and ``flags``, as ``legato predict`` writes them.
+
+    Parameters
+    ----------
+    estimator : LoadedEstimator
+        The networks.
+    stamps : array-like or pandas.DataFrame
+        Raw stamps (see :func:`stamp_cube`); NaN/inf pixels are flagged, not refused.
+    training_range : TrainingRange, optional
+        Range for ``OUT_OF_RANGE``.
+    max_batch : int
+        Most stamps accepted.
+
+    Raises
+    ------
+    DataError
+        On a wrong shape, a non-numeric dtype, an empty or oversized batch.
+    """
+    from legato.inference.predict import predict_stamps
+
+    size = estimator.stamp_size
+    cube = validate_stamps(stamp_cube(stamps, size), size, max_batch=max_batch, allow_nonfinite=True)
+    columns, flags = predict_stamps(estimator, cube, np.zeros(len(cube), dtype=np.int32), training_range)
+    return {**columns, "flags": flags}
+
+
+def serving_max_batch() -> int:
+    """Largest batch a served model accepts: ``LEGATO_MAX_BATCH`` or ``MAX_BATCH`` stamps."""
+    value = os.environ.get("LEGATO_MAX_BATCH", "")
+    return int(value) if value.isdigit() and int(value) > 0 else MAX_BATCH
+
+
+try:  # MLflow is heavy: the pyfunc class is only defined where MLflow is importable
+    import mlflow.pyfunc
+
+    class SersicEstimator(mlflow.pyfunc.PythonModel):
+        """MLflow pyfunc model: raw stamps ``(N, H, W)`` -> DataFrame of Sérsic parameters and ``flags``.
+
+        Also accepts a DataFrame whose first column holds stamps, 2-D or
+        flattened to ``H * W`` values (row-major). Rows come from
+        :func:`legato.inference.predict.predict_stamps`, as in ``legato predict``;
+        the training range for ``OUT_OF_RANGE`` is the model configuration's
+        ``training_range`` (``TrainingRange.as_meta()``; set when logging, or at
+        serving time through MLflow's ``SERVING_MODEL_CONFIG``). Under
+        ``mlflow models serve`` the ``/invocations`` endpoint is legato's
+        (:mod:`legato.serving.endpoint`): a body-size limit, strict JSON and
+        one-line JSON errors.
+        """
+
+        def load_context(self, context):
+            from legato.flags import TrainingRange
+            from legato.serving import scoring_hook
+
+            self.estimator = LoadedEstimator(context.artifacts["estimator"])
+            config = getattr(context, "model_config", None) or {}
+            limits = config.get("training_range")
+            self.training_range = TrainingRange.from_meta(limits) if limits else None
+            self.max_batch = serving_max_batch()
+            if scoring_hook.in_scoring_server():
+                from legato.serving.endpoint import invocations_endpoint
+
+                scoring_hook.install(invocations_endpoint(self.rows, self.estimator.stamp_size, self.max_batch))
+                scoring_hook.tcp_nodelay_listeners()
+
+        def rows(self, stamps) -> dict[str, np.ndarray]:
+            """:func:`model_rows` with this model's training range and batch limit."""
+            return model_rows(self.estimator, stamps, self.training_range, self.max_batch)
+
+        def predict(self, context, model_input, params=None):
+            import pandas as pd
+            from mlflow.exceptions import MlflowException
+            from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+
+            try:
+                return pd.DataFrame(self.rows(model_input))
+            except DataError as exc:
+                raise MlflowException(str(exc), error_code=INVALID_PARAMETER_VALUE) from None
+
+except ImportError:  # pragma: no cover
+    SersicEstimator = None
