@@ -24,16 +24,29 @@ def load_params(path: str | Path = DEFAULT_PARAMS) -> dict[str, Any]:
     ConfigError
         If the file is missing or is not a YAML mapping.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"parameter file not found: {path}")
-    try:
-        params = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"cannot parse {path}: {str(exc).splitlines()[0]}") from None
+    params = read_document(path, "parameter file", "yaml")
     if not isinstance(params, dict):
         raise ConfigError(f"{path} must hold a mapping of sections")
     return params
+
+
+def read_document(path: str | Path, what: str, language: str = "yaml") -> Any:
+    """The parsed content of a YAML or JSON file, or a one-line error naming ``what`` it is.
+
+    Raises
+    ------
+    ConfigError
+        ``<what> not found: <path>`` or ``cannot parse <path>: <the parser's first line>``.
+    """
+    import json
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{what} not found: {path}")
+    try:
+        return yaml.safe_load(path.read_text()) if language == "yaml" else json.loads(path.read_text())
+    except (yaml.YAMLError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"cannot parse {path}: {str(exc).splitlines()[0]}") from None
 
 
 def section(params: dict[str, Any], name: str) -> dict[str, Any]:

@@ -14,6 +14,7 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from legato.config import read_document
 from legato.errors import ConfigError
 
 
@@ -46,14 +47,8 @@ class SuiteOutcome:
 
 def load_suite(path: str | Path) -> dict:
     """A suite JSON file as a dict, or a one-line error."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"expectation suite {path} not found")
-    try:
-        suite = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"expectation suite {path} is not valid JSON: {exc}") from None
-    if "name" not in suite or not isinstance(suite.get("expectations"), list):
+    suite = read_document(path, "expectation suite", "json")
+    if not isinstance(suite, dict) or "name" not in suite or not isinstance(suite.get("expectations"), list):
         raise ConfigError(f"expectation suite {path} needs 'name' and a list of 'expectations'")
     return suite
 
