@@ -53,7 +53,7 @@ VOLATILE = (
 #: one thread and deterministic kernels, so that a network trained twice on the same data has the same weights
 DETERMINISTIC = {"TF_DETERMINISTIC_OPS": "1", "TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1", "OMP_NUM_THREADS": "1"}
 #: header keys that hold a run's dates and timings (the classical fitter's resume digest includes the inputs' modification times)
-VOLATILE_HEADER = ("DATE", "CHECKSUM", "DATASUM", "FINGERPR", "SECONDS", "FITRATE")
+VOLATILE_HEADER = ("DATE", "CHECKSUM", "DATASUM", "FINGERPR", "SECONDS", "FITRATE", "FITWALL")
 
 
 def toy_params(params: dict, toy: Path) -> dict:

@@ -1,14 +1,31 @@
-"""The flag bits have one meaning: legato.flags and the import-free stamp checks Spark ships agree."""
+"""The flag bits have one definition, which the import-light stamp checks that Spark ships by value use."""
+
+import pickle
 
 from legato.flags import FLAG_DTYPE, NOT_PREDICTED, StampFlag
 from legato.io import stamp_checks
 
 
-def test_stamp_checks_repeat_the_flag_bits_exactly():
-    for flag in StampFlag:
-        assert getattr(stamp_checks, flag.name) == int(flag), flag.name
+def test_stamp_checks_use_the_flag_bits_of_legato_flags():
     assert stamp_checks.NOT_PREDICTED == int(NOT_PREDICTED)
-    assert stamp_checks.FLAG_DTYPE == FLAG_DTYPE
+    assert stamp_checks.FLAG_DTYPE is FLAG_DTYPE
+    for name in ("BAD_PIXELS", "OFF_IMAGE", "FAILED_VALIDATION", "BAD_PIXSCALE", "NO_SOURCE", "RESIZED"):
+        assert getattr(stamp_checks, name) == int(StampFlag[name]), name
+
+
+def test_checks_pickled_by_value_carry_their_bits_without_legato():
+    import cloudpickle
+    import numpy as np
+
+    cloudpickle.register_pickle_by_value(stamp_checks)
+    try:
+        payload = cloudpickle.dumps(stamp_checks.check_stamps)
+    finally:
+        cloudpickle.unregister_pickle_by_value(stamp_checks)
+    assert b"legato.flags" not in payload  # the bits travel as numbers, not as a module to import
+    check = pickle.loads(payload)
+    flags = check(np.zeros((1, 64, 64), np.float32), np.zeros(1, np.int32))
+    assert flags[0] & int(StampFlag.FAILED_VALIDATION)
 
 
 def test_every_bit_is_distinct_and_a_power_of_two():

@@ -48,26 +48,35 @@ from legato.conventions import Q_MIN, SERSIC_N_MAX, SERSIC_N_MIN
 
 #: dtype of the ``flags`` column
 FLAG_DTYPE = np.int32
+# the bits as plain integers: io/stamp_checks.py imports these (Spark ships its functions by value, and plain
+# integers travel with them, so its workers need no legato import)
+BAD_PIXELS = 1
+NEAR_EDGE = 2
+OFF_IMAGE = 4
+RESIZED = 8
+OUT_OF_RANGE = 16
+FAILED_VALIDATION = 32
+BAD_PIXSCALE = 64
+INPUT_OUT_OF_RANGE = 128
+NO_SOURCE = 256
+NO_BOUND = 512
+BAD_FIT = 1024
 
 
 class StampFlag(enum.IntFlag):
-    """Bit flags of one input stamp / output row (see the module docstring).
+    """Bit flags of one input stamp / output row (see the module docstring)."""
 
-    :mod:`legato.io.stamp_checks` repeats the values (it imports nothing from legato, for Spark's
-    workers); ``tests/test_flags.py`` holds the two equal.
-    """
-
-    BAD_PIXELS = 1
-    NEAR_EDGE = 2
-    OFF_IMAGE = 4
-    RESIZED = 8
-    OUT_OF_RANGE = 16
-    FAILED_VALIDATION = 32
-    BAD_PIXSCALE = 64
-    INPUT_OUT_OF_RANGE = 128
-    NO_SOURCE = 256
-    NO_BOUND = 512
-    BAD_FIT = 1024
+    BAD_PIXELS = BAD_PIXELS
+    NEAR_EDGE = NEAR_EDGE
+    OFF_IMAGE = OFF_IMAGE
+    RESIZED = RESIZED
+    OUT_OF_RANGE = OUT_OF_RANGE
+    FAILED_VALIDATION = FAILED_VALIDATION
+    BAD_PIXSCALE = BAD_PIXSCALE
+    INPUT_OUT_OF_RANGE = INPUT_OUT_OF_RANGE
+    NO_SOURCE = NO_SOURCE
+    NO_BOUND = NO_BOUND
+    BAD_FIT = BAD_FIT
 
 
 #: Bits that mean "do not predict this stamp".

@@ -25,6 +25,7 @@ import pandas as pd
 from legato.columns import OUTPUT_COLUMNS
 from legato.conventions import DEFAULT_STAMP_SIZE, PIXEL_SCALE_ARCSEC
 from legato.errors import ConfigError, DataError
+from legato.flags import StampFlag
 from legato.io import stamp_checks
 
 SPARK_CONF = {
@@ -189,7 +190,7 @@ def predict_spark(
         for name, (low, high) in training_range.as_meta().items():
             outside = outside | (F.col(name) < F.lit(float(low))) | (F.col(name) > F.lit(float(high)))
         predicted = predicted.withColumn(
-            "flags", F.when(outside, F.col("flags").bitwiseOR(F.lit(stamp_checks.OUT_OF_RANGE))).otherwise(F.col("flags"))
+            "flags", F.when(outside, F.col("flags").bitwiseOR(F.lit(int(StampFlag.OUT_OF_RANGE)))).otherwise(F.col("flags"))
         )
     rejected = frame.filter(~ok).select("id", *[F.lit(float("nan")).cast("float").alias(name) for name in values], "flags")
     result = predicted.unionByName(rejected)
@@ -198,7 +199,7 @@ def predict_spark(
 
     written = spark.read.parquet(str(output_path))
     bits = {
-        name: getattr(stamp_checks, name)
+        name: int(StampFlag[name])
         for name in (
             "BAD_PIXELS",
             "NEAR_EDGE",

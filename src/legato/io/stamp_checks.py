@@ -1,10 +1,12 @@
 """Per-stamp checks and readers shared by the local and the Spark paths.
 
-This module imports nothing from ``legato``: Spark ships its functions to the
-Python workers by value (``cloudpickle.register_pickle_by_value``), so a worker
-whose ``sys.path`` starts with the (possibly older) ``legato`` code bundled in
-a logged model still runs exactly this code. Both paths call the same
-functions, which is what makes their flags identical row for row.
+Spark ships this module's functions to the Python workers by value
+(``cloudpickle.register_pickle_by_value``), so a worker whose ``sys.path``
+starts with the (possibly older) ``legato`` code bundled in a logged model
+still runs exactly this code. It therefore takes from ``legato`` only plain
+integers (the flag bits of :mod:`legato.flags`), which travel with the
+functions. Both paths call the same functions, which is what makes their flags
+identical row for row.
 """
 
 from __future__ import annotations
@@ -13,26 +15,23 @@ import warnings
 
 import numpy as np
 
-# bit values of legato.flags.StampFlag (defined here so workers need no legato import)
-BAD_PIXELS = 1
-NEAR_EDGE = 2
-OFF_IMAGE = 4
-RESIZED = 8
-OUT_OF_RANGE = 16
-FAILED_VALIDATION = 32
-BAD_PIXSCALE = 64
-INPUT_OUT_OF_RANGE = 128
-NO_SOURCE = 256
-NO_BOUND = 512
-BAD_FIT = 1024
+from legato.flags import (  # plain integers, captured by value with the functions that use them
+    BAD_PIXELS,
+    BAD_PIXSCALE,
+    FAILED_VALIDATION,
+    FLAG_DTYPE,
+    NO_SOURCE,
+    OFF_IMAGE,
+    RESIZED,
+)
+
 NOT_PREDICTED = BAD_PIXELS | OFF_IMAGE | FAILED_VALIDATION | BAD_PIXSCALE
-FLAG_DTYPE = np.int32
 PIXSCALE_TOLERANCE = 0.02
 #: |pixel| above this (electrons/s) is not a measurement (a fill value such as -1e30): nothing in
 #: an F160W image comes within orders of magnitude of it (a saturated star core is ~1e5 e/s)
 MAX_PIXEL_VALUE = 1e10
 #: the aperture of the source check: radius 1 arcsec at the models' 0.06 arcsec/pixel
-#: (conventions.PIXEL_SCALE_ARCSEC; this module imports nothing from legato)
+#: (conventions.PIXEL_SCALE_ARCSEC, repeated: this module takes only the flag bits from legato)
 SOURCE_APERTURE_PIX = 1.0 / 0.06
 #: the noise of the source check comes from the stamp's outer frame of this width, in blocks of
 #: NOISE_BLOCK_PIX x NOISE_BLOCK_PIX pixels (block means keep correlated noise honest)

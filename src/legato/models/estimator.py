@@ -17,7 +17,7 @@ import numpy as np
 
 from legato.columns import LOG_COLUMNS, OUTPUT_COLUMNS, SERSIC_COLUMNS
 from legato.errors import DataError
-from legato.io.stamp_checks import FAILED_VALIDATION, INPUT_OUT_OF_RANGE, NO_SOURCE
+from legato.flags import FAILED_VALIDATION, INPUT_OUT_OF_RANGE, NO_SOURCE
 from legato.models.input_range import InputRange
 from legato.models.targets import TargetScaler, physical_columns
 
