@@ -17,6 +17,7 @@ from astropy.table import Table, vstack
 
 from legato.analysis.morphometry import border_sigma
 from legato.classical.fitter import FLAG_NAMES, FitSettings, fit_stamp, fitting_psf, noise_map
+from legato.columns import OUTPUT_COLUMNS, SERSIC_COLUMNS
 from legato.io.stamps import chunk_paths, iter_stamp_set
 from legato.simulation.psf import read_psf_image
 
@@ -144,15 +145,8 @@ def fits_table(rows: list[dict]) -> Table:
     table = Table(rows=rows)
     order = [
         "id",
-        "mag",
-        "re_arcsec",
-        "n",
-        "q",
-        "ellipticity",
-        "mag_err",
-        "re_arcsec_err",
-        "n_err",
-        "ellipticity_err",
+        *OUTPUT_COLUMNS,
+        *(f"{name}_err" for name in SERSIC_COLUMNS),
         "pa_deg",
         "x_pix",
         "y_pix",
