@@ -123,3 +123,18 @@ def production(tiny_noiseless, tmp_path_factory):
     assert progress["finished"] and progress["step"] == 6
     summary = finalize_production(TOY_PRODUCTION, tiny_noiseless, root / "checkpoint", root / "estimator", progress)
     return root / "estimator", summary
+
+
+@pytest.fixture(scope="session")
+def band_config(sim_config, repo_root):
+    """A two-band (F125W, F160W) noiseless simulation config with a 10% PSF jitter: train 40 / val 8 / test 8."""
+    from legato.simulation.simulate import BandMixture
+
+    psf = str(repo_root / "data/psf/wfc3ir_f125w_psf.fits")
+    mixture = BandMixture(
+        psfs={"F125W": psf, "F160W": sim_config.psf},
+        catalogs={"F125W": str(repo_root / "data/vanderwel2014_3dhst/cosmos_3dhst.v4.1_f125w.galfit"), "F160W": sim_config.catalog},
+        weights={"F125W": 1.0, "F160W": 1.0},
+        psf_jitter=0.1,
+    )
+    return replace(sim_config, noiseless=True, bands=mixture, sizes={"train": 40, "val": 8, "test": 8})

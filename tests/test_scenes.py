@@ -27,20 +27,6 @@ def test_band_psfs_are_ordered_by_wavelength_and_f160w_is_unchanged(tmp_path, ra
         write_psf_image(tmp_path / "x.fits", band="F200W")
 
 
-@pytest.fixture(scope="module")
-def band_config(sim_config, repo_root):
-    from legato.simulation.simulate import BandMixture
-
-    psf = str(repo_root / "data/psf/wfc3ir_f125w_psf.fits")
-    mixture = BandMixture(
-        psfs={"F125W": psf, "F160W": sim_config.psf},
-        catalogs={"F125W": str(repo_root / "data/vanderwel2014_3dhst/cosmos_3dhst.v4.1_f125w.galfit"), "F160W": sim_config.catalog},
-        weights={"F125W": 1.0, "F160W": 1.0},
-        psf_jitter=0.1,
-    )
-    return replace(sim_config, noiseless=True, bands=mixture, sizes={"train": 40, "val": 8, "test": 8})
-
-
 def test_band_mixture_draws_each_band_with_its_psf_zeropoint_and_prior(band_config):
     from legato.simulation.simulate import draw_split_parameters
 

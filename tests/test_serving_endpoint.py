@@ -31,7 +31,8 @@ def test_mlflow_scoring_server_is_the_one_the_hook_was_written_for():
         (b'{"inputs": [[[0.1, 0.2', 400, "invalid JSON"),
         (b'{"inputs": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", 400, "invalid JSON"),
         (b'{"inputs": [[[NaN, 1' + b"[" * 100_000, 400, "invalid JSON"),  # Python's json fallback: nested too deeply
-        (b'{"inputs": [[[1.0]]], "params": {}}', 400, "exactly one key"),
+        (b'{"inputs": [[[1.0]]], "extra": {}}', 400, "exactly one key"),
+        (b'{"inputs": [[[1.0]]], "params": [1]}', 400, '"params" must be an object'),
         (b'{"dataframe_split": {}}', 400, "exactly one key"),
         (b'{"inputs": 3}', 400, "must be an array"),
         (b'{"inputs": []}', 400, "empty batch"),
@@ -42,21 +43,21 @@ def test_mlflow_scoring_server_is_the_one_the_hook_was_written_for():
     ],
 )
 def test_malformed_bodies_are_refused_with_a_status_and_one_line(body, status, message):
-    from legato.serving.endpoint import RequestError, decode_stamps
+    from legato.serving.endpoint import RequestError, decode_request
 
     with pytest.raises(RequestError) as caught:
-        decode_stamps(body, 64, 8)
+        decode_request(body, 64, 8)
     assert caught.value.status == status and message in caught.value.message and "\n" not in caught.value.message
 
 
 def test_valid_bodies_decode_to_arrays_nan_included():
-    from legato.serving.endpoint import decode_stamps, may_hold_literals
+    from legato.serving.endpoint import decode_request, may_hold_literals
 
-    cube = decode_stamps(json.dumps({"inputs": np.zeros((2, 64, 64)).tolist()}).encode(), 64, 8)
-    assert cube.shape == (2, 64, 64)
-    flat = decode_stamps(json.dumps({"instances": np.zeros((8, 64 * 64)).tolist()}).encode(), 64, 8)
-    assert flat.shape == (8, 4096)  # 8 flattened stamps: within the limit
-    one = decode_stamps(b'{"inputs": [[NaN, Infinity], [-Infinity, 1e-05]]}', 64, 8)
+    cube, params = decode_request(json.dumps({"inputs": np.zeros((2, 64, 64)).tolist()}).encode(), 64, 8)
+    assert cube.shape == (2, 64, 64) and params == {}
+    flat, params = decode_request(json.dumps({"instances": np.zeros((8, 64 * 64)).tolist(), "params": {"band": "F125W"}}).encode(), 64, 8)
+    assert flat.shape == (8, 4096) and params == {"band": "F125W"}  # 8 flattened stamps: within the limit
+    one, _ = decode_request(b'{"inputs": [[NaN, Infinity], [-Infinity, 1e-05]]}', 64, 8)
     assert np.isnan(one[0, 0]) and np.isinf(one[0, 1])  # Python's JSON dialect: flagged rows, not errors
     assert not may_hold_literals(b'{"inputs": [[1e-05, NaN, -Infinity, 2E+3]]}')
     assert may_hold_literals(b'{"inputs": [[null]]}') and may_hold_literals(b'{"inputs": [[false]]}')

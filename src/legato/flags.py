@@ -33,6 +33,10 @@ bit       name                    meaning
 1024      ``BAD_FIT``             ``--residuals`` only: the model of the estimate does not
                                   describe the stamp (reduced chi² above the threshold
                                   calibrated on the simulated test set); values kept
+2048      ``BLENDED``             a neighbour's segment reaches within 1" of the target
+                                  centre (io.stamp_checks.blend_measurements); the row
+                                  keeps its prediction; ``neighbour_fraction`` gives the
+                                  neighbours' share of the aperture flux
 ========  ======================  ====================================================
 """
 
@@ -61,6 +65,7 @@ INPUT_OUT_OF_RANGE = 128
 NO_SOURCE = 256
 NO_BOUND = 512
 BAD_FIT = 1024
+BLENDED = 2048
 
 
 class StampFlag(enum.IntFlag):
@@ -77,6 +82,7 @@ class StampFlag(enum.IntFlag):
     NO_SOURCE = NO_SOURCE
     NO_BOUND = NO_BOUND
     BAD_FIT = BAD_FIT
+    BLENDED = BLENDED
 
 
 #: Bits that mean "do not predict this stamp".

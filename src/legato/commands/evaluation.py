@@ -75,10 +75,19 @@ def real_check_command(
     estimator: Annotated[list[str], typer.Option(help="NAME=FOLDER of an estimator to score (repeatable).")],
     real: Annotated[Path, typer.Option(help="Ingested real stamps with GALFIT labels (legato ingest galfit).")] = Path("datasets/real/uds"),
     report: Annotated[Path, typer.Option(help="The real-check report (JSON).")] = Path("reports/real_check.json"),
+    other_band: Annotated[
+        Optional[list[Path]],
+        typer.Option(
+            help=(
+                "Ingested real stamps of the same galaxies in another band (e.g. the F125W blocks; repeatable): scored by the "
+                "PSF-conditioned estimators with that band's PSF, with each galaxy's size ratio and colour against --real's."
+            )
+        ),
+    ] = None,
 ):
     """Estimators on real galaxies against their GALFIT labels, galaxy by galaxy with the flags (reported, never tuned on)."""
     from legato.errors import ConfigError
-    from legato.evaluation.real_check import real_check
+    from legato.evaluation.real_check import band_pairs, real_check
 
     named = dict(item.split("=", 1) for item in estimator if "=" in item)
     if len(named) != len(estimator):
@@ -89,6 +98,12 @@ def real_check_command(
     if not real.is_dir():
         raise ConfigError(f"real stamp set {real} not found: run legato ingest galfit first")
     summary = real_check(named, real)
+    for folder in other_band or []:
+        if not folder.is_dir():
+            raise ConfigError(f"real stamp set {folder} not found: run legato ingest galfit first")
+        scored = real_check(named, folder)
+        summary.setdefault("other_bands", {})[scored["band"]] = scored
+        summary.setdefault("band_pairs", {})[scored["band"]] = band_pairs(summary, scored)
     write_json(report, summary)
     for name, scores in summary["estimators"].items():
         typer.echo(

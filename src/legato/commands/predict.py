@@ -61,9 +61,20 @@ def predict(
     gallery: Annotated[
         Optional[Path], typer.Option(help="Also write a gallery (PNG and GALFIT-style blocks) of the worst-chi² and random rows here.")
     ] = None,
-    psf: Annotated[Path, typer.Option(help="PSF image of the models (sampled without the output-pixel response).")] = Path(
-        "data/psf/wfc3ir_f160w_psf.fits"
-    ),
+    band: Annotated[
+        str,
+        typer.Option(help="Band of the stamps (F606W, F814W, F105W, F125W, F140W, F160W): its zeropoint and model PSF."),
+    ] = "F160W",
+    psf: Annotated[
+        Optional[Path],
+        typer.Option(
+            help=(
+                "PSF image (FITS, 0.06\"/px, no output-pixel response) of the stamps, instead of the band's model PSF "
+                "(data/psf/): the input of a PSF-conditioned estimator and of the --crb / --residuals models."
+            )
+        ),
+    ] = None,
+    zeropoint: Annotated[Optional[float], typer.Option(help="AB zeropoint of the stamps (default: the band's).")] = None,
     exposure_time: Annotated[
         Optional[float],
         typer.Option(
@@ -107,11 +118,14 @@ def predict(
         resolved = resolve_model(model, name=model_name, tracking_uri=tracking_uri)
         if resolved.pyfunc_uri is None:
             raise ConfigError(f"the Spark engine needs an MLflow model (registry alias/version or an MLmodel folder), not {model}")
+        condition = stamp_psf(resolved.load(), band, psf, zeropoint)
         from legato.inference.spark import predict_spark, spark_session
 
         session = spark_session(master or ("local[2]" if not _under_spark_submit() else None))
         try:
-            summary = predict_spark(session, resolved.pyfunc_uri, input_path, output, training_range=training_range)
+            summary = predict_spark(
+                session, resolved.pyfunc_uri, input_path, output, training_range=training_range, params=request_params(condition)
+            )
         finally:
             session.stop()
         summary.update(resolved.meta())
@@ -128,11 +142,13 @@ def predict(
     resolved = resolve_model(model, name=model_name, tracking_uri=tracking_uri)
     from legato.modelling.renderer import renderer_from_psf_file
 
-    renderer = renderer_from_psf_file(psf) if crb or residuals or gallery else None
+    loaded = resolved.load()
+    condition = stamp_psf(loaded, band, psf, zeropoint)
+    renderer = renderer_from_psf_file(psf or band_psf_file(band)) if crb or residuals or gallery else None
     augmentations = augmentations_for(renderer, crb, residuals, exposure_time, chi2_threshold)
     from legato.inference.measurements import AugmentedEstimator
 
-    estimator = AugmentedEstimator(resolved.load(), augmentations, workers) if augmentations else None
+    estimator = AugmentedEstimator(loaded, augmentations, workers) if augmentations else loaded
     try:
         summary = predict_catalogue(
             source,
@@ -143,12 +159,13 @@ def predict(
             training_range=training_range,
             progress=progress,
             estimator=estimator,
+            psf=condition,
         )
     except KeyboardInterrupt:
         typer.echo(f"interrupted: finished chunks are kept in {output}.parts; rerun the same command to resume", err=True)
         raise typer.Exit(code=130) from None
     finally:
-        if estimator is not None:
+        if augmentations:
             estimator.close()
     if gallery is not None:
         from legato.modelling.inspect import inspect_catalogue
@@ -157,6 +174,38 @@ def predict(
         summary["gallery"] = shown["gallery"]
         typer.echo(f"gallery of {len(shown['ids'])} rows -> {shown['gallery']}", err=True)
     _finish(summary, report)
+
+
+def stamp_psf(estimator, band: str, psf: Path | None, zeropoint: float | None):
+    """The stamps' PSF condition for ``estimator`` (None: an estimator without a PSF input, on F160W stamps).
+
+    An estimator without a PSF input takes F160W stamps only; a ``--psf`` file then serves the
+    ``--crb`` / ``--residuals`` models alone (a note says so).
+    """
+    if estimator.psf_bands is None:
+        if psf is not None:
+            typer.echo(f"note: this estimator takes no PSF input: {psf} is used by --crb / --residuals only", err=True)
+        return estimator.psf_condition(band=band, zeropoint=zeropoint)
+    return estimator.psf_condition(band=band, psf_file=psf, zeropoint=zeropoint)
+
+
+def request_params(condition) -> dict | None:
+    """The served model's request parameters of a PSF condition (:data:`legato.serving.pyfunc.PSF_PARAMS`)."""
+    if condition is None:
+        return None
+    return {
+        "band": condition.band,
+        "zeropoint": condition.zeropoint,
+        "psf_fwhm_arcsec": condition.fwhm_arcsec,
+        "psf_r50_arcsec": condition.r50_arcsec,
+    }
+
+
+def band_psf_file(band: str) -> Path:
+    """The versioned model PSF of a band (``data/psf/``)."""
+    from legato.simulation.psf import band_optics
+
+    return Path("data/psf") / band_optics(band).file_name
 
 
 def augmentations_for(renderer, crb: bool, residuals: bool, exposure_time: float | None, chi2_threshold: float | None) -> list:

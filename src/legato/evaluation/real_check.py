@@ -13,7 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from legato.columns import COLUMN, PARAMETERS
+from legato.columns import COLUMN, PARAMETERS, SERSIC_COLUMNS
+from legato.flags import BLENDED
 from legato.ingest.real_sets import INGEST_FLAG_NAMES
 from legato.io.galfit import GALFIT_AT_LIMIT
 from legato.io.stamps import load_split
@@ -41,15 +42,21 @@ def real_check(estimators: dict, real_dir: str | Path) -> dict:
     real_dir : str or Path
         Ingested real stamps with GALFIT labels (``legato ingest galfit``).
 
+    The stamps' band and zeropoint come from the set's header (``FILTER``, ``MAGZPT``): a
+    PSF-conditioned estimator predicts them with that band's PSF; an estimator without a PSF
+    input scores F160W sets only (it is listed under ``skipped`` for another band).
+
     Returns
     -------
     dict
-        ``galaxies`` (one row per galaxy: GALFIT labels and flags, each estimator's values,
-        flags and errors); per estimator: R², median error per parameter on every galaxy,
-        on the check sample and on its uncut part, and whether |median Δmag| <= 0.15 there;
-        ``targets``: each later estimator no worse than the first (:func:`no_worse_than_first`).
+        ``galaxies`` (one row per galaxy: GALFIT labels and flags, the neighbours photutils finds
+        at ingest, each estimator's values, 68% intervals, flags and errors); per estimator: R²,
+        median error per parameter on every galaxy, on the check sample and on its uncut part, and
+        whether |median Δmag| <= 0.15 there; ``targets``: each later estimator no worse than the
+        first (:func:`no_worse_than_first`).
     """
-    stamps, labels, _ = load_split(real_dir)
+    stamps, labels, header = load_split(real_dir)
+    band, zeropoint = str(header.get("FILTER", "F160W")), header.get("MAGZPT")
     flags = np.asarray(labels["flags"], dtype=np.int64) if "flags" in labels.colnames else np.zeros(len(labels), dtype=np.int64)
     mag = np.asarray(labels["mag"], dtype=float)
     sample = (mag < REAL_CHECK_MAG_LIMIT) & ((flags & GALFIT_AT_LIMIT) == 0)
@@ -68,21 +75,30 @@ def real_check(estimators: dict, real_dir: str | Path) -> dict:
             "in_check_sample": bool(sample[k]),
             "target_cut": bool(cut[k]),
         }
-        for c in ("padded_near_target", "noise_sigma"):
+        for c in ("padded_near_target", "noise_sigma", "n_neighbours", "neighbour_fraction"):
             if c in labels.colnames:
                 row[c] = round(float(labels[c][k]), 5)
         galaxies.append(row)
     report = {
         "n": len(stamps),
         "source": str(real_dir),
+        "band": band,
         "n_check_sample": int(sample.sum()),
         "n_check_sample_uncut": int((sample & ~cut).sum()),
         "sample": f"H < {REAL_CHECK_MAG_LIMIT}, no GALFIT parameter at a limit",
         "error": "GALFIT - estimate (relative for re and n)",
         "estimators": {},
+        "skipped": {},
     }
     for name, estimator in estimators.items():
-        values = (estimator if hasattr(estimator, "predict") else LoadedEstimator(estimator)).predict(stamps)
+        loaded = estimator if hasattr(estimator, "predict") else LoadedEstimator(estimator)
+        psf = None
+        if band != "F160W" or getattr(loaded, "psf_bands", None) is not None:
+            if getattr(loaded, "psf_bands", None) is None:
+                report["skipped"][name] = f"takes no PSF input: F160W stamps only, not {band}"
+                continue
+            psf = loaded.psf_condition(band=band, zeropoint=None if zeropoint is None else float(zeropoint))
+        values = loaded.predict(stamps) if psf is None else loaded.predict(stamps, psf=psf)
         error = {p: np.asarray(errors(p, labels[COLUMN[p]], values[COLUMN[p]]), dtype=float) for p in PARAMETERS}
 
         def medians(rows, error=error):
@@ -108,6 +124,9 @@ def real_check(estimators: dict, real_dir: str | Path) -> dict:
             row[name] = {
                 **{c: round(float(values[c][k]), 4) for c in ("mag", "re_arcsec", "n", "ellipticity")},
                 **({"flags": int(values["flags"][k])} if "flags" in values else {}),
+                **({"blended": bool(int(values["flags"][k]) & BLENDED)} if "neighbour_fraction" in values else {}),
+                **{c: round(float(values[c][k]), 4) for c in ("neighbour_fraction",) if c in values},
+                **{f"{c}_err": round(float(values[f"{c}_err"][k]), 4) for c in SERSIC_COLUMNS if f"{c}_err" in values},
                 **({"sky_sigma": round(float(values["sky_sigma"][k]), 6)} if "sky_sigma" in values else {}),
                 "error": {p: round(float(error[p][k]), 4) for p in PARAMETERS},
             }
@@ -135,3 +154,64 @@ def no_worse_than_first(scores: dict) -> dict:
 
 def _rounded(values: dict) -> dict:
     return {k: (round(float(v), 4) if v is not None and np.isfinite(v) else None) for k, v in values.items()}
+
+
+def band_pairs(reference: dict, other: dict) -> dict:
+    """Per galaxy, the other band's size ratio and colour against the reference band's, for GALFIT and each estimator.
+
+    Galaxies are matched by block number (``H.gf7.fits`` with ``J.gf7.fits``). For each
+    estimator scored in both bands: per galaxy ``re_other / re_reference`` and
+    ``mag_other - mag_reference``, the same from GALFIT, and, on the galaxies in both
+    check samples, the median of (the estimator's ratio / GALFIT's) and of (the estimator's
+    colour - GALFIT's). The target: that median ratio within 5% of 1.
+
+    Parameters
+    ----------
+    reference, other : dict
+        :func:`real_check` reports of the same galaxies in two bands (e.g. F160W and F125W).
+    """
+
+    def block(row):
+        name = Path(row["source_file"]).name
+        return name.split(".", 1)[1] if "." in name else name
+
+    others = {block(row): row for row in other["galaxies"]}
+    names = [n for n in other["estimators"] if n in reference["estimators"]]
+    galaxies, ratios = [], {n: [] for n in names}
+    colours = {n: [] for n in names}
+    for row in reference["galaxies"]:
+        match = others.get(block(row))
+        if match is None:
+            continue
+        entry = {
+            "block": block(row),
+            "in_both_check_samples": bool(row["in_check_sample"] and match["in_check_sample"]),
+            "galfit": _pair(row["galfit"], match["galfit"]),
+        }
+        for name in names:
+            entry[name] = _pair(row[name], match[name])
+            if entry["in_both_check_samples"] and np.isfinite(entry[name]["re_ratio"]) and np.isfinite(entry["galfit"]["re_ratio"]):
+                ratios[name].append(entry[name]["re_ratio"] / entry["galfit"]["re_ratio"])
+                colours[name].append(entry[name]["colour"] - entry["galfit"]["colour"])
+        galaxies.append(entry)
+    summary = {}
+    for name in names:
+        median_ratio = float(np.median(ratios[name])) if ratios[name] else None
+        summary[name] = {
+            "n": len(ratios[name]),
+            "median_ratio_of_size_ratios": None if median_ratio is None else round(median_ratio, 4),
+            "median_colour_difference": round(float(np.median(colours[name])), 4) if colours[name] else None,
+            "target_size_ratio_within_5pct": median_ratio is not None and abs(median_ratio - 1) <= 0.05,
+        }
+    return {
+        "bands": f"{other['band']} / {reference['band']}",
+        "size_ratio": f"re_{other['band']} / re_{reference['band']} (estimator's over GALFIT's)",
+        "colour": f"mag_{other['band']} - mag_{reference['band']} (estimator's minus GALFIT's)",
+        "estimators": summary,
+        "galaxies": galaxies,
+    }
+
+
+def _pair(reference: dict, other: dict) -> dict:
+    ratio = other["re_arcsec"] / reference["re_arcsec"] if reference["re_arcsec"] > 0 else float("nan")
+    return {"re_ratio": round(float(ratio), 4), "colour": round(float(other["mag"] - reference["mag"]), 4)}

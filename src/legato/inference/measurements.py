@@ -147,9 +147,9 @@ class AugmentedEstimator:
             self._pool = ProcessPoolExecutor(self.workers, initializer=_init_worker, initargs=(self.augmentations,))
         return list(self._pool.map(_worker_block, tasks))
 
-    def predict(self, stamps, batch_size: int = 256, checked: bool = False) -> dict[str, np.ndarray]:
+    def predict(self, stamps, batch_size: int = 256, checked: bool = False, **options) -> dict[str, np.ndarray]:
         """The estimator's predictions plus the augmentation columns and flag bits (``checked``: as the estimator's)."""
-        return self.augment(self.estimator.predict(stamps, batch_size=batch_size, checked=checked), stamps)
+        return self.augment(self.estimator.predict(stamps, batch_size=batch_size, checked=checked, **options), stamps)
 
     def augment(self, values, stamps) -> dict[str, np.ndarray]:
         """``values`` (estimates of ``stamps``: any method's) plus the augmentation columns and flag bits."""

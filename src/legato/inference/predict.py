@@ -34,7 +34,12 @@ def stamp_flags(stamps: np.ndarray, flags: np.ndarray) -> np.ndarray:
 
 
 def predict_stamps(
-    estimator, stamps: np.ndarray, flags: np.ndarray, training_range: TrainingRange | None, batch_size: int = DEFAULT_BATCH_SIZE
+    estimator,
+    stamps: np.ndarray,
+    flags: np.ndarray,
+    training_range: TrainingRange | None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    psf=None,
 ) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """The catalogue rows of a batch of stamps: float32 value columns and completed int32 flags.
 
@@ -55,13 +60,15 @@ def predict_stamps(
         Range for ``OUT_OF_RANGE`` (no check when None).
     batch_size : int
         Stamps per forward pass.
+    psf : PsfCondition, optional
+        The stamps' PSF and zeropoint (:meth:`LoadedEstimator.psf_condition`; default F160W).
     """
     flags = stamp_flags(stamps, flags)
     ok = (flags & int(NOT_PREDICTED)) == 0
     names = value_columns(estimator)
     columns = {name: np.full(len(flags), np.nan, dtype=np.float32) for name in names}
     if ok.any():
-        predicted = estimator.predict(stamps[ok], batch_size=batch_size, checked=True)
+        predicted = estimator.predict(stamps[ok], batch_size=batch_size, checked=True, **({"psf": psf} if psf is not None else {}))
         for name in names:
             columns[name][ok] = np.asarray(predicted[name], dtype=np.float32)
         if "flags" in predicted:  # the estimator's own input checks
@@ -71,9 +78,9 @@ def predict_stamps(
     return columns, flags
 
 
-def predict_chunk(estimator, chunk: Chunk, training_range: TrainingRange | None, batch_size: int = DEFAULT_BATCH_SIZE):
+def predict_chunk(estimator, chunk: Chunk, training_range: TrainingRange | None, batch_size: int = DEFAULT_BATCH_SIZE, psf=None):
     """Predictions of one chunk as an output part (``pyarrow.Table``): :func:`predict_stamps` with the chunk's ids."""
-    columns, flags = predict_stamps(estimator, chunk.stamps, chunk.flags, training_range, batch_size)
+    columns, flags = predict_stamps(estimator, chunk.stamps, chunk.flags, training_range, batch_size, psf)
     return part_table(chunk.ids, columns, flags)
 
 
@@ -121,9 +128,10 @@ def prefetch(iterator: Iterator, depth: int = 2) -> Iterator:
         thread.join(timeout=5)
 
 
-def run_fingerprint(source: StampSource, model, chunk_size: int, columns: tuple[str, ...] = OUTPUT_COLUMNS) -> tuple[str, dict]:
-    """Hash (and description) of what makes part files reusable: input, model, chunk size, output columns."""
+def run_fingerprint(source: StampSource, model, chunk_size: int, columns: tuple[str, ...] = OUTPUT_COLUMNS, psf=None) -> tuple[str, dict]:
+    """Hash (and description) of what makes part files reusable: input, model, PSF, chunk size, output columns."""
     description = {
+        **({"psf": psf.as_dict()} if psf is not None else {}),
         "input": source.fingerprint(),
         "model": model.fingerprint(),
         "columns": list(columns),
@@ -145,6 +153,7 @@ def predict_catalogue(
     prefetch_depth: int = 2,
     on_chunk: Callable[[int], None] | None = None,
     estimator=None,
+    psf=None,
 ) -> dict:
     """Predict every stamp of ``source`` into the catalogue ``output``.
 
@@ -172,6 +181,9 @@ def predict_catalogue(
     estimator : LoadedEstimator, optional
         An already loaded estimator (default: ``model.load()``), e.g. one wrapped in
         :class:`legato.inference.bounds.BoundEstimator` for ``--crb``.
+    psf : PsfCondition, optional
+        The stamps' band, PSF and zeropoint (``legato predict --band / --psf``; default F160W),
+        recorded in the catalogue's metadata (and, for a PSF-conditioned estimator, in every row).
 
     Returns
     -------
@@ -184,7 +196,7 @@ def predict_catalogue(
     output.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(output)
     estimator = estimator if estimator is not None else model.load()
-    fingerprint, description = run_fingerprint(source, model, chunk_size, value_columns(estimator))
+    fingerprint, description = run_fingerprint(source, model, chunk_size, value_columns(estimator), psf)
     store = PartStore(output, fingerprint)
     done = store.prepare(description)
 
@@ -195,7 +207,7 @@ def predict_catalogue(
         bar.update(min(source.total, len(done) * chunk_size))
     try:
         for chunk in prefetch(source.chunks(chunk_size, skip=done), prefetch_depth):
-            store.write(chunk.index, predict_chunk(estimator, chunk, training_range, batch_size))
+            store.write(chunk.index, predict_chunk(estimator, chunk, training_range, batch_size, psf))
             processed += len(chunk.ids)
             bar.update(len(chunk.ids))
             if on_chunk is not None:
@@ -209,6 +221,8 @@ def predict_catalogue(
     counts = flag_counts(scan["flags"])
     not_predicted = int(np.count_nonzero(scan["flags"] & int(StampFlag.FAILED_VALIDATION)))
     meta = _output_meta(source, model, scan["rows"], counts, training_range, len(source.problems))
+    if psf is not None:
+        meta.update(psf.meta())
     finalize(parts, output, meta, scan)
     store.remove()
     return {
@@ -226,6 +240,7 @@ def predict_catalogue(
         "rows_this_run": processed,
         "seconds": round(seconds, 3),
         "stamps_per_s": round(processed / seconds, 1) if seconds > 0 and processed else None,
+        **({"psf": psf.as_dict()} if psf is not None else {}),
         **model.meta(),
     }
 

@@ -140,6 +140,7 @@ def predict_spark(
     output_path: str | Path,
     training_range=None,
     stamp_size: int = DEFAULT_STAMP_SIZE,
+    params: dict | None = None,
 ) -> dict:
     """Predict Parquet/FITS stamp shards with a registered model on Spark; write a Parquet dataset.
 
@@ -153,6 +154,11 @@ def predict_spark(
         Stamp shards in; the Parquet dataset (a folder, overwritten) out.
     training_range : TrainingRange, optional
         Range for the ``OUT_OF_RANGE`` flag.
+    stamp_size : int
+        Stamp side, pixels.
+    params : dict, optional
+        The model's request parameters (a PSF-conditioned model's ``band``, ``zeropoint``,
+        ``psf_fwhm_arcsec``, ``psf_r50_arcsec``: :func:`legato.serving.pyfunc.request_psf`).
 
     Returns
     -------
@@ -180,7 +186,7 @@ def predict_spark(
     ok = (F.col("flags").bitwiseAND(F.lit(stamp_checks.NOT_PREDICTED))) == 0
     values, own_flags = model_output_columns(model_uri)
     result_type = ", ".join([f"{name} float" for name in values] + (["flags int"] if own_flags else []))
-    udf = mlflow.pyfunc.spark_udf(spark, model_uri, env_manager="local", result_type=result_type)
+    udf = mlflow.pyfunc.spark_udf(spark, model_uri, env_manager="local", result_type=result_type, **({"params": params} if params else {}))
 
     predicted = frame.filter(ok).withColumn("p", udf("stamp"))
     merged_flags = F.col("flags").bitwiseOR(F.col("p.flags")) if own_flags else F.col("flags")
@@ -198,20 +204,7 @@ def predict_spark(
     seconds = time.perf_counter() - start
 
     written = spark.read.parquet(str(output_path))
-    bits = {
-        name: int(StampFlag[name])
-        for name in (
-            "BAD_PIXELS",
-            "NEAR_EDGE",
-            "OFF_IMAGE",
-            "RESIZED",
-            "OUT_OF_RANGE",
-            "FAILED_VALIDATION",
-            "BAD_PIXSCALE",
-            "INPUT_OUT_OF_RANGE",
-            "NO_SOURCE",
-        )
-    }
+    bits = {flag.name: int(flag) for flag in StampFlag}  # every bit, as flag_counts gives the local engine's
     aggregates = [F.count(F.lit(1)).alias("rows")] + [
         F.sum((F.col("flags").bitwiseAND(F.lit(bit)) != 0).cast("int")).alias(name) for name, bit in bits.items()
     ]

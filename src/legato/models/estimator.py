@@ -17,7 +17,7 @@ import numpy as np
 
 from legato.columns import LOG_COLUMNS, OUTPUT_COLUMNS, SERSIC_COLUMNS
 from legato.errors import DataError
-from legato.flags import FAILED_VALIDATION, INPUT_OUT_OF_RANGE, NO_SOURCE
+from legato.flags import BLENDED, FAILED_VALIDATION, INPUT_OUT_OF_RANGE, NO_SOURCE
 from legato.models.input_range import InputRange
 from legato.models.targets import TargetScaler, physical_columns
 
@@ -102,7 +102,32 @@ class LoadedEstimator:
         range_values = self.manifest.get("input_range")
         self.input_range = InputRange.from_dict(range_values) if range_values else None
         self.reference_sigma = float(self.manifest.get("reference_sigma", 0.0))
+        self.psf_bands = (self.manifest.get("psf_input") or {}).get("bands")
         self._compiled = None
+
+    def psf_condition(self, band: str | None = None, psf_file=None, zeropoint: float | None = None, summary: tuple | None = None):
+        """The :class:`~legato.models.psf_condition.PsfCondition` of a call (band, PSF file or PSF ``(FWHM, r50)``),
+        None for an estimator without a PSF input at its default.
+
+        An estimator without a PSF input knows the F160W PSF it was trained on only.
+
+        Raises
+        ------
+        ConfigError
+            On a band or PSF the estimator cannot take.
+        """
+        from legato.models.psf_condition import resolve_psf
+
+        if self.psf_bands is None:
+            if psf_file is not None or summary is not None or band not in (None, "F160W") or zeropoint is not None:
+                from legato.errors import ConfigError
+
+                raise ConfigError(
+                    "this estimator takes no PSF input: it measures F160W stamps with the F160W model PSF only "
+                    "(use the PSF-conditioned estimator, models/scenes, for other bands or PSFs)"
+                )
+            return None
+        return resolve_psf(self.psf_bands, band, psf_file, zeropoint, summary)
 
     @property
     def output_columns(self) -> tuple[str, ...]:
@@ -113,11 +138,13 @@ class LoadedEstimator:
             for suffix in ERROR_SUFFIXES.values():
                 columns += [f"{name}{suffix}" for name in SERSIC_COLUMNS]
             columns.append("sky_sigma")
+        if self.psf_bands is not None:
+            columns += ["psf_fwhm_arcsec", "zeropoint"]
         if self.input_range is not None:
-            columns += ["mag_aper", "flags"]
+            columns += ["mag_aper", "neighbour_fraction", "flags"]
         return tuple(columns)
 
-    def predict(self, stamps, batch_size: int = 256, checked: bool = False) -> dict[str, np.ndarray]:
+    def predict(self, stamps, batch_size: int = 256, checked: bool = False, psf=None) -> dict[str, np.ndarray]:
         """Physical parameters of each stamp (columns ``mag, re_arcsec, n, q, ellipticity``).
 
         The networks run as compiled inference graphs on chunks of ``batch_size``
@@ -134,27 +161,50 @@ class LoadedEstimator:
             The caller has already checked the stamps (:func:`validate_stamps`, then the
             per-stamp checks of :func:`legato.inference.predict.predict_stamps`): they are
             only cast to float32, not checked again.
+        psf : PsfCondition, optional
+            The stamps' PSF and zeropoint (:meth:`psf_condition`; default: F160W).
         """
         if checked:
             x = np.asarray(stamps, dtype=np.float32)
         else:
             x = validate_stamps(stamps, self.stamp_size, max_batch=np.iinfo(np.int64).max)
+        if psf is None and self.psf_bands is not None:
+            psf = self.psf_condition()
+        blend = self._blends(x)
         values, extra = {}, {}
         for forward, (_, scaler) in zip(self._forward_passes(), self.members):
-            outputs = np.concatenate([forward(x[start : start + batch_size]).numpy() for start in range(0, len(x), batch_size)])
+            outputs = np.concatenate([self._call(forward, x[start : start + batch_size], psf) for start in range(0, len(x), batch_size)])
             count = len(scaler.targets)
             values.update(scaler.inverse(outputs[:, :count]))
             if outputs.shape[1] > count:  # Gaussian head: log-variances, then ln(sigma / reference)
                 noise_ratio = np.exp(outputs[:, 2 * count].astype(np.float64))
-                extra.update(self._uncertainties(scaler, outputs[:, count : 2 * count], values, noise_ratio))
+                blended = None if blend is None else blend[1]
+                extra.update(self._uncertainties(scaler, outputs[:, count : 2 * count], values, noise_ratio, blended))
                 extra["sky_sigma"] = self.reference_sigma * noise_ratio
+        if psf is not None:  # magnitudes are learnt on the reference zeropoint
+            values["mag"] = values["mag"] + psf.magnitude_offset
+            extra["psf_fwhm_arcsec"] = np.broadcast_to(np.asarray(psf.fwhm_arcsec, dtype=float), (len(x),)).copy()
+            extra["zeropoint"] = np.full(len(x), psf.zeropoint)
         columns = {**physical_columns(values), **extra}
         if self.input_range is not None:
-            columns.update(self._input_checks(x, columns))
+            columns.update(self._input_checks(x, columns, psf, blend))
         return columns
 
+    def _call(self, forward, batch: np.ndarray, psf) -> np.ndarray:
+        if self.psf_bands is None:
+            return forward(batch).numpy()
+        return forward(batch, psf.features(len(batch))).numpy()
+
+    def _blends(self, stamps: np.ndarray):
+        """``(neighbour_fraction, blended)`` of each stamp for an estimator with input checks, else None."""
+        if self.input_range is None:
+            return None
+        from legato.io.stamp_checks import blend_measurements
+
+        return blend_measurements(stamps)
+
     def _uncertainties(
-        self, scaler: TargetScaler, log_variance: np.ndarray, values: dict, noise_ratio: np.ndarray
+        self, scaler: TargetScaler, log_variance: np.ndarray, values: dict, noise_ratio: np.ndarray, blended=None
     ) -> dict[str, np.ndarray]:
         """Calibrated 68% and 95% half-widths in physical units (relative errors of ln re and ln n times the value)."""
         from legato.models.noise_aware import gaussian_sigma
@@ -163,30 +213,45 @@ class LoadedEstimator:
         sigma = gaussian_sigma(log_variance, scaler.std)
         out = {}
         for key, suffix in ERROR_SUFFIXES.items():
-            factors = scale_for(self.uncertainty, key, values["mag"], noise_ratio)
+            factors = scale_for(self.uncertainty, key, values["mag"], noise_ratio, blended)
             for i, name in enumerate(scaler.targets):
                 width = factors[:, i] * sigma[:, i]
                 out[f"{name}{suffix}"] = width * values[name] if name in LOG_COLUMNS else width
         return out
 
-    def _input_checks(self, stamps: np.ndarray, columns: dict) -> dict[str, np.ndarray]:
-        """``mag_aper`` and the input flags; unmeasurable stamps get NaN in every estimate column."""
+    def _input_checks(self, stamps: np.ndarray, columns: dict, psf, blend) -> dict[str, np.ndarray]:
+        """``mag_aper``, ``neighbour_fraction`` and the input flags; unmeasurable stamps get NaN in every estimate column.
+
+        The training range is checked in the reference (F160W) zeropoint the network's fluxes are learnt on;
+        ``mag_aper`` is in the stamps' own zeropoint. A PSF outside every training band's range flags every row.
+        """
+        from legato.models.psf_condition import psf_in_range
+
         checks = self.input_range.check(stamps, columns["sky_sigma"])
-        flags = np.where(checks["outside"], INPUT_OUT_OF_RANGE, 0).astype(np.int32)
+        outside = checks["outside"] | (False if psf is None else ~psf_in_range(self.psf_bands, psf))
+        flags = np.where(outside, INPUT_OUT_OF_RANGE, 0).astype(np.int32)
+        flags[blend[1]] |= BLENDED
         unmeasurable = checks["unmeasurable"]
         flags[unmeasurable] |= NO_SOURCE | FAILED_VALIDATION
         for name, values in columns.items():
-            if name != "sky_sigma":
+            if name not in ("sky_sigma", "psf_fwhm_arcsec", "zeropoint"):
                 columns[name] = np.where(unmeasurable, np.nan, values)
-        return {"mag_aper": checks["mag_aper"], "flags": flags}
+        mag_aper = checks["mag_aper"] + (0.0 if psf is None else psf.magnitude_offset)
+        return {"mag_aper": mag_aper, "neighbour_fraction": blend[0], "flags": flags}
 
     def _forward_passes(self):
         if self._compiled is None:
             import tensorflow as tf
 
-            self._compiled = [
-                tf.function(lambda batch, m=model: m(batch, training=False), reduce_retracing=True) for model, _ in self.members
-            ]
+            if self.psf_bands is None:
+                self._compiled = [
+                    tf.function(lambda batch, m=model: m(batch, training=False), reduce_retracing=True) for model, _ in self.members
+                ]
+            else:
+                self._compiled = [
+                    tf.function(lambda batch, psf, m=model: m([batch, psf], training=False), reduce_retracing=True)
+                    for model, _ in self.members
+                ]
         return self._compiled
 
 

@@ -75,8 +75,32 @@ def binned_calibration_scales(truth, mean, sigma, predicted_mag, edges, noise_ra
     return result
 
 
-def scale_for(calibration: dict, level: str, predicted_mag, noise_ratio=None) -> np.ndarray:
-    """``(N, T)`` calibration factors of ``level`` for galaxies of predicted magnitude ``predicted_mag`` and measured noise ratio."""
+def split_calibration(truth, mean, sigma, predicted_mag, edges, noise_ratio, noise_edges, blended) -> dict:
+    """:func:`binned_calibration_scales` of the isolated stamps, with those of the blended ones under ``"blended"``.
+
+    Blended stamps (a neighbour's light in the aperture, :func:`legato.io.stamp_checks.blend_measurements`)
+    have errors the isolated ones do not: calibrated together, the intervals would be too wide on the
+    isolated stamps and too narrow on the blended ones.
+    """
+    blended = np.asarray(blended, dtype=bool)
+    parts = {}
+    for name, rows in (("isolated", ~blended), ("blended", blended)):
+        subset = (truth[rows], mean[rows], sigma[rows], predicted_mag[rows])
+        parts[name] = binned_calibration_scales(*subset, edges, noise_ratio[rows], noise_edges)
+    return {**parts["isolated"], "blended": parts["blended"], "blended_fraction": float(blended.mean())}
+
+
+def scale_for(calibration: dict, level: str, predicted_mag, noise_ratio=None, blended=None) -> np.ndarray:
+    """``(N, T)`` calibration factors of ``level`` for galaxies of predicted magnitude ``predicted_mag`` and measured noise ratio.
+
+    A calibration made by :func:`split_calibration` gives the stamps flagged ``blended`` (boolean ``(N,)``) the
+    factors of the blended stamps.
+    """
+    if blended is not None and "blended" in calibration:
+        blended = np.asarray(blended, dtype=bool)
+        isolated = {key: value for key, value in calibration.items() if key != "blended"}
+        factors = scale_for(isolated, level, predicted_mag, noise_ratio)
+        return np.where(blended[:, None], scale_for(calibration["blended"], level, predicted_mag, noise_ratio), factors)
     factors = np.asarray(calibration[level], dtype=float)
     if factors.ndim == 1:  # global factors only
         return np.broadcast_to(factors, (len(predicted_mag), len(factors)))

@@ -2,7 +2,10 @@
 
 Requests are ``Content-Type: application/json`` bodies ``{"inputs": N x 64 x 64}``
 (or ``"instances"``; one 64 x 64 stamp, or stamps flattened to 4,096 values,
-also work) of raw pixel values in electrons/s. Answers:
+also work) of raw pixel values in electrons/s, with optional ``"params"``: the
+stamps' ``band`` (default F160W), ``zeropoint``, or their PSF as
+``psf_fwhm_arcsec`` and ``psf_r50_arcsec`` (a PSF-conditioned estimator;
+:func:`legato.serving.pyfunc.request_psf`). Answers:
 
 - 200 ``{"predictions": [{"mag": ..., ..., "flags": ...}, ...]}``, one row per
   stamp, as ``legato predict`` writes it; an unmeasurable row (NaN/inf or
@@ -39,7 +42,7 @@ import numpy as np
 from starlette.requests import Request
 from starlette.responses import Response
 
-from legato.errors import DataError
+from legato.errors import LegatoError
 
 try:
     import orjson
@@ -51,7 +54,7 @@ BYTES_PER_PIXEL = 26
 INPUT_KEYS = ("inputs", "instances")
 #: a refused body up to this many times the limit is read (and dropped) before the 413; a larger one is not read at all
 DRAIN_FACTOR = 2
-REQUEST_FORMAT = '{"inputs": [N x 64 x 64 pixel values, electrons/s]}'
+REQUEST_FORMAT = '{"inputs": [N x 64 x 64 pixel values, electrons/s], "params": {"band": "F160W"} (optional)}'
 
 logger = logging.getLogger(__name__)
 
@@ -89,13 +92,13 @@ def parse_json(body: bytes):
         raise RequestError(400, "BAD_REQUEST", f"invalid JSON: {_first_line(exc)}") from None
 
 
-def decode_stamps(body: bytes, stamp_size: int, max_batch: int) -> np.ndarray:
-    """The stamps of a request body as an array (shape and dtype are checked by the model).
+def decode_request(body: bytes, stamp_size: int, max_batch: int) -> tuple[np.ndarray, dict]:
+    """The stamps of a request body as an array (shape and dtype are checked by the model) and its parameters.
 
     Raises
     ------
     RequestError
-        For a body that is not ``{"inputs": [...]}``, holds booleans or
+        For a body that is not ``{"inputs": [...], "params": {...}}``, holds booleans or
         non-rectangular arrays (400), or more than ``max_batch`` stamps (413).
     """
     if not body.strip():
@@ -104,9 +107,14 @@ def decode_stamps(body: bytes, stamp_size: int, max_batch: int) -> np.ndarray:
     if not isinstance(payload, dict):
         raise RequestError(400, "BAD_REQUEST", f"the body must be a JSON object {REQUEST_FORMAT}, got {_json_type(payload)}")
     keys = [key for key in INPUT_KEYS if key in payload]
-    others = sorted(set(payload) - set(INPUT_KEYS))
+    others = sorted(set(payload) - set(INPUT_KEYS) - {"params"})
     if len(keys) != 1 or others:
-        raise RequestError(400, "BAD_REQUEST", f"the body must hold exactly one key, inputs or instances; got {sorted(payload)}")
+        raise RequestError(
+            400, "BAD_REQUEST", f"the body must hold exactly one key inputs or instances (and optional params); got {sorted(payload)}"
+        )
+    params = payload.get("params") or {}
+    if not isinstance(params, dict):
+        raise RequestError(400, "BAD_REQUEST", f'"params" must be an object such as {{"band": "F125W"}}, got {_json_type(params)}')
     data = payload[keys[0]]
     if not isinstance(data, list):
         raise RequestError(400, "BAD_REQUEST", f'"{keys[0]}" must be an array of stamps, got {_json_type(data)}')
@@ -118,7 +126,7 @@ def decode_stamps(body: bytes, stamp_size: int, max_batch: int) -> np.ndarray:
     if may_hold_literals(body) and contains_bool(data):
         raise RequestError(400, "BAD_REQUEST", "pixels must be numbers, got booleans")
     try:
-        return np.asarray(data)
+        return np.asarray(data), params
     except (ValueError, TypeError, OverflowError) as exc:
         raise RequestError(
             400, "BAD_REQUEST", f"stamps must form an (N, {stamp_size}, {stamp_size}) array of numbers: {_first_line(exc)}"
@@ -167,15 +175,15 @@ def error_body(code: str, message: str) -> bytes:
     return json.dumps({"error_code": code, "message": message}).encode()
 
 
-def invocations_endpoint(rows: Callable[[np.ndarray], dict], stamp_size: int, max_batch: int, max_body: int | None = None):
-    """The ``/invocations`` coroutine for a model whose rows come from ``rows(stamps)``.
+def invocations_endpoint(rows: Callable[[np.ndarray, dict], dict], stamp_size: int, max_batch: int, max_body: int | None = None):
+    """The ``/invocations`` coroutine for a model whose rows come from ``rows(stamps, params)``.
 
     Parameters
     ----------
     rows : callable
-        Stamps array -> value columns and ``flags``
+        Stamps array and request parameters -> value columns and ``flags``
         (:meth:`legato.serving.pyfunc.SersicEstimator.rows`); raises
-        :class:`~legato.errors.DataError` for a bad shape, dtype or count.
+        :class:`~legato.errors.LegatoError` for a bad shape, dtype, count or parameter.
     stamp_size : int
         Stamp side, pixels.
     max_batch : int
@@ -187,10 +195,10 @@ def invocations_endpoint(rows: Callable[[np.ndarray], dict], stamp_size: int, ma
 
     def answer(body: bytes) -> tuple[int, bytes]:
         try:
-            return 200, encode_rows(rows(decode_stamps(body, stamp_size, max_batch)))
+            return 200, encode_rows(rows(*decode_request(body, stamp_size, max_batch)))
         except RequestError as exc:
             return exc.status, error_body(exc.code, exc.message)
-        except DataError as exc:
+        except LegatoError as exc:
             return 400, error_body("INVALID_PARAMETER_VALUE", _first_line(exc))
         except Exception:  # noqa: BLE001 - logged for the operator; the client gets one line
             logger.exception("unexpected error while answering /invocations")

@@ -19,10 +19,12 @@ from pathlib import Path
 
 import numpy as np
 
-from legato.errors import DataError
+from legato.errors import LegatoError
 from legato.models.estimator import MAX_BATCH, LoadedEstimator, stamp_cube, validate_stamps
 
 SERVING_PACKAGES = ("tensorflow-cpu", "keras", "mlflow", "numpy", "pandas", "astropy", "pyyaml", "orjson")
+#: the request parameters of a PSF-conditioned estimator, with their defaults (0: the band's own value)
+PSF_PARAMS = {"band": "F160W", "zeropoint": 0.0, "psf_fwhm_arcsec": 0.0, "psf_r50_arcsec": 0.0}
 
 
 def pinned_requirements() -> list[str]:
@@ -77,18 +79,53 @@ def _pyfunc_arguments(folder: str | Path, example: np.ndarray, training_range) -
 
     import legato
 
+    estimator = LoadedEstimator(folder)
+    params = PSF_PARAMS if estimator.psf_bands is not None else None
     return {
         "python_model": SersicEstimator(),
         "artifacts": {"estimator": str(folder)},
         "code_paths": [str(Path(legato.__file__).parent)],
-        "signature": infer_signature(example, pd.DataFrame(model_rows(LoadedEstimator(folder), example))),
+        "signature": infer_signature(example, pd.DataFrame(model_rows(estimator, example)), params=params),
         "input_example": example,
         "pip_requirements": pinned_requirements(),
         "model_config": {"training_range": training_range.as_meta() if training_range is not None else None},
     }
 
 
-def model_rows(estimator: LoadedEstimator, stamps, training_range=None, max_batch: int = MAX_BATCH) -> dict[str, np.ndarray]:
+def request_psf(estimator: LoadedEstimator, params: dict | None):
+    """The PSF condition of a request's parameters (:data:`PSF_PARAMS`; missing or 0: the band's own value).
+
+    Raises
+    ------
+    ConfigError
+        On an unknown parameter, a band or PSF the estimator cannot take.
+    """
+    from legato.errors import ConfigError
+
+    params = dict(params or {})
+    unknown = sorted(set(params) - set(PSF_PARAMS))
+    if unknown:
+        raise ConfigError(f"unknown request parameters {unknown}; known: {', '.join(PSF_PARAMS)}")
+    if not params:
+        return None
+    band = params.get("band") or None
+    if band is not None and not isinstance(band, str):
+        raise ConfigError(f"band must be a band name such as F125W, got {band!r}")
+    try:
+        numbers = {key: float(params.get(key) or 0.0) for key in ("zeropoint", "psf_fwhm_arcsec", "psf_r50_arcsec")}
+    except (TypeError, ValueError):
+        raise ConfigError("zeropoint, psf_fwhm_arcsec and psf_r50_arcsec must be numbers") from None
+    sizes = (numbers["psf_fwhm_arcsec"], numbers["psf_r50_arcsec"])
+    if (sizes[0] > 0) != (sizes[1] > 0):
+        raise ConfigError("give both psf_fwhm_arcsec and psf_r50_arcsec (arcsec), or neither")
+    return estimator.psf_condition(
+        band=band,
+        zeropoint=numbers["zeropoint"] or None,
+        summary=sizes if sizes[0] > 0 else None,
+    )
+
+
+def model_rows(estimator: LoadedEstimator, stamps, training_range=None, max_batch: int = MAX_BATCH, psf=None) -> dict[str, np.ndarray]:
     """What the MLflow model returns for ``stamps``: value columns and ``flags``, as ``legato predict`` writes them.
 
     Parameters
@@ -101,6 +138,8 @@ def model_rows(estimator: LoadedEstimator, stamps, training_range=None, max_batc
         Range for ``OUT_OF_RANGE``.
     max_batch : int
         Most stamps accepted.
+    psf : PsfCondition, optional
+        The stamps' PSF and zeropoint (:func:`request_psf`; default F160W).
 
     Raises
     ------
@@ -111,7 +150,7 @@ def model_rows(estimator: LoadedEstimator, stamps, training_range=None, max_batc
 
     size = estimator.stamp_size
     cube = validate_stamps(stamp_cube(stamps, size), size, max_batch=max_batch, allow_nonfinite=True)
-    columns, flags = predict_stamps(estimator, cube, np.zeros(len(cube), dtype=np.int32), training_range)
+    columns, flags = predict_stamps(estimator, cube, np.zeros(len(cube), dtype=np.int32), training_range, psf=psf)
     return {**columns, "flags": flags}
 
 
@@ -153,9 +192,9 @@ try:  # MLflow is heavy: the pyfunc class is only defined where MLflow is import
                 scoring_hook.install(invocations_endpoint(self.rows, self.estimator.stamp_size, self.max_batch))
                 scoring_hook.tcp_nodelay_listeners()
 
-        def rows(self, stamps) -> dict[str, np.ndarray]:
-            """:func:`model_rows` with this model's training range and batch limit."""
-            return model_rows(self.estimator, stamps, self.training_range, self.max_batch)
+        def rows(self, stamps, params: dict | None = None) -> dict[str, np.ndarray]:
+            """:func:`model_rows` with this model's training range and batch limit, and the request's PSF parameters."""
+            return model_rows(self.estimator, stamps, self.training_range, self.max_batch, request_psf(self.estimator, params))
 
         def predict(self, context, model_input, params=None):
             import pandas as pd
@@ -163,8 +202,8 @@ try:  # MLflow is heavy: the pyfunc class is only defined where MLflow is import
             from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
             try:
-                return pd.DataFrame(self.rows(model_input))
-            except DataError as exc:
+                return pd.DataFrame(self.rows(model_input, params))
+            except LegatoError as exc:
                 raise MlflowException(str(exc), error_code=INVALID_PARAMETER_VALUE) from None
 
 except ImportError:  # pragma: no cover

@@ -1,0 +1,188 @@
+"""The PSF-conditioned, scene-trained production estimator: finalised, loaded, predicting per band (toy scale)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from legato.errors import ConfigError
+from legato.flags import BLENDED, INPUT_OUT_OF_RANGE
+from legato.training.noise_aware import ProductionConfig
+from legato.training.scenes import SceneModel
+
+TOY_SCENES = ProductionConfig(
+    steps=4, batch_size=8, checkpoint_every=2, validation_stamps=8, calibration_stamps=240, seed=7, scenes=SceneModel(), psf_input=True
+)
+
+
+@pytest.fixture(scope="module")
+def scene_estimator(band_config, tmp_path_factory):
+    from legato.simulation.simulate import simulate
+    from legato.training.noise_aware import train_production
+    from legato.training.noise_aware_finalize import finalize_production
+
+    root = tmp_path_factory.mktemp("scenes")
+    simulate(replace(band_config, sizes={"train": 40, "val": 24, "test": 8}), root / "bands", workers=1, progress=False)
+    progress = train_production(TOY_SCENES, root / "bands", root / "checkpoint", log=lambda line: None)
+    summary = finalize_production(TOY_SCENES, root / "bands", root / "checkpoint", root / "estimator", progress)
+    return root, summary
+
+
+@pytest.fixture(scope="module")
+def loaded(scene_estimator):
+    from legato.models.estimator import LoadedEstimator
+
+    return LoadedEstimator(scene_estimator[0] / "estimator")
+
+
+@pytest.fixture(scope="module")
+def test_stamps(scene_estimator):
+    from legato.io.stamps import read_stamp_set
+
+    stamps, labels, _ = read_stamp_set(scene_estimator[0] / "bands" / "test")
+    noisy = stamps + np.random.default_rng(3).normal(0, 0.0087, stamps.shape).astype(np.float32)
+    return noisy, labels
+
+
+def test_manifest_lists_the_bands_their_psf_range_and_a_blended_calibration(scene_estimator, loaded):
+    root, _ = scene_estimator
+    bands = loaded.psf_bands
+    assert set(bands) == {"F125W", "F160W"}
+    for entry in bands.values():
+        low, high = entry["fwhm_range"]
+        assert low < entry["fwhm_arcsec"] < high and high / low == pytest.approx(1.1 / 0.9, rel=0.05)
+    assert bands["F125W"]["fwhm_arcsec"] < bands["F160W"]["fwhm_arcsec"]
+    assert bands["F125W"]["zeropoint"] == pytest.approx(26.2303)
+    assert "blended" in loaded.uncertainty and 0 < loaded.uncertainty["blended_fraction"] < 1
+    assert loaded.input_range.zeropoint == pytest.approx(25.9463)  # the range is kept on the reference zeropoint
+    card = (root / "estimator" / "MODEL_CARD.md").read_text()
+    assert "F125W (zeropoint 26.2303" in card and "calibrated\napart" in card and "Crowded scenes" in card
+
+
+def test_rows_record_the_band_and_magnitudes_take_its_zeropoint(loaded, test_stamps):
+    stamps, _ = test_stamps
+    assert {"psf_fwhm_arcsec", "zeropoint", "neighbour_fraction"} <= set(loaded.output_columns)
+    default = loaded.predict(stamps)
+    assert np.allclose(default["zeropoint"], 25.9463) and np.allclose(default["psf_fwhm_arcsec"], loaded.psf_bands["F160W"]["fwhm_arcsec"])
+    f125 = loaded.predict(stamps, psf=loaded.psf_condition(band="F125W"))
+    assert np.allclose(f125["zeropoint"], 26.2303)
+    # same network magnitudes on the reference zeropoint apart from the PSF input: the aperture magnitudes move by the zeropoints
+    assert np.allclose(f125["mag_aper"] - default["mag_aper"], 26.2303 - 25.9463, atol=1e-4, equal_nan=True)
+    shifted = loaded.predict(stamps, psf=loaded.psf_condition(band="F160W", zeropoint=26.9463))
+    assert np.allclose(shifted["mag"] - default["mag"], 1.0, atol=1e-4)
+
+
+def test_a_psf_file_gives_the_rows_of_its_band_and_a_wide_psf_is_out_of_range(loaded, test_stamps, repo_root, tmp_path):
+    from astropy.io import fits
+
+    stamps, _ = test_stamps
+    by_band = loaded.predict(stamps, psf=loaded.psf_condition(band="F125W"))
+    by_file = loaded.predict(stamps, psf=loaded.psf_condition(band="F125W", psf_file=repo_root / "data/psf/wfc3ir_f125w_psf.fits"))
+    assert np.allclose(by_file["mag"], by_band["mag"], atol=2e-3) and np.allclose(by_file["re_arcsec"], by_band["re_arcsec"], rtol=5e-3)
+    assert not np.any(by_file["flags"] & INPUT_OUT_OF_RANGE & ~by_band["flags"])  # the model file lies inside its band's range
+    with fits.open(repo_root / "data/psf/wfc3ir_f160w_psf.fits") as hdul:
+        image, header = hdul[0].data.astype(float), hdul[0].header
+    from scipy.ndimage import zoom
+
+    big = zoom(image, 1.5)  # a PSF 1.5x wider than any training band's
+    centre = big.shape[0] // 2
+    wide = big[centre - 30 : centre + 31, centre - 30 : centre + 31]
+    fits.PrimaryHDU(wide / wide.sum(), header=header).writeto(tmp_path / "wide.fits")
+    rows = loaded.predict(stamps, psf=loaded.psf_condition(band="F160W", psf_file=tmp_path / "wide.fits"))
+    assert np.all(rows["flags"] & INPUT_OUT_OF_RANGE)
+
+
+def test_unknown_bands_and_psfs_without_zeropoint_are_refused(loaded, tmp_path):
+    with pytest.raises(ConfigError, match="trained on F125W, F160W only, not 'F814W'"):
+        loaded.psf_condition(band="F814W")
+    with pytest.raises(ConfigError, match="needs its band"):
+        loaded.psf_condition(summary=(0.15, 0.1))
+    from legato.serving.pyfunc import request_psf
+
+    with pytest.raises(ConfigError, match="unknown request parameters"):
+        request_psf(loaded, {"filter": "F125W"})
+    with pytest.raises(ConfigError, match="give both"):
+        request_psf(loaded, {"psf_fwhm_arcsec": 0.15})
+    condition = request_psf(loaded, {"band": "F125W", "psf_fwhm_arcsec": 0.16, "psf_r50_arcsec": 0.11})
+    assert condition.zeropoint == pytest.approx(26.2303) and condition.fwhm_arcsec == 0.16
+
+
+def test_blended_stamps_are_flagged_and_calibrated_apart(loaded, test_stamps):
+    stamps, _ = test_stamps
+    crowded = stamps.copy()
+    crowded[:, 28:36, 40:48] += stamps[:, 28:36, 28:36]  # a copy of each target's core 12 px away
+    rows = loaded.predict(crowded)
+    isolated = loaded.predict(stamps)
+    assert np.mean(rows["flags"] & BLENDED > 0) > np.mean(isolated["flags"] & BLENDED > 0)
+    assert np.nanmedian(rows["neighbour_fraction"]) > np.nanmedian(isolated["neighbour_fraction"])
+
+
+def test_an_estimator_without_psf_input_takes_f160w_only(production):
+    from legato.models.estimator import LoadedEstimator
+
+    estimator = LoadedEstimator(production[0])
+    assert estimator.psf_bands is None and estimator.psf_condition(band="F160W") is None
+    with pytest.raises(ConfigError, match="takes no PSF input"):
+        estimator.psf_condition(band="F125W")
+
+
+def _post(url: str, payload: dict) -> tuple[int, dict]:
+    import json
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(url, data=json.dumps(payload).encode(), headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def test_served_requests_name_their_band_and_get_the_rows_of_legato_predict(scene_estimator, loaded, test_stamps, tmp_path):
+    """The real `mlflow models serve` on 127.0.0.1 with the PSF-conditioned model: the band is a request parameter."""
+    from legato.inference.predict import predict_stamps
+    from legato.serving.pyfunc import save_estimator_model
+    from legato.serving.server import model_server
+
+    stamps, _ = test_stamps
+    path = save_estimator_model(scene_estimator[0] / "estimator", tmp_path / "model", stamps[:2])
+    server = model_server(str(path), log_path=tmp_path / "serve.log")
+    with server:
+        default_status, default = _post(server.url + "/invocations", {"inputs": stamps[:3].tolist()})
+        status, body = _post(server.url + "/invocations", {"inputs": stamps[:3].tolist(), "params": {"band": "F125W"}})
+        bad_status, bad = _post(server.url + "/invocations", {"inputs": stamps[:1].tolist(), "params": {"band": "F814W"}})
+    assert server.process.poll() is not None
+    assert default_status == 200 and [row["zeropoint"] for row in default["predictions"]] == pytest.approx([25.9463] * 3)
+    assert status == 200, body
+    columns, flags = predict_stamps(loaded, stamps[:3], np.zeros(3, dtype=np.int32), None, psf=loaded.psf_condition(band="F125W"))
+    assert [row["flags"] for row in body["predictions"]] == flags.tolist()
+    for name, values in columns.items():
+        np.testing.assert_allclose([row[name] for row in body["predictions"]], values, rtol=1e-5, equal_nan=True)
+    assert bad_status == 400 and "not 'F814W'" in bad["message"] and "\n" not in bad["message"]
+
+
+def test_cli_predict_takes_the_band_and_records_it(scene_estimator, test_stamps, repo_root, tmp_path):
+    from astropy.io import fits
+    from astropy.table import Table
+    from typer.testing import CliRunner
+
+    from legato.cli import app
+
+    stamps, _ = test_stamps
+    cube = tmp_path / "cube.fits"
+    fits.PrimaryHDU(stamps).writeto(cube)
+    folder = str(scene_estimator[0] / "estimator")
+    runner = CliRunner()
+    common = ["predict", str(cube), "--model", folder, "--params", str(repo_root / "params.yaml"), "--no-progress"]
+    result = runner.invoke(app, [*common, "-o", str(tmp_path / "f125w.fits"), "--band", "F125W"])
+    assert result.exit_code == 0, result.output
+    table = Table.read(tmp_path / "f125w.fits", mask_invalid=False)
+    meta = {k.lower(): v for k, v in table.meta.items()}
+    assert np.allclose(table["zeropoint"], 26.2303) and meta["band"] == "F125W" and meta["zeropoint"] == pytest.approx(26.2303)
+    assert {"psf_fwhm_arcsec", "neighbour_fraction"} <= set(table.colnames)
+    refused = runner.invoke(app, [*common, "-o", str(tmp_path / "bad.fits"), "--band", "F814W"])
+    assert refused.exit_code == 1 and "not 'F814W'" in refused.output and "Traceback" not in refused.output
+    assert not (tmp_path / "bad.fits").exists()
