@@ -215,6 +215,14 @@ def test_test_a_is_scored_against_labels_and_truth_split_by_neighbours():
         and "coverage" not in report["against_truth"]["classical_labels"]["sersic_isolated"]
     )
     assert report["total_magnitude"]["perfect"]["all"]["r2"]["mag"] == 1.0
+    assert "blend_flag" not in report  # no flags: no split by them
+
+    from legato.flags import BLENDED
+
+    flagged = dict(perfect, flags=np.where(np.arange(count) % 3 == 1, BLENDED, 0), neighbour_fraction=np.zeros(count))
+    split = score_test_a(labels, {"flagged": flagged})
+    assert split["against_labels"]["flagged"]["flagged_blended"]["count"] == 20
+    assert split["blend_flag"]["flagged"] == {"flagged": 20, "recall_of_stamps_with_neighbours": 0.5, "precision": 1.0}
 
 
 def test_multi_band_magnitudes_are_learnt_on_the_f160w_zeropoint():

@@ -17,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from legato.columns import COLUMN, PARAMETERS
+from legato.flags import BLENDED
 from legato.models.uncertainty import covered
 from legato.stats import r2_score
 
@@ -65,7 +66,10 @@ def score_test_a(labels, estimates: dict) -> dict:
     dict
         ``against_labels`` (estimator -> subset -> scores), ``against_truth`` (Sérsic galaxies:
         ``classical_labels`` and every estimator -> subset, all magnitudes and H < 23), and
-        ``total_magnitude`` (every kind: R² of mag against the true total magnitude), with counts.
+        ``total_magnitude`` (every kind: R² of mag against the true total magnitude), with counts; for
+        an estimator that flags blends, ``against_labels`` also splits by its own ``BLENDED`` flag
+        (``flagged_blended`` / ``flagged_isolated``) and ``blend_flag`` scores the flag against the
+        simulation's record of neighbours.
     """
     masks = subsets(labels)
     label_values = {p: labels[COLUMN[p]] for p in PARAMETERS}
@@ -81,6 +85,16 @@ def score_test_a(labels, estimates: dict) -> dict:
     }
     for name, columns in estimates.items():
         report["against_labels"][name] = {subset: _scores(label_values, columns, mask) for subset, mask in masks.items()}
+        if "neighbour_fraction" in columns:  # the estimator's own BLENDED flag: what a user sees, not the simulation's record
+            flagged = (np.asarray(columns["flags"]) & BLENDED) > 0
+            for subset, mask in (("flagged_blended", flagged), ("flagged_isolated", ~flagged)):
+                report["against_labels"][name][subset] = _scores(label_values, columns, mask)
+            neighbours = masks["with_neighbours"]
+            report.setdefault("blend_flag", {})[name] = {
+                "flagged": int(flagged.sum()),
+                "recall_of_stamps_with_neighbours": round(float(np.mean(flagged[neighbours])), 3) if neighbours.any() else None,
+                "precision": round(float(np.mean(neighbours[flagged])), 3) if flagged.any() else None,
+            }
     for name, columns in {"classical_labels": classical, **estimates}.items():
         report["against_truth"][name] = {
             f"sersic_{subset}{suffix}": _scores(truth, columns, mask & sersic & extra)
