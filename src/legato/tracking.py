@@ -94,6 +94,11 @@ def dvc_output_hash(path: str, lock_file: str | Path = "dvc.lock") -> str:
     return "unknown"
 
 
+def training_domain(recipe: dict) -> str:
+    """The ``training_domain`` tag of a production recipe's runs and versions (``recipe``: its plain values)."""
+    return "sim-scenes-every-band" if recipe.get("scenes") else "sim-noise-range"
+
+
 def provenance_tags(data_path: str) -> dict[str, str]:
     """Tags every run carries: git revision and the DVC version of its data."""
     return {"git_revision": git_revision(), "data_path": data_path, "data_version": dvc_output_hash(data_path)}

@@ -31,7 +31,7 @@ def track_estimator(folder: str | Path, out: str | Path, tracking_uri: str | Non
 
     from legato.models.estimator import MANIFEST
     from legato.serving.pyfunc import log_estimator_model
-    from legato.tracking import provenance_tags, start_tracking
+    from legato.tracking import provenance_tags, start_tracking, training_domain
 
     folder, out = Path(folder), Path(out)
     manifest_path = folder / MANIFEST
@@ -72,7 +72,7 @@ def track_estimator(folder: str | Path, out: str | Path, tracking_uri: str | Non
             mlflow.set_tags(
                 {
                     "architecture": manifest.get("architecture", ""),
-                    "training_domain": "sim-noise-range",
+                    "training_domain": training_domain(training.get("recipe") or {}),
                     "method": "cnn",
                     "published_from_run": original.get("run_id", ""),
                     **provenance_tags(training.get("data", "")),

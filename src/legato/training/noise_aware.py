@@ -248,7 +248,7 @@ def train_production(
     from legato.models.noise_aware import N_TARGETS, forward_in_batches
     from legato.models.targets import TargetScaler, physical_columns
     from legato.stats import r2_table
-    from legato.tracking import provenance_tags, start_tracking
+    from legato.tracking import provenance_tags, start_tracking, training_domain
 
     data_dir, checkpoint_dir = Path(data_dir), Path(checkpoint_dir)
     (train_models, train_labels), (val_models, val_labels), header = training_sets(data_dir)
@@ -263,7 +263,12 @@ def train_production(
     state.run_id = run.info.run_id
     if state.step == 0:
         mlflow.set_tags(
-            {"architecture": "production", "training_domain": "sim-noise-range", "method": "cnn", **provenance_tags(str(data_dir))}
+            {
+                "architecture": "production",
+                "training_domain": training_domain(config.as_dict()),
+                "method": "cnn",
+                **provenance_tags(str(data_dir)),
+            }
         )
         mlflow.log_params(
             {k: (json.dumps(v) if isinstance(v, dict) else v) for k, v in config.as_dict().items()} | {"n_train": len(train_models)}

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from legato.io.folders import publish_folder
+from legato.tracking import training_domain
 from legato.training.noise_aware import ProductionConfig, read_state
 
 MODEL_CARD = "MODEL_CARD.md"
@@ -106,8 +107,11 @@ def write_estimator(
     (staging / MODEL_CARD).write_text(model_card(training, scales, input_range, history, psf_input))
 
 
-def log_finalized(state, r2: dict, scales: dict, staging: Path, example: np.ndarray, tracking_uri: str | None, experiment: str):
-    """Log the validation R², the calibration factors and the estimator (as the pyfunc model) to the training's run."""
+def log_finalized(
+    state, r2: dict, scales: dict, staging: Path, example: np.ndarray, tracking_uri: str | None, experiment: str, domain: str
+):
+    """Log the validation R², the calibration factors, the ``training_domain`` tag and the estimator (as the pyfunc
+    model) to the training's run."""
     import mlflow
 
     from legato.columns import SERSIC_COLUMNS
@@ -127,6 +131,7 @@ def log_finalized(state, r2: dict, scales: dict, staging: Path, example: np.ndar
         )
         metrics.update({"train_seconds": state.seconds, "steps": state.step})
         mlflow.log_metrics(metrics)
+        mlflow.set_tag("training_domain", domain)
         mlflow.log_artifact(str(staging / MODEL_CARD))
         info = log_estimator_model(staging, example)
     return run, info, metrics
@@ -193,7 +198,7 @@ def finalize_production(
     }
     staging = out_dir.with_name(out_dir.name + ".partial")
     write_estimator(staging, model, scaler, stamps.shape[1], noise, scales, input_range.as_dict(), training, state.history, psf_input)
-    run, info, metrics = log_finalized(state, r2, scales, staging, stamps[:2], tracking_uri, experiment)
+    run, info, metrics = log_finalized(state, r2, scales, staging, stamps[:2], tracking_uri, experiment, training_domain(config.as_dict()))
     summary = {
         "run_id": run.info.run_id,
         "model_uri": info.model_uri,
