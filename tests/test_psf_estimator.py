@@ -72,6 +72,22 @@ def test_rows_record_the_band_and_magnitudes_take_its_zeropoint(loaded, test_sta
     assert np.allclose(f125["mag_aper"] - default["mag_aper"], 26.2303 - 25.9463, atol=1e-4, equal_nan=True)
     shifted = loaded.predict(stamps, psf=loaded.psf_condition(band="F160W", zeropoint=26.9463))
     assert np.allclose(shifted["mag"] - default["mag"], 1.0, atol=1e-4)
+    # one PSF per stamp, over several forward passes, gives each stamp the rows of its own PSF
+    from legato.models.psf_condition import PsfCondition
+
+    bands = loaded.psf_bands
+    mixed = PsfCondition(
+        band="mixed",
+        psf_id="per stamp",
+        fwhm_arcsec=np.where(np.arange(len(stamps)) % 2, bands["F125W"]["fwhm_arcsec"], bands["F160W"]["fwhm_arcsec"]),
+        r50_arcsec=np.where(np.arange(len(stamps)) % 2, bands["F125W"]["r50_arcsec"], bands["F160W"]["r50_arcsec"]),
+        zeropoint=25.9463,
+    )
+    per_stamp = loaded.predict(stamps, batch_size=3, psf=mixed)
+    f125_on_f160 = loaded.predict(stamps, psf=replace(loaded.psf_condition(band="F125W"), zeropoint=25.9463))
+    odd = np.arange(len(stamps)) % 2 == 1
+    assert np.allclose(per_stamp["re_arcsec"][odd], f125_on_f160["re_arcsec"][odd], rtol=1e-5)
+    assert np.allclose(per_stamp["re_arcsec"][~odd], default["re_arcsec"][~odd], rtol=1e-5)
 
 
 def test_a_psf_file_gives_the_rows_of_its_band_and_a_wide_psf_is_out_of_range(loaded, test_stamps, repo_root, tmp_path):

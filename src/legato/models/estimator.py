@@ -171,9 +171,10 @@ class LoadedEstimator:
         if psf is None and self.psf_bands is not None:
             psf = self.psf_condition()
         blend = self._blends(x)
+        features = None if self.psf_bands is None else psf.features(len(x))
         values, extra = {}, {}
         for forward, (_, scaler) in zip(self._forward_passes(), self.members):
-            outputs = np.concatenate([self._call(forward, x[start : start + batch_size], psf) for start in range(0, len(x), batch_size)])
+            outputs = np.concatenate([self._call(forward, x, features, start, batch_size) for start in range(0, len(x), batch_size)])
             count = len(scaler.targets)
             values.update(scaler.inverse(outputs[:, :count]))
             if outputs.shape[1] > count:  # Gaussian head: log-variances, then ln(sigma / reference)
@@ -190,10 +191,13 @@ class LoadedEstimator:
             columns.update(self._input_checks(x, columns, psf, blend))
         return columns
 
-    def _call(self, forward, batch: np.ndarray, psf) -> np.ndarray:
-        if self.psf_bands is None:
+    @staticmethod
+    def _call(forward, stamps: np.ndarray, features, start: int, batch_size: int) -> np.ndarray:
+        """One forward pass of stamps ``start : start + batch_size`` (with their PSF inputs when the network takes them)."""
+        batch = stamps[start : start + batch_size]
+        if features is None:
             return forward(batch).numpy()
-        return forward(batch, psf.features(len(batch))).numpy()
+        return forward(batch, features[start : start + batch_size]).numpy()
 
     def _blends(self, stamps: np.ndarray):
         """``(neighbour_fraction, blended)`` of each stamp for an estimator with input checks, else None."""
