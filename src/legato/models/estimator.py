@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from legato.columns import LOG_COLUMNS, OUTPUT_COLUMNS, SERSIC_COLUMNS
-from legato.errors import DataError
+from legato.errors import ConfigError, DataError
 from legato.flags import BLENDED, FAILED_VALIDATION, INPUT_OUT_OF_RANGE, NO_SOURCE
 from legato.models.input_range import InputRange
 from legato.models.targets import TargetScaler, physical_columns
@@ -120,8 +120,6 @@ class LoadedEstimator:
 
         if self.psf_bands is None:
             if psf_file is not None or summary is not None or band not in (None, "F160W") or zeropoint is not None:
-                from legato.errors import ConfigError
-
                 raise ConfigError(
                     "this estimator takes no PSF input: it measures F160W stamps with the F160W model PSF only "
                     "(use the PSF-conditioned estimator, models/scenes, for other bands or PSFs)"
