@@ -39,6 +39,7 @@ install: $(INSTALLED)
 data: $(INSTALLED)
 	$(BIN)/dvc pull --quiet data.dvc
 	$(BIN)/dvc pull --quiet train_production
+	$(BIN)/dvc pull --quiet train_scenes
 
 published: data
 	$(BIN)/dvc pull --quiet --allow-missing
