@@ -44,6 +44,7 @@ def main() -> None:
     parser.add_argument("--end-to-end", type=int, default=0, help="stamps in the legato predict cube (0: skip)")
     parser.add_argument("--residuals", action="store_true", help="also time legato predict --residuals (production estimator)")
     parser.add_argument("--production", default="production", help="name of the production estimator among the models")
+    parser.add_argument("--also", action="append", default=[], help="another model name to time end to end (repeatable)")
     parser.add_argument("--out", type=Path, default=Path("reports/speed.json"))
     args = parser.parse_args()
 
@@ -77,7 +78,9 @@ def main() -> None:
         results["classical_network_start_fits_per_second"] = started["fits_per_second"]
     if args.end_to_end and args.production in models:
         end_to_end = {
-            name: predict_command_rate(Path(models[name]), stamps, args.end_to_end) for name in (args.production, "arch1") if name in models
+            name: predict_command_rate(Path(models[name]), stamps, args.end_to_end)
+            for name in dict.fromkeys((args.production, "arch1", *args.also))
+            if name in models
         }
         production = end_to_end[args.production]
         production["single_stamp_ms"] = single_stamp_latency(Path(models[args.production]), stamps)
