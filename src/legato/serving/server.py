@@ -4,25 +4,21 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
-import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
-from legato.errors import LegatoError
+from legato.platform.process import LOOPBACK, ManagedProcess, free_port
 
-LOOPBACK = "127.0.0.1"
-
-
-def free_port() -> int:
-    """A TCP port that is free on the loopback interface now."""
-    with socket.socket() as sock:
-        sock.bind((LOOPBACK, 0))
-        return sock.getsockname()[1]
+__all__ = [
+    "LOOPBACK",
+    "ManagedProcess",
+    "free_port",
+    "mlflow_environment",
+    "model_server",
+    "serve_command",
+    "serving_environment",
+    "tracking_server",
+]
 
 
 def mlflow_environment(tracking_uri: str | None = None, extra: dict | None = None) -> dict:
@@ -34,62 +30,6 @@ def mlflow_environment(tracking_uri: str | None = None, extra: dict | None = Non
     env.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     env.update(extra or {})
     return env
-
-
-class ManagedProcess:
-    """A server process started in its own process group, ready when ``health_path`` answers 200."""
-
-    def __init__(self, command: list[str], port: int, health_path: str, env: dict, log_path: str | Path | None = None):
-        self.command, self.port, self.health_path, self.env = command, port, health_path, env
-        self.log_path = Path(log_path) if log_path else None
-        self.process: subprocess.Popen | None = None
-
-    @property
-    def url(self) -> str:
-        """Base URL on loopback."""
-        return f"http://{LOOPBACK}:{self.port}"
-
-    def start(self, timeout: float = 120.0) -> ManagedProcess:
-        """Start the process and wait until it answers; raise with its log tail if it dies or times out."""
-        log = open(self.log_path, "wb") if self.log_path else subprocess.DEVNULL
-        self.process = subprocess.Popen(self.command, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise LegatoError(f"{self.command[0]} exited with status {self.process.returncode}: {self._log_tail()}")
-            try:
-                with urllib.request.urlopen(self.url + self.health_path, timeout=2) as response:
-                    if response.status == 200:
-                        return self
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                pass
-            time.sleep(0.5)
-        self.stop()
-        raise LegatoError(f"{' '.join(self.command[:4])} did not answer on {self.url} within {timeout:.0f} s: {self._log_tail()}")
-
-    def stop(self) -> None:
-        """Terminate the process group by PID (SIGTERM, then SIGKILL)."""
-        if self.process is None or self.process.poll() is not None:
-            return
-        try:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            self.process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout=10)
-        except ProcessLookupError:
-            pass
-
-    def _log_tail(self) -> str:
-        if self.log_path and self.log_path.is_file():
-            return " | ".join(self.log_path.read_text(errors="replace").strip().splitlines()[-5:])
-        return "(no log)"
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.stop()
 
 
 def model_server(
