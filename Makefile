@@ -40,6 +40,7 @@ data: $(INSTALLED)
 	$(BIN)/dvc pull --quiet data.dvc
 	$(BIN)/dvc pull --quiet train_production
 	$(BIN)/dvc pull --quiet train_scenes
+	$(BIN)/dvc pull --quiet export_history   # mlflow_history: tests/test_tracking_server.py imports it onto PostgreSQL
 
 published: data
 	$(BIN)/dvc pull --quiet --allow-missing

@@ -12,6 +12,7 @@ import typer
 
 from legato.commands import (
     classical,
+    cluster,
     crb,
     evaluate_production,
     evaluation,
@@ -25,6 +26,7 @@ from legato.commands import (
     score_realistic,
     serving,
     simulation,
+    team,
     train_production,
     training,
     validation,
@@ -43,6 +45,10 @@ ingest_app = typer.Typer(
 )
 history_app = typer.Typer(
     help="Ship the MLflow runs and registry behind the published artifacts; recreate them in a store.", no_args_is_help=True
+)
+team_app = typer.Typer(
+    help="A shared MLflow tracking server on PostgreSQL for a team: the database, then the server (docs/team_tracking.md).",
+    no_args_is_help=True,
 )
 
 #: (group, command name, function), in the order ``legato --help`` lists them
@@ -67,6 +73,7 @@ COMMANDS = (
     (app, "calibrate-noise", simulation.calibrate_noise),
     (app, "make-psf", simulation.make_psf),
     (app, "predict", predict.predict),
+    (app, "spark-cluster", cluster.spark_cluster),
     (app, "train-production", train_production.train_production_command),
     (app, "evaluate-production", evaluate_production.evaluate_production_command),
     (app, "track-estimator", registry.track_estimator_command),
@@ -76,6 +83,8 @@ COMMANDS = (
     (app, "inspect", inspect.inspect_command),
     (history_app, "export", history.export_command),
     (history_app, "import", history.import_command),
+    (team_app, "db", team.db),
+    (team_app, "server", team.server),
     (app, "where", history.where),
 )
 
@@ -83,3 +92,4 @@ for group, name, function in COMMANDS:
     group.command(name)(one_line_errors(function))
 app.add_typer(ingest_app, name="ingest")
 app.add_typer(history_app, name="history")
+app.add_typer(team_app, name="team")

@@ -33,6 +33,11 @@ def resolve_tracking_uri(uri: str | None = None) -> str:
     return uri
 
 
+def is_tracking_server(uri: str) -> bool:
+    """Whether ``uri`` names a tracking server (``http://``, ``https://``) rather than a store this process opens."""
+    return uri.split(":", 1)[0].lower() in ("http", "https")
+
+
 def tracking_settings(params: dict, cli_uri: str | None = None) -> tuple[str | None, str]:
     """Tracking URI and experiment name: command line, then ``MLFLOW_TRACKING_URI``, then params.yaml."""
     settings = params.get("mlflow") or {}
@@ -44,6 +49,11 @@ def start_tracking(
     tracking_uri: str | None = None, experiment: str = DEFAULT_EXPERIMENT, artifact_root: str | Path = DEFAULT_ARTIFACT_ROOT
 ):
     """Point MLflow at the store and return the experiment id (created with a local artifact root if new).
+
+    On a tracking server (``http://...``) a new experiment takes the server's
+    artifact location instead (``mlflow-artifacts:/`` when it serves artifacts),
+    so that runs logged from any machine keep their artifacts where every client
+    can read them.
 
     Raises
     ------
@@ -59,6 +69,8 @@ def start_tracking(
         found = mlflow.get_experiment_by_name(experiment)
         if found is not None:
             experiment_id = found.experiment_id
+        elif is_tracking_server(uri):  # the server chooses the location and serves the artifacts to every client
+            experiment_id = mlflow.create_experiment(experiment)
         else:
             root = Path(artifact_root).resolve()
             root.mkdir(parents=True, exist_ok=True)

@@ -61,12 +61,20 @@ def import_command(
     history: Annotated[Path, typer.Argument(help="History folder written by legato history export.")] = Path("history"),
     params: ParamsOption = Path("params.yaml"),
     tracking_uri: TrackingOption = None,
+    store_uri: Annotated[
+        Optional[str],
+        typer.Option(
+            help="With a tracking server (http://...) as the tracking URI: its database (its --backend-store-uri, "
+            "e.g. postgresql+psycopg://mlflow@127.0.0.1:5432/mlflow), where the runs are written with their ids; "
+            "the artifacts go through the server."
+        ),
+    ] = None,
 ):
     """Recreate the shipped runs, logged models and registry in this store, with their ids (twice changes nothing)."""
     from legato.registry.history import import_history
 
     uri, _ = _settings(params, tracking_uri)
-    summary = import_history(uri, history)
+    summary = import_history(uri, history, store_uri=store_uri)
     typer.echo(
         f"runs: {summary['runs_created']} created, {summary['runs_present']} present; logged models: {summary['models_created']} created, "
         f"{summary['models_present']} present; registry versions created: {summary['versions_created']}"

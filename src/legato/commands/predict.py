@@ -118,7 +118,9 @@ def predict(
         resolved = resolve_model(model, name=model_name, tracking_uri=tracking_uri)
         if resolved.pyfunc_uri is None:
             raise ConfigError(f"the Spark engine needs an MLflow model (registry alias/version or an MLmodel folder), not {model}")
-        condition = stamp_psf(resolved.load(), band, psf, zeropoint)
+        from legato.models.estimator import manifest_psf_bands, read_manifest
+
+        condition = stamp_psf(manifest_psf_bands(read_manifest(resolved.estimator_dir)), band, psf, zeropoint)
         from legato.inference.spark import predict_spark, spark_session
 
         session = spark_session(master or ("local[2]" if not _under_spark_submit() else None))
@@ -143,7 +145,7 @@ def predict(
     from legato.modelling.renderer import renderer_from_psf_file
 
     loaded = resolved.load()
-    condition = stamp_psf(loaded, band, psf, zeropoint)
+    condition = stamp_psf(loaded.psf_bands, band, psf, zeropoint)
     renderer = renderer_from_psf_file(psf or band_psf_file(band)) if crb or residuals or gallery else None
     augmentations = augmentations_for(renderer, crb, residuals, exposure_time, chi2_threshold)
     from legato.inference.measurements import AugmentedEstimator
@@ -176,17 +178,18 @@ def predict(
     _finish(summary, report)
 
 
-def stamp_psf(estimator, band: str, psf: Path | None, zeropoint: float | None):
-    """The stamps' PSF condition for ``estimator`` (None: an estimator without a PSF input, on F160W stamps).
+def stamp_psf(bands: dict | None, band: str, psf: Path | None, zeropoint: float | None):
+    """The stamps' PSF condition for an estimator with training ``bands`` (None: no PSF input, F160W stamps).
 
     An estimator without a PSF input takes F160W stamps only; a ``--psf`` file then serves the
-    ``--crb`` / ``--residuals`` models alone (a note says so).
+    ``--crb`` / ``--residuals`` models alone (a note says so). Only the manifest is read: no network is loaded.
     """
-    if estimator.psf_bands is None:
-        if psf is not None:
-            typer.echo(f"note: this estimator takes no PSF input: {psf} is used by --crb / --residuals only", err=True)
-        return estimator.psf_condition(band=band, zeropoint=zeropoint)
-    return estimator.psf_condition(band=band, psf_file=psf, zeropoint=zeropoint)
+    from legato.models.psf_condition import resolve_psf
+
+    if bands is None and psf is not None:
+        typer.echo(f"note: this estimator takes no PSF input: {psf} is used by --crb / --residuals only", err=True)
+        psf = None
+    return resolve_psf(bands, band, psf, zeropoint)
 
 
 def request_params(condition) -> dict | None:

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from legato.columns import LOG_COLUMNS, OUTPUT_COLUMNS, SERSIC_COLUMNS
-from legato.errors import ConfigError, DataError
+from legato.errors import DataError
 from legato.flags import BLENDED, FAILED_VALIDATION, INPUT_OUT_OF_RANGE, NO_SOURCE
 from legato.models.input_range import InputRange
 from legato.models.targets import TargetScaler, physical_columns
@@ -78,6 +78,19 @@ def stamp_cube(model_input, stamp_size: int):
     return array
 
 
+def read_manifest(folder: str | Path) -> dict:
+    """An estimator folder's manifest (``estimator.json``), without loading its networks."""
+    path = Path(folder) / MANIFEST
+    if not path.is_file():
+        raise DataError(f"no estimator in {folder} (missing {MANIFEST})")
+    return json.loads(path.read_text())
+
+
+def manifest_psf_bands(manifest: dict) -> dict | None:
+    """The training bands of a PSF-conditioned estimator's manifest (None: no PSF input)."""
+    return (manifest.get("psf_input") or {}).get("bands")
+
+
 class LoadedEstimator:
     """Networks and scalers loaded from an estimator folder, predicting in physical units."""
 
@@ -87,10 +100,7 @@ class LoadedEstimator:
         import legato.models.layers  # noqa: F401  (registers the custom layers)
 
         folder = Path(folder)
-        manifest_path = folder / MANIFEST
-        if not manifest_path.is_file():
-            raise DataError(f"no estimator in {folder} (missing {MANIFEST})")
-        self.manifest = json.loads(manifest_path.read_text())
+        self.manifest = read_manifest(folder)
         self.stamp_size = int(self.manifest["stamp_size"])
         if self.manifest.get("kind") == "production":
             import legato.models.noise_aware  # noqa: F401  (registers the production layers)
@@ -102,14 +112,12 @@ class LoadedEstimator:
         range_values = self.manifest.get("input_range")
         self.input_range = InputRange.from_dict(range_values) if range_values else None
         self.reference_sigma = float(self.manifest.get("reference_sigma", 0.0))
-        self.psf_bands = (self.manifest.get("psf_input") or {}).get("bands")
+        self.psf_bands = manifest_psf_bands(self.manifest)
         self._compiled = None
 
     def psf_condition(self, band: str | None = None, psf_file=None, zeropoint: float | None = None, summary: tuple | None = None):
-        """The :class:`~legato.models.psf_condition.PsfCondition` of a call (band, PSF file or PSF ``(FWHM, r50)``),
-        None for an estimator without a PSF input at its default.
-
-        An estimator without a PSF input knows the F160W PSF it was trained on only.
+        """The :class:`~legato.models.psf_condition.PsfCondition` of a call (band, PSF file or PSF ``(FWHM, r50)``):
+        :func:`~legato.models.psf_condition.resolve_psf` with this estimator's training bands.
 
         Raises
         ------
@@ -118,13 +126,6 @@ class LoadedEstimator:
         """
         from legato.models.psf_condition import resolve_psf
 
-        if self.psf_bands is None:
-            if psf_file is not None or summary is not None or band not in (None, "F160W") or zeropoint is not None:
-                raise ConfigError(
-                    "this estimator takes no PSF input: it measures F160W stamps with the F160W model PSF only "
-                    "(use the PSF-conditioned estimator, models/scenes, for other bands or PSFs)"
-                )
-            return None
         return resolve_psf(self.psf_bands, band, psf_file, zeropoint, summary)
 
     @property

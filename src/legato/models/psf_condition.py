@@ -109,18 +109,21 @@ def training_bands(labels) -> dict:
 
 
 def resolve_psf(
-    bands: dict,
+    bands: dict | None,
     band: str | None = None,
     psf_file: str | Path | None = None,
     zeropoint: float | None = None,
     summary: tuple | None = None,
-) -> PsfCondition:
-    """The PSF condition of a prediction call.
+) -> PsfCondition | None:
+    """The PSF condition of a prediction call (None for an estimator without a PSF input, on F160W stamps).
+
+    An estimator without a PSF input knows the F160W PSF it was trained on only.
 
     Parameters
     ----------
-    bands : dict
-        The estimator's training bands (:func:`training_bands`).
+    bands : dict or None
+        The estimator's training bands (:func:`training_bands`; its manifest's ``psf_input.bands``),
+        None for an estimator without a PSF input.
     band : str, optional
         A band the estimator knows (default F160W); with ``psf_file`` or ``summary``, the band they are for (its zeropoint).
     psf_file : str or Path, optional
@@ -137,6 +140,13 @@ def resolve_psf(
     DataError
         On an unreadable PSF file.
     """
+    if bands is None:
+        if psf_file is not None or summary is not None or band not in (None, BAND) or zeropoint is not None:
+            raise ConfigError(
+                f"this estimator takes no PSF input: it measures {BAND} stamps with the {BAND} model PSF only "
+                "(use the PSF-conditioned estimator, models/scenes, for other bands or PSFs)"
+            )
+        return None
     if psf_file is None and summary is None:
         name = band or BAND
         if name not in bands:

@@ -58,6 +58,9 @@ class ManagedProcess:
         Where its stdout and stderr go (the tail is quoted when it fails).
     ready : callable, optional
         A readiness test replacing the HTTP/TCP one.
+    popen_options : dict, optional
+        Further keyword arguments of :class:`subprocess.Popen` (``user``, ``group``,
+        ``extra_groups``, ``cwd``: e.g. a database server that refuses to run as root).
     """
 
     def __init__(
@@ -68,10 +71,12 @@ class ManagedProcess:
         env: dict,
         log_path: str | Path | None = None,
         ready: Callable[[], bool] | None = None,
+        popen_options: dict | None = None,
     ):
         self.command, self.port, self.health_path, self.env = command, port, health_path, env
         self.log_path = Path(log_path) if log_path else None
         self.ready = ready
+        self.popen_options = dict(popen_options or {})
         self.process: subprocess.Popen | None = None
 
     @property
@@ -95,7 +100,9 @@ class ManagedProcess:
     def start(self, timeout: float = 120.0) -> ManagedProcess:
         """Start the process and wait until it answers; raise with its log tail if it dies or times out."""
         log = open(self.log_path, "wb") if self.log_path else subprocess.DEVNULL
-        self.process = subprocess.Popen(self.command, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.process = subprocess.Popen(
+            self.command, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, **self.popen_options
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

@@ -9,11 +9,17 @@ their logged models and the registry (versions, tags, aliases) to a folder;
 
 Run ids and logged-model ids are kept, so every ``run.json`` and report that
 names a run stays valid in the new store. MLflow's client API cannot choose
-an id; on an SQL-backed store (the project's SQLite default) the import hands
-the store the original id at creation (:func:`preserved_id`), a mechanism
-pinned to the MLflow version in ``requirements.lock`` and checked on every
-run it creates: if a future MLflow ignores it, the import stops with a clear
-error instead of writing a store whose ids do not match.
+an id; on an SQL-backed store (the project's SQLite default, or PostgreSQL)
+the import hands the store the original id at creation (:func:`preserved_id`),
+a mechanism pinned to the MLflow version in ``requirements.lock`` and checked
+on every run it creates: if a future MLflow ignores it, the import stops with
+a clear error instead of writing a store whose ids do not match.
+
+A shared tracking server (``http://...``) cannot be handed an id over its REST
+API, so an import onto one writes the records straight into the server's
+database (``store_uri``, reachable where the server runs) and sends the
+artifacts through the server (``mlflow-artifacts:/`` locations), which then
+serves both to every client.
 
 Layout of a history folder::
 
@@ -148,8 +154,10 @@ def export_history(tracking_uri: str | None, run_ids, out_dir: str | Path, model
     return manifest
 
 
-def import_history(tracking_uri: str | None, history_dir: str | Path, artifact_root: str | Path = "mlruns") -> dict:
-    """Recreate an exported history in the store of ``client``, keeping run and model ids.
+def import_history(
+    tracking_uri: str | None, history_dir: str | Path, artifact_root: str | Path = "mlruns", store_uri: str | None = None
+) -> dict:
+    """Recreate an exported history in a tracking store, keeping run and model ids.
 
     Runs and models already in the store are left alone, so importing twice
     changes nothing. A registered model that already exists is not touched
@@ -158,11 +166,14 @@ def import_history(tracking_uri: str | None, history_dir: str | Path, artifact_r
     Parameters
     ----------
     tracking_uri : str or None
-        The target store, SQL-backed (default: ``MLFLOW_TRACKING_URI`` or the SQLite default, created if absent).
+        The target store, SQL-backed (default: ``MLFLOW_TRACKING_URI`` or the SQLite default, created if absent),
+        or a tracking server (``http://``, ``https://``) whose database is ``store_uri``.
     history_dir : str or Path
         A folder written by :func:`export_history`.
     artifact_root : str or Path
-        Artifact root of experiments the import creates.
+        Artifact root of experiments the import creates in an SQL store (a server chooses its own).
+    store_uri : str, optional
+        With a tracking server: its backend store (``postgresql+psycopg://...``), where the runs are written.
 
     Returns
     -------
@@ -181,13 +192,13 @@ def import_history(tracking_uri: str | None, history_dir: str | Path, artifact_r
     manifest = json.loads(manifest_path.read_text())
     if manifest.get("format") != FORMAT_VERSION:
         raise ConfigError(f"{manifest_path}: history format {manifest.get('format')!r}, this legato reads {FORMAT_VERSION}")
+    from mlflow import MlflowClient
+
     from legato.registry.store import registry_client
     from legato.tracking import resolve_tracking_uri
 
-    uri = resolve_tracking_uri(tracking_uri)
-    if uri.split(":", 1)[0].split("+", 1)[0] not in SQL_SCHEMES:
-        raise ConfigError(f"the history keeps run ids and needs an SQL-backed tracking store (sqlite:///...), not {uri}")
-    client = registry_client(uri, must_exist=False)
+    store, server = _import_target(resolve_tracking_uri(tracking_uri), store_uri)
+    client = registry_client(store, must_exist=False)
     _quiet_artifact_transfers()
     summary = {
         "runs_created": 0,
@@ -197,7 +208,15 @@ def import_history(tracking_uri: str | None, history_dir: str | Path, artifact_r
         "versions_created": 0,
         "registered_models_skipped": [],
     }
-    experiment_ids = {name: _experiment_id(client, name, artifact_root) for name in manifest["experiments"]}
+    creator = client if server is None else MlflowClient(tracking_uri=server)
+    experiment_ids = {name: _experiment_id(creator, name, artifact_root if server is None else None) for name in manifest["experiments"]}
+    for name, experiment_id in experiment_ids.items():
+        location = client.get_experiment(experiment_id).artifact_location
+        if server is None and location.startswith("mlflow-artifacts:"):
+            raise ConfigError(
+                f"experiment {name!r} keeps its artifacts on a tracking server ({location}): import through it, "
+                "--tracking-uri http://<the server> --store-uri <this database>"
+            )
     records = {run_id: json.loads((history_dir / "runs" / run_id / "run.json").read_text()) for run_id in manifest["runs"]}
     model_records = {
         model_id: json.loads((history_dir / "models" / model_id / "model.json").read_text()) for model_id in manifest["models"]
@@ -210,14 +229,16 @@ def import_history(tracking_uri: str | None, history_dir: str | Path, artifact_r
         if _exists(client.get_run, run_id):
             summary["runs_present"] += 1
         else:
-            _create_run(client, record, experiment_ids[record["experiment"]], history_dir / "runs" / run_id / "artifacts")
+            _create_run(client, record, experiment_ids[record["experiment"]], history_dir / "runs" / run_id / "artifacts", server)
             summary["runs_created"] += 1
         for model_id in models_by_run.get(run_id, []):
             model = model_records[model_id]
             if _exists(client.get_logged_model, model_id):
                 summary["models_present"] += 1
                 continue
-            _create_logged_model(client, model, experiment_ids[model["experiment"]], history_dir / "models" / model_id / "artifacts")
+            _create_logged_model(
+                client, model, experiment_ids[model["experiment"]], history_dir / "models" / model_id / "artifacts", server
+            )
             summary["models_created"] += 1
         if record["outputs"]:
             _link_outputs(client, run_id, record["outputs"])
@@ -227,6 +248,46 @@ def import_history(tracking_uri: str | None, history_dir: str | Path, artifact_r
             continue
         summary["versions_created"] += _create_registered_model(client, model)
     return summary
+
+
+def _scheme(uri: str) -> str:
+    return uri.split(":", 1)[0].split("+", 1)[0].lower()
+
+
+def _import_target(uri: str, store_uri: str | None) -> tuple[str, str | None]:
+    """The SQL store the records go to, and the server the artifacts go through (None: straight to the store's locations).
+
+    Raises
+    ------
+    ConfigError
+        When the records could not keep their ids there.
+    """
+    from legato.tracking import is_tracking_server
+
+    if is_tracking_server(uri):
+        if not store_uri:
+            raise ConfigError(
+                f"{uri} is a tracking server, whose REST API cannot keep run ids: give its SQL-backed store too "
+                "(--store-uri postgresql+psycopg://..., the server's --backend-store-uri; run the import where that database is reachable)"
+            )
+        if _scheme(store_uri) not in SQL_SCHEMES:
+            raise ConfigError(f"--store-uri must be the server's SQL database (postgresql+psycopg://...), not {store_uri}")
+        return store_uri, uri
+    if _scheme(uri) not in SQL_SCHEMES:
+        raise ConfigError(
+            f"the history keeps run ids and needs an SQL-backed tracking store (sqlite:///..., postgresql+psycopg://...) "
+            f"or a tracking server with its database, not {uri}"
+        )
+    if store_uri and store_uri != uri:
+        raise ConfigError("--store-uri goes with a tracking server (http://...) as the tracking URI")
+    return uri, None
+
+
+def _upload(artifact_uri: str, local_dir: Path, server: str | None) -> None:
+    """Log the files of ``local_dir`` at the root of ``artifact_uri`` (``mlflow-artifacts:/`` ones through ``server``)."""
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+    get_artifact_repository(artifact_uri, tracking_uri=server).log_artifacts(str(local_dir))
 
 
 def _quiet_artifact_transfers() -> None:
@@ -303,9 +364,12 @@ def _exists(getter, key) -> bool:
 
 
 def _experiment_id(client, name: str, artifact_root) -> str:
+    """The experiment ``name``, created if absent with ``artifact_root`` (None: the store's or server's default)."""
     found = client.get_experiment_by_name(name)
     if found is not None:
         return found.experiment_id
+    if artifact_root is None:
+        return client.create_experiment(name)
     root = Path(artifact_root).resolve()
     root.mkdir(parents=True, exist_ok=True)
     return client.create_experiment(name, artifact_location=root.as_uri())
@@ -376,7 +440,7 @@ def _registered_model_record(client, name: str) -> dict:
     return {"name": name, "description": model.description or "", "tags": dict(model.tags or {}), "versions": versions}
 
 
-def _create_run(client, record: dict, experiment_id: str, artifacts: Path) -> None:
+def _create_run(client, record: dict, experiment_id: str, artifacts: Path, server: str | None = None) -> None:
     from mlflow.entities import Metric, Param
 
     with preserved_id(record["run_id"]):
@@ -387,12 +451,12 @@ def _create_run(client, record: dict, experiment_id: str, artifacts: Path) -> No
     for start in range(0, max(len(params), len(metrics)), BATCH):
         client.log_batch(run.info.run_id, metrics=metrics[start : start + BATCH], params=params[start : start + BATCH])
     if artifacts.is_dir():
-        client.log_artifacts(run.info.run_id, str(artifacts))
+        _upload(run.info.artifact_uri, artifacts, server)
     if record["status"] != "RUNNING":
         client.set_terminated(run.info.run_id, record["status"], record["end_time"])
 
 
-def _create_logged_model(client, record: dict, experiment_id: str, artifacts: Path) -> None:
+def _create_logged_model(client, record: dict, experiment_id: str, artifacts: Path, server: str | None = None) -> None:
     with preserved_id(record["model_id"].removeprefix("m-")):
         logged = client.create_logged_model(
             experiment_id,
@@ -403,7 +467,7 @@ def _create_logged_model(client, record: dict, experiment_id: str, artifacts: Pa
             model_type=record["model_type"],
         )
     _check_id(record["model_id"], logged.model_id, "logged model")
-    client.log_model_artifacts(logged.model_id, str(artifacts))
+    _upload(logged.artifact_location, artifacts, server)
     client.finalize_logged_model(logged.model_id, "READY" if record["status"] == "READY" else "FAILED")
 
 

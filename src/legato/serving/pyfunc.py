@@ -125,7 +125,9 @@ def request_psf(estimator: LoadedEstimator, params: dict | None):
     )
 
 
-def model_rows(estimator: LoadedEstimator, stamps, training_range=None, max_batch: int = MAX_BATCH, psf=None) -> dict[str, np.ndarray]:
+def model_rows(
+    estimator: LoadedEstimator, stamps, training_range=None, max_batch: int = MAX_BATCH, psf=None, flags=None
+) -> dict[str, np.ndarray]:
     """What the MLflow model returns for ``stamps``: value columns and ``flags``, as ``legato predict`` writes them.
 
     Parameters
@@ -140,6 +142,8 @@ def model_rows(estimator: LoadedEstimator, stamps, training_range=None, max_batc
         Most stamps accepted.
     psf : PsfCondition, optional
         The stamps' PSF and zeropoint (:func:`request_psf`; default F160W).
+    flags : numpy.ndarray, optional
+        ``(N,)`` input flags (e.g. a Spark shard's ``RESIZED``), completed, not modified.
 
     Raises
     ------
@@ -150,7 +154,8 @@ def model_rows(estimator: LoadedEstimator, stamps, training_range=None, max_batc
 
     size = estimator.stamp_size
     cube = validate_stamps(stamp_cube(stamps, size), size, max_batch=max_batch, allow_nonfinite=True)
-    columns, flags = predict_stamps(estimator, cube, np.zeros(len(cube), dtype=np.int32), training_range, psf=psf)
+    flags = np.zeros(len(cube), dtype=np.int32) if flags is None else np.asarray(flags, dtype=np.int32)
+    columns, flags = predict_stamps(estimator, cube, flags, training_range, psf=psf)
     return {**columns, "flags": flags}
 
 
@@ -192,9 +197,15 @@ try:  # MLflow is heavy: the pyfunc class is only defined where MLflow is import
                 scoring_hook.install(invocations_endpoint(self.rows, self.estimator.stamp_size, self.max_batch))
                 scoring_hook.tcp_nodelay_listeners()
 
-        def rows(self, stamps, params: dict | None = None) -> dict[str, np.ndarray]:
-            """:func:`model_rows` with this model's training range and batch limit, and the request's PSF parameters."""
-            return model_rows(self.estimator, stamps, self.training_range, self.max_batch, request_psf(self.estimator, params))
+        def rows(self, stamps, params: dict | None = None, flags=None, training_range=None) -> dict[str, np.ndarray]:
+            """:func:`model_rows` with this model's batch limit and the request's PSF parameters.
+
+            ``flags`` are input flags to complete; ``training_range`` replaces the model's own (the Spark
+            path passes ``legato predict --params``' range, as the local path uses it).
+            """
+            limits = training_range if training_range is not None else self.training_range
+            psf = request_psf(self.estimator, params)
+            return model_rows(self.estimator, stamps, limits, self.max_batch, psf, flags)
 
         def predict(self, context, model_input, params=None):
             import pandas as pd

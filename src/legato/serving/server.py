@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from legato.platform.process import LOOPBACK, ManagedProcess, free_port
+from legato.platform.process import LOOPBACK, ManagedProcess, free_port, http_ok
 
 __all__ = [
     "LOOPBACK",
@@ -17,6 +17,7 @@ __all__ = [
     "model_server",
     "serve_command",
     "serving_environment",
+    "tracking_command",
     "tracking_server",
 ]
 
@@ -89,23 +90,67 @@ def serve_command(model_uri: str, host: str, port: int, workers: int = 1) -> lis
     ]
 
 
-def tracking_server(backend_store_uri: str, artifact_root: str | Path, port: int | None = None, log_path=None) -> ManagedProcess:
-    """``mlflow server`` (the UI and REST API) on 127.0.0.1 over the given store."""
-    port = port or free_port()
-    command = [
+def tracking_command(
+    backend_store_uri: str,
+    artifact_root: str | Path,
+    host: str = LOOPBACK,
+    port: int = 5000,
+    workers: int = 1,
+    serve_artifacts: bool = False,
+) -> list[str]:
+    """The ``mlflow server`` command line over a store.
+
+    Parameters
+    ----------
+    backend_store_uri : str
+        The runs' and registry's store (``sqlite:///...``, ``postgresql+psycopg://...``).
+    artifact_root : str or Path
+        A local folder (or an artifact-store URI such as ``s3://bucket/path``).
+    host, port : str, int
+        Where the server listens.
+    workers : int
+        Server worker processes.
+    serve_artifacts : bool
+        True: the server stores artifacts under ``artifact_root`` and new experiments
+        get ``mlflow-artifacts:/`` locations, so clients on other machines upload and
+        download through the server's HTTP API (``--artifacts-destination``).
+        False: new experiments get ``artifact_root`` itself, which every client
+        writes directly (a folder only this machine sees; ``--default-artifact-root``).
+    """
+    root = artifact_root if "://" in str(artifact_root) else Path(artifact_root).resolve().as_uri()
+    storage = ["--serve-artifacts", "--artifacts-destination", root] if serve_artifacts else ["--default-artifact-root", root]
+    return [
         sys.executable,
         "-m",
         "mlflow",
         "server",
         "--backend-store-uri",
         backend_store_uri,
-        "--default-artifact-root",
-        Path(artifact_root).resolve().as_uri(),
+        *storage,
         "--host",
-        LOOPBACK,
+        host,
         "--port",
         str(port),
         "--workers",
-        "1",
+        str(workers),
     ]
-    return ManagedProcess(command, port, "/health", mlflow_environment(), log_path)
+
+
+def tracking_server(
+    backend_store_uri: str,
+    artifact_root: str | Path,
+    port: int | None = None,
+    log_path=None,
+    workers: int = 1,
+    serve_artifacts: bool = False,
+    host: str = LOOPBACK,
+) -> ManagedProcess:
+    """``mlflow server`` (the UI and REST API) over the given store, on 127.0.0.1 unless ``host`` says otherwise.
+
+    See :func:`tracking_command` for the parameters; ready once ``/health`` answers
+    (asked on 127.0.0.1 when the server listens on every interface).
+    """
+    port = port or free_port()
+    command = tracking_command(backend_store_uri, artifact_root, host, port, workers, serve_artifacts)
+    asked = LOOPBACK if host in ("0.0.0.0", "::", "") else f"[{host}]" if ":" in host else host
+    return ManagedProcess(command, port, "/health", mlflow_environment(), log_path, ready=lambda: http_ok(f"http://{asked}:{port}/health"))
