@@ -47,7 +47,7 @@ history_app = typer.Typer(
     help="Ship the MLflow runs and registry behind the published artifacts; recreate them in a store.", no_args_is_help=True
 )
 team_app = typer.Typer(
-    help="A shared MLflow tracking server on PostgreSQL for a team: the database, then the server (docs/team_tracking.md).",
+    help="A shared MLflow tracking server on PostgreSQL for a team: the database, then the server (docs/scale.md).",
     no_args_is_help=True,
 )
 

@@ -52,8 +52,8 @@ from legato.conventions import Q_MIN, SERSIC_N_MAX, SERSIC_N_MIN
 
 #: dtype of the ``flags`` column
 FLAG_DTYPE = np.int32
-# the bits as plain integers: io/stamp_checks.py imports these (Spark ships its functions by value, and plain
-# integers travel with them, so its workers need no legato import)
+# the bits as plain integers: io/stamp_checks.py imports these (plain integers travel with its functions when
+# they are pickled by value)
 BAD_PIXELS = 1
 NEAR_EDGE = 2
 OFF_IMAGE = 4

@@ -1,4 +1,4 @@
-"""``legato team db|server``: a shared MLflow tracking server on PostgreSQL, each in the foreground (docs/team_tracking.md).
+"""``legato team db|server``: a shared MLflow tracking server on PostgreSQL, each in the foreground (docs/scale.md).
 
 Both start their server in its own process group, print its PID and where it
 answers, and stay in the foreground until the server exits or they are
@@ -99,7 +99,7 @@ def server(
     """Run the team's MLflow tracking server over a database, serving the artifacts to clients (Ctrl-C stops it).
 
     Clients on any machine set MLFLOW_TRACKING_URI=http://<this machine>:<port> and
-    log runs, models and artifacts through it; see docs/team_tracking.md.
+    log runs, models and artifacts through it; see docs/scale.md.
     """
     from legato.platform.postgres import check_database
     from legato.platform.process import port_open

@@ -1,12 +1,10 @@
 """Per-stamp checks and readers shared by the local and the Spark paths.
 
-Spark ships this module's functions to the Python workers by value
-(``cloudpickle.register_pickle_by_value``), so a worker whose ``sys.path``
-starts with the (possibly older) ``legato`` code bundled in a logged model
-still runs exactly this code. It therefore takes from ``legato`` only plain
-integers (the flag bits of :mod:`legato.flags`), which travel with the
-functions. Both paths call the same functions, which is what makes their flags
-identical row for row.
+Both paths call the same functions (the Spark executors through the shipped
+model's rows, :meth:`legato.serving.pyfunc.SersicEstimator.rows`), which is
+what makes their flags identical row for row. The module takes from ``legato``
+only plain integers (the flag bits of :mod:`legato.flags`), so its functions
+also pickle by value with everything they need.
 """
 
 from __future__ import annotations
