@@ -3,7 +3,7 @@
 `legato predict --engine spark --master spark://...` on Parquet and FITS shards against a registered
 model matches the local path row for row; a job whose driver is killed leaves nothing half-written,
 and its rerun with the same arguments, which loses a worker in the middle, writes every id exactly
-once with no partial files; `legato spark-cluster` starts and stops the processes a user runs.
+once with no partial files. The cluster is the one `legato spark-cluster` starts for a user, stopped by its SIGTERM.
 """
 
 from __future__ import annotations
@@ -37,13 +37,49 @@ def registered(trained):
     return f"models:/{MODEL}/{version.version}"
 
 
+class CommandCluster:
+    """The cluster ``legato spark-cluster`` runs in the foreground: its URL and PIDs as it prints them."""
+
+    def __init__(self, work_dir):
+        command = [sys.executable, "-m", "legato", "spark-cluster", "--workers", "2", "--memory", "2g", "--port", "0"]
+        self.process = subprocess.Popen(
+            [*command, "--work-dir", str(work_dir)], env=_environment(), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+        )
+        master_line, pid_line = self.process.stdout.readline(), self.process.stdout.readline()
+        assert master_line.startswith("master spark://127.0.0.1:"), master_line
+        self.url = master_line.split()[1]
+        self.pids = {item.split("=")[0]: int(item.split("=")[1]) for item in pid_line.split()[1:]}
+
+    def python_workers(self, worker: str) -> set[int]:
+        """PIDs of the Python processes below a worker (its executor runs its tasks in them)."""
+        import psutil
+
+        try:
+            children = psutil.Process(self.pids[worker]).children(recursive=True)
+        except psutil.Error:
+            return set()
+        return {p.pid for p in children if "python" in p.name().lower()}
+
+    def kill(self, worker: str) -> None:
+        """SIGKILL a worker's process group: the worker, its executor and the executor's Python workers (a lost machine)."""
+        os.killpg(self.pids[worker], signal.SIGKILL)
+
+
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    from legato.platform.spark_cluster import StandaloneCluster
+    """A master and two 1-core workers started by `legato spark-cluster`, stopped by its SIGTERM; every PID checked gone."""
+    import psutil
 
-    with StandaloneCluster(workers=2, cores=1, memory="2g", work_dir=tmp_path_factory.mktemp("cluster")) as running:
-        yield running
-    assert not any(process.alive() for process in [running.master, *running.workers])
+    running = CommandCluster(tmp_path_factory.mktemp("cluster"))
+    assert len(running.pids) == 3 and all(psutil.pid_exists(pid) for pid in running.pids.values())
+    yield running
+    running.process.send_signal(signal.SIGTERM)
+    assert running.process.wait(timeout=60) == 0
+
+    def gone(pid):
+        return not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+
+    _wait_for(lambda: all(gone(pid) for pid in running.pids.values()), 30, "the cluster to stop")
 
 
 @pytest.fixture(scope="module")
@@ -91,12 +127,6 @@ def _predict_command(source, output, model, master, repo_root):
     ]
 
 
-def _run(command):
-    result = subprocess.run(command, env=_environment(), capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return result
-
-
 def _local(source, model, output, repo_root):
     """The local engine in this process (the model already loaded by the fixtures)."""
     from legato.flags import TrainingRange
@@ -129,16 +159,6 @@ def _assert_complete(output, ids):
     assert not list(output.rglob("_temporary")) and not list(output.parent.glob(f".{output.name}.*"))
 
 
-def _python_workers(process) -> list:
-    """The Python processes below ``process`` (a Spark worker's executor runs its tasks in them)."""
-    import psutil
-
-    try:
-        return [p for p in psutil.Process(process.pid).children(recursive=True) if "python" in p.name().lower()]
-    except psutil.Error:
-        return []
-
-
 def _wait_for(condition, timeout=180.0, what="condition"):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -149,63 +169,50 @@ def _wait_for(condition, timeout=180.0, what="condition"):
 
 
 def test_cluster_matches_local_on_parquet_and_fits_shards(cluster, registered, shards, tmp_path, repo_root):
-    assert cluster.alive_workers() == 2 and all(pid for pid in cluster.pids().values())
-    local = _local(shards, registered, tmp_path / "local.parquet", repo_root)
-    _run(_predict_command(shards, tmp_path / "cluster.parquet", registered, cluster.url, repo_root))
-    distributed = _read(tmp_path / "cluster.parquet")
-    assert len(distributed) == SHARDS * SHARD_ROWS
-    _assert_same(local, distributed)
-    _assert_complete(tmp_path / "cluster.parquet", range(SHARDS * SHARD_ROWS))
+    """Parquet shards, then FITS shards (the real UDS stamps, resized on the executors, and a corrupt file skipped by both)."""
+    from legato.flags import TrainingRange
+    from legato.inference.spark import predict_spark, spark_session
 
-    # FITS shards (the real UDS stamps, resized on the executors); the corrupt file is skipped by both
+    training_range = TrainingRange.from_params_file(repo_root / "params.yaml")
     folder = tmp_path / "fits"
     folder.mkdir()
     for path in sorted((repo_root / UDS).glob("H.gf1[0-4].fits")):
         shutil.copy(path, folder)
     (folder / "broken.fits").write_text("not FITS")
+    session = spark_session(cluster.url, app_name="legato-cluster-test")
+    try:
+        assert session.sparkContext.master == cluster.url
+        summary = predict_spark(session, registered, shards, tmp_path / "cluster.parquet", training_range=training_range)
+        predict_spark(session, registered, folder, tmp_path / "cluster_fits.parquet", training_range=training_range)
+    finally:
+        session.stop()  # the cluster's two cores go back for the next application
+    assert summary["rows"] == SHARDS * SHARD_ROWS and summary["parallelism"] == 2
+    _assert_same(_local(shards, registered, tmp_path / "local.parquet", repo_root), _read(tmp_path / "cluster.parquet"))
+    _assert_complete(tmp_path / "cluster.parquet", range(SHARDS * SHARD_ROWS))
     local = _local(folder, registered, tmp_path / "local_fits.parquet", repo_root)
-    _run(_predict_command(folder, tmp_path / "cluster_fits.parquet", registered, cluster.url, repo_root))
     assert len(local) == 5
     _assert_same(local, _read(tmp_path / "cluster_fits.parquet"))
 
 
-def test_interrupted_job_rerun_survives_a_lost_worker(registered, shards, tmp_path, tmp_path_factory, repo_root):
-    """The driver killed mid-job leaves nothing half-written; the rerun, which loses a worker mid-job, writes every row once."""
-    from legato.platform.spark_cluster import StandaloneCluster
+def test_interrupted_job_rerun_survives_a_lost_worker(cluster, registered, shards, tmp_path, repo_root):
+    """`legato predict` killed mid-job leaves nothing half-written; the rerun, which loses a worker mid-job, writes every row once.
 
+    Last in the module: it leaves the cluster with one worker.
+    """
     output = tmp_path / "out.parquet"
-    with StandaloneCluster(workers=2, cores=1, memory="2g", work_dir=tmp_path_factory.mktemp("lossy")) as cluster:
-        command = _predict_command(shards, output, registered, cluster.url, repo_root)
-        driver = subprocess.Popen(command, env=_environment(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-        _wait_for(lambda: any(_python_workers(w.process) for w in cluster.workers), what="tasks on the executors")
-        os.killpg(driver.pid, signal.SIGKILL)  # the driver and its JVM, in the middle of the job
-        driver.wait(timeout=30)
-        assert not output.exists()  # nothing half-written where the catalogue goes
+    command = _predict_command(shards, output, registered, cluster.url, repo_root)
+    earlier = cluster.python_workers("worker-0") | cluster.python_workers("worker-1")  # a finished job's, exiting
+    driver = subprocess.Popen(command, env=_environment(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    _wait_for(lambda: (cluster.python_workers("worker-0") | cluster.python_workers("worker-1")) - earlier, what="tasks on the executors")
+    os.killpg(driver.pid, signal.SIGKILL)  # the driver and its JVM, in the middle of the job
+    driver.wait(timeout=30)
+    assert not output.exists()  # nothing half-written where the catalogue goes
 
-        earlier = {p.pid for p in _python_workers(cluster.workers[0].process)}  # the killed job's, exiting
-        rerun = subprocess.Popen(command, env=_environment(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        _wait_for(lambda: {p.pid for p in _python_workers(cluster.workers[0].process)} - earlier, what="a task on worker 0")
-        assert rerun.poll() is None
-        cluster.kill_worker(0)  # SIGKILL: the worker, its executor and the executor's Python workers (a lost machine)
-        _, stderr = rerun.communicate(timeout=600)
-        assert rerun.returncode == 0, stderr[-3000:]
-        assert not cluster.workers[0].alive() and cluster.workers[1].alive()
+    earlier = cluster.python_workers("worker-0")  # the killed job's, exiting
+    rerun = subprocess.Popen(command, env=_environment(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_for(lambda: cluster.python_workers("worker-0") - earlier, what="a task on worker 0")
+    assert rerun.poll() is None
+    cluster.kill("worker-0")
+    _, stderr = rerun.communicate(timeout=600)
+    assert rerun.returncode == 0, stderr[-3000:]
     _assert_complete(output, range(SHARDS * SHARD_ROWS))
-
-
-def test_spark_cluster_command_starts_and_stops_by_pid(tmp_path):
-    import psutil
-
-    command = [sys.executable, "-m", "legato", "spark-cluster", "--workers", "2", "--port", "0", "--work-dir", str(tmp_path)]
-    process = subprocess.Popen(command, env=_environment(), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    try:
-        master_line = process.stdout.readline()
-        pid_line = process.stdout.readline()
-        assert master_line.startswith("master spark://127.0.0.1:"), master_line
-        pids = [int(item.split("=")[1]) for item in pid_line.split()[1:]]
-        assert len(pids) == 3 and all(psutil.pid_exists(pid) for pid in pids)
-    finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(timeout=60)
-    assert process.returncode == 0
-    _wait_for(lambda: not any(psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE for pid in pids), 30, "stop")
