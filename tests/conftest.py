@@ -31,6 +31,25 @@ def _isolated_tools(tmp_path_factory):
         yield
 
 
+def _restoring_mlflow_uris():
+    """Give MLflow's process-wide tracking and registry URIs back after the code under it pointed them elsewhere."""
+    import mlflow
+
+    tracking, registry = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
+    yield
+    while mlflow.active_run():
+        mlflow.end_run()
+    mlflow.set_tracking_uri(tracking)
+    mlflow.set_registry_uri(registry)
+
+
+#: for modules whose tests (``restore_mlflow_uris``) or module fixtures (``restore_mlflow_uris_for_module``) point
+#: MLflow at stores of their own: ``pytestmark = pytest.mark.usefixtures(...)``, so that no later module's MLflow
+#: call goes to a store (or a stopped server) they left behind
+restore_mlflow_uris = pytest.fixture(_restoring_mlflow_uris, name="restore_mlflow_uris")
+restore_mlflow_uris_for_module = pytest.fixture(_restoring_mlflow_uris, scope="module", name="restore_mlflow_uris_for_module")
+
+
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return REPO

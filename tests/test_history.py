@@ -11,18 +11,7 @@ import pytest
 from legato.errors import ConfigError, LegatoError
 from legato.registry.history import _check_id, export_history, import_history, referenced_run_ids
 
-
-@pytest.fixture(autouse=True)
-def _restore_mlflow_uris():
-    """These tests point MLflow's process-wide URIs at their own stores: give the session's back afterwards."""
-    import mlflow
-
-    tracking, registry = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
-    yield
-    while mlflow.active_run():
-        mlflow.end_run()
-    mlflow.set_tracking_uri(tracking)
-    mlflow.set_registry_uri(registry)
+pytestmark = pytest.mark.usefixtures("restore_mlflow_uris")  # these tests point MLflow at their own stores
 
 
 def _make_source_store(root: Path) -> tuple[str, dict]:

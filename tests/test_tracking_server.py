@@ -59,22 +59,8 @@ def _cli(args: list[str], tracking_uri: str, **extra) -> subprocess.CompletedPro
     return subprocess.run([sys.executable, "-m", "legato", *args], capture_output=True, text=True, env=env, timeout=300)
 
 
-def _restoring_mlflow_uris():
-    """Give MLflow's process-wide URIs back after the code under it pointed them at the server."""
-    import mlflow
-
-    tracking, registry = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
-    yield
-    while mlflow.active_run():
-        mlflow.end_run()
-    mlflow.set_tracking_uri(tracking)
-    mlflow.set_registry_uri(registry)
-
-
-#: per test, and for the module: module fixtures (the team's models) point them at the server too, and the
-#: server is gone after this module, so the next module's MLflow calls must not go to it
-_restore_mlflow_uris = pytest.fixture(autouse=True)(_restoring_mlflow_uris)
-_restore_mlflow_uris_after_module = pytest.fixture(autouse=True, scope="module")(_restoring_mlflow_uris)
+# tests and module fixtures (the team's models) point MLflow at the server, which is gone after this module
+pytestmark = pytest.mark.usefixtures("restore_mlflow_uris_for_module", "restore_mlflow_uris")
 
 
 @pytest.fixture(scope="module")

@@ -7,6 +7,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from legato.commands.common import run_in_foreground
+
 
 def spark_cluster(
     workers: Annotated[int, typer.Option(min=1, help="Worker processes (one executor each).")] = 2,
@@ -20,9 +22,6 @@ def spark_cluster(
     Prints the master URL for `legato predict --engine spark --master URL` and every PID;
     Ctrl-C (or SIGTERM) stops the workers and the master. See docs/scale.md.
     """
-    import signal
-    import threading
-
     from legato.errors import ConfigError
     from legato.platform.process import port_open
     from legato.platform.spark_cluster import StandaloneCluster
@@ -30,18 +29,12 @@ def spark_cluster(
     if port and port_open(port):
         raise ConfigError(f"port {port} on 127.0.0.1 is in use: give another --port (0 picks a free one)")
     cluster = StandaloneCluster(workers=workers, cores=cores, memory=memory, work_dir=work_dir, port=port or None)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    cluster.start()
-    try:
-        typer.echo(f"master {cluster.url} (UI {cluster.ui_url}); {workers} worker(s) of {cores} core(s), {memory} each")
-        typer.echo("pids " + " ".join(f"{name}={pid}" for name, pid in cluster.pids().items()))
-        typer.echo(f"logs {cluster.work_dir / 'logs'}; Ctrl-C stops the cluster", err=True)
-        while not stop.wait(1.0):
-            if not cluster.master.alive():
-                raise ConfigError(f"the Spark master exited: see {cluster.work_dir / 'logs' / 'master.log'}")
-    except KeyboardInterrupt:
-        pass
-    finally:
-        cluster.stop()
-        typer.echo("cluster stopped", err=True)
+
+    def lines():
+        return [
+            f"master {cluster.url} (UI {cluster.ui_url}); {workers} worker(s) of {cores} core(s), {memory} each",
+            "pids " + " ".join(f"{name}={pid}" for name, pid in cluster.pids().items()),
+            f"logs {cluster.work_dir / 'logs'}; Ctrl-C stops the cluster",
+        ]
+
+    run_in_foreground("the Spark cluster", cluster.start, lambda: cluster.master.process.wait(), cluster.stop, lines)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+import signal
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -55,3 +57,30 @@ def registry_settings(params: Path, tracking_uri: str | None, must_exist: bool =
     settings = dict(loaded.get("registry") or {})
     uri, _ = tracking_settings(loaded, tracking_uri)
     return settings, registry_client(uri, must_exist=must_exist)
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def run_in_foreground(what: str, start: Callable[[], None], wait: Callable[[], int], stop: Callable[[], None], lines: Callable[[], list]):
+    """Start a server, print ``lines()``, wait for it; Ctrl-C or SIGTERM stops it (exit 0); a failing exit of its own is an error.
+
+    The foreground of ``legato team db|server`` and ``legato spark-cluster``: ``wait`` returns the server's exit status.
+    """
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        start()
+        for line in lines():
+            typer.echo(line)
+        status = wait()
+    except KeyboardInterrupt:
+        stop()
+        typer.echo(f"{what} stopped", err=True)
+        return
+    finally:
+        stop()
+        signal.signal(signal.SIGTERM, previous)
+    if status != 0:
+        raise LegatoError(f"{what} exited with status {status} (see its log)")
+    typer.echo(f"{what} exited", err=True)

@@ -7,40 +7,15 @@ interrupted (Ctrl-C, or SIGTERM to this command), which stops the server by PID.
 
 from __future__ import annotations
 
-import signal
-from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from legato.errors import ConfigError, LegatoError
+from legato.commands.common import run_in_foreground
+from legato.errors import ConfigError
 
 PortOption = Annotated[int, typer.Option(min=1, max=65535, help="TCP port.")]
-
-
-def _interrupt(signum, frame):
-    raise KeyboardInterrupt
-
-
-def _foreground(what: str, start: Callable[[], None], wait: Callable[[], int], stop: Callable[[], None], lines: Callable[[], list]):
-    """Start a server, print ``lines()``, wait for it; Ctrl-C or SIGTERM stops it (exit 0); a failing exit of its own is an error."""
-    previous = signal.signal(signal.SIGTERM, _interrupt)
-    try:
-        start()
-        for line in lines():
-            typer.echo(line)
-        status = wait()
-    except KeyboardInterrupt:
-        stop()
-        typer.echo(f"{what} stopped", err=True)
-        return
-    finally:
-        stop()
-        signal.signal(signal.SIGTERM, previous)
-    if status != 0:
-        raise LegatoError(f"{what} exited with status {status} (see its log)")
-    typer.echo(f"{what} exited", err=True)
 
 
 def _redacted(uri: str) -> str:
@@ -81,7 +56,7 @@ def db(
             "Ctrl-C (or SIGTERM to this command) stops it",
         ]
 
-    _foreground("PostgreSQL", server.start, server.wait, server.stop, lines)
+    run_in_foreground("PostgreSQL", server.start, server.wait, server.stop, lines)
 
 
 def server(
@@ -126,4 +101,4 @@ def server(
             "Ctrl-C (or SIGTERM to this command) stops it",
         ]
 
-    _foreground("the MLflow tracking server", process.start, lambda: process.process.wait(), process.stop, lines)
+    run_in_foreground("the MLflow tracking server", process.start, lambda: process.process.wait(), process.stop, lines)
