@@ -7,6 +7,8 @@ and scores each on test A beside Table 2's classical-versus-classical column.
 Writes reports/adapt_budget.json.
 
     python benchmarks/adapt_budget.py --steps 300 1000 3000     # ~5 min on 2 cores
+    python benchmarks/adapt_budget.py --base models/scenes_tracked --setup all_layers \
+        --steps 300 1000 3000 --report reports/adapt_budget_scenes.json   # the scene-trained base
 """
 
 from __future__ import annotations
@@ -22,10 +24,18 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 
 
+def _relative(path) -> str:
+    """``path`` relative to the repository when inside it."""
+    path = Path(path).resolve()
+    return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, nargs="+", default=[300, 1000, 3000])
     parser.add_argument("--report", type=Path, default=REPO / "reports/adapt_budget.json")
+    parser.add_argument("--base", type=Path, default=None, help="estimator fine-tuned (default: params adapt.base)")
+    parser.add_argument("--setup", default=None, help="set-up of params adapt.setups (default: the one reports/figure5.json chose)")
     args = parser.parse_args()
 
     import keras
@@ -37,9 +47,10 @@ def main() -> None:
 
     options = section(load_params(REPO / "params.yaml"), "adapt")
     config = AdaptConfig.from_params(options)
-    chosen = json.loads((REPO / "reports/figure5.json").read_text())["selection"]["chosen"]
+    chosen = args.setup or json.loads((REPO / "reports/figure5.json").read_text())["selection"]["chosen"]
     setup = config.setups[chosen]
-    base = AdaptationBase(REPO / options["base"])
+    base_dir = args.base or REPO / options["base"]
+    base = AdaptationBase(base_dir)
     test_x, test_labels, _ = load_split(REPO / "datasets/realistic/labelled/A")
     pool_x, pool_labels, _ = load_split(REPO / "datasets/realistic/labelled/B")
     seed = int(config.seeds[0])
@@ -53,8 +64,8 @@ def main() -> None:
         budget = replace(config, max_steps=int(steps), epochs=10_000)
         model = base.finetuned(setup)
         start = time.perf_counter()
-        fit = fit_network(model, base.scaler, base.loss, train, val, budget, setup.learning_rate, seed)
-        r2 = r2_table(test_labels, predict_network(model, base.scaler, test_x))
+        fit = fit_network(model, base.scaler, base.loss, train, val, budget, setup.learning_rate, seed, base.psf)
+        r2 = r2_table(test_labels, predict_network(model, base.scaler, test_x, base.psf))
         runs.append(
             {
                 "max_steps": int(steps),
@@ -65,6 +76,7 @@ def main() -> None:
         )
         print(f"{steps} steps: {runs[-1]['A_r2']} ({runs[-1]['wall_seconds']} s)", flush=True)
     report = {
+        "base": _relative(base_dir),
         "setup": {"name": chosen, "frozen_prefixes": list(setup.frozen_prefixes), "learning_rate": setup.learning_rate},
         "size": size,
         "n_train": len(train_rows),
@@ -73,7 +85,12 @@ def main() -> None:
         "n_test": len(test_x),
         "classical_vs_classical": table2["classical_vs_classical"],
         "runs": runs,
-        "command": "python benchmarks/adapt_budget.py --steps " + " ".join(map(str, args.steps)),
+        "command": "python benchmarks/adapt_budget.py "
+        + (f"--base {args.base} " if args.base else "")
+        + (f"--setup {args.setup} " if args.setup else "")
+        + "--steps "
+        + " ".join(map(str, args.steps))
+        + (f" --report {_relative(args.report)}" if args.report != REPO / "reports/adapt_budget.json" else ""),
     }
     args.report.write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {args.report}")

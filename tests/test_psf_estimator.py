@@ -202,3 +202,23 @@ def test_cli_predict_takes_the_band_and_records_it(scene_estimator, test_stamps,
     refused = runner.invoke(app, [*common, "-o", str(tmp_path / "bad.fits"), "--band", "F814W"])
     assert refused.exit_code == 1 and "not 'F814W'" in refused.output and "Traceback" not in refused.output
     assert not (tmp_path / "bad.fits").exists()
+
+
+def test_a_psf_conditioned_estimator_is_adapted_with_the_f160w_psf_and_keeps_its_bands(scene_estimator, test_stamps, tmp_path):
+    from legato.models.estimator import LoadedEstimator
+    from legato.training.adapt import AdaptationBase, AdaptConfig, FineTuning, fit_network, predict_network, save_estimator
+
+    base = AdaptationBase(scene_estimator[0] / "estimator")
+    assert base.psf is not None and base.psf.band == "F160W"
+    stamps, labels = test_stamps
+    config = AdaptConfig(sizes=(8,), epochs=1, max_steps=1, batch_size=4)
+    model = base.finetuned(FineTuning())
+    fit = fit_network(model, base.scaler, base.loss, (stamps, labels), (stamps, labels), config, 3e-4, 7, base.psf)
+    assert fit["steps"] == 2 and np.isfinite(fit["best_val_loss"])
+    assert np.isfinite(predict_network(model, base.scaler, stamps, base.psf)["mag"]).all()
+    assert len(base.scratch(stamps.shape[1], 0.0).inputs) == 2  # from scratch: the same two inputs
+    save_estimator(model, base.scaler, tmp_path / "adapted", base, (stamps, labels), adapted_from="scenes")
+    adapted = LoadedEstimator(tmp_path / "adapted")
+    assert adapted.psf_bands == base.estimator.psf_bands and "blended" in adapted.uncertainty
+    rows = adapted.predict(stamps, psf=adapted.psf_condition("F125W"))
+    assert {"psf_fwhm_arcsec", "zeropoint", "flags", "mag_err"} <= set(rows) and np.allclose(rows["zeropoint"], 26.2303)

@@ -41,6 +41,9 @@ def train(
 
 def adapt(
     params: ParamsOption = Path("params.yaml"),
+    settings: Annotated[
+        str, typer.Option("--section", help="params.yaml section of the settings: adapt, or a section whose keys override adapt's.")
+    ] = "adapt",
     base: Annotated[Optional[Path], typer.Option(help="Simulation-trained estimator (default: params adapt.base).")] = None,
     test: Annotated[Path, typer.Option(help="Labelled test A.")] = Path("datasets/realistic/labelled/A"),
     pool: Annotated[Path, typer.Option(help="Labelled pool B.")] = Path("datasets/realistic/labelled/B"),
@@ -57,6 +60,8 @@ def adapt(
 
     loaded = load_params(params)
     options = section(loaded, "adapt")
+    if settings != "adapt":
+        options = {**options, **section(loaded, settings)}
     config = AdaptConfig.from_params(options)
     base = base or Path(options.get("base", "models/production_tracked"))
     out = out or Path(options.get("out", "models/adapted"))

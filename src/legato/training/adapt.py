@@ -22,6 +22,13 @@ Every run is an MLflow run nested under one parent; the fine-tuned network of
 the largest ``B_i`` of the first seed is saved as an estimator folder (a
 production estimator keeps its input range, its uncertainties recalibrated on
 its validation galaxies) and logged as an MLflow model ready to register.
+
+A PSF-conditioned base (the scene-trained estimator, docs/scenes.md) is
+adapted with the F160W PSF as its second input: the realistic domain is
+F160W, drawn with a PSF jittered around the nominal one and labelled with the
+nominal one, so the network is told the nominal PSF, as a user with that
+band's PSF model would tell it. Its adapted uncertainties are calibrated
+apart for the stamps the blend detector flags, like the base's.
 """
 
 from __future__ import annotations
@@ -193,6 +200,8 @@ class AdaptationBase:
         self.manifest = self.estimator.manifest
         self.production = self.manifest.get("kind") == "production"
         self.architecture = str(self.manifest.get("architecture", "arch1"))
+        #: the PSF the realistic (F160W) stamps are given by a PSF-conditioned base; None without a PSF input
+        self.psf = self.estimator.psf_condition() if self.estimator.psf_bands is not None else None
 
     @property
     def loss(self):
@@ -218,7 +227,7 @@ class AdaptationBase:
         if self.production:
             from legato.models.noise_aware import build_production
 
-            return build_production(self.estimator.reference_sigma, stamp_size=stamp_size)
+            return build_production(self.estimator.reference_sigma, stamp_size=stamp_size, psf_inputs=0 if self.psf is None else 2)
         from legato.models.architectures import ARCHITECTURES
 
         scale = float(self.model.get_layer("asinh_scaling").scale)
@@ -227,9 +236,10 @@ class AdaptationBase:
         )
 
 
-def fit_network(model, scaler, loss, train, val, config: AdaptConfig, learning_rate: float, seed: int) -> dict:
+def fit_network(model, scaler, loss, train, val, config: AdaptConfig, learning_rate: float, seed: int, psf=None) -> dict:
     """Train ``model`` on ``train`` = (stamps, labels) with early stopping on ``val``, within ``config``'s epoch and step
-    budget; the fit summary."""
+    budget; the fit summary. ``psf`` (a :class:`~legato.models.psf_condition.PsfCondition`) is every stamp's PSF for a
+    PSF-conditioned network."""
     import keras
 
     from legato.training.data import make_dataset
@@ -241,8 +251,8 @@ def fit_network(model, scaler, loss, train, val, config: AdaptConfig, learning_r
     model.compile(
         optimizer=keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(learning_rate, steps)), loss=loss, jit_compile=False
     )
-    train_ds = make_dataset(train_x, scaler.transform(train_labels), config.batch_size, True, config.augment, seed)
-    val_ds = make_dataset(val_x, scaler.transform(val_labels), 256, False, False, seed)
+    train_ds = make_dataset(train_x, scaler.transform(train_labels), config.batch_size, True, config.augment, seed, _features(psf, train_x))
+    val_ds = make_dataset(val_x, scaler.transform(val_labels), 256, False, False, seed, _features(psf, val_x))
     stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience, restore_best_weights=True)
     start = time.perf_counter()
     history = model.fit(train_ds, validation_data=val_ds, epochs=epochs, callbacks=[stop, _epoch_logger("")], shuffle=False, verbose=0)
@@ -254,20 +264,27 @@ def fit_network(model, scaler, loss, train, val, config: AdaptConfig, learning_r
     }
 
 
-def predict_network(model, scaler, stamps) -> dict[str, np.ndarray]:
-    """Physical parameters from one network and its scaler (a Gaussian head's variances are ignored)."""
+def _features(psf, stamps: np.ndarray) -> np.ndarray | None:
+    """The PSF input of ``stamps`` (None for a network without one)."""
+    return None if psf is None else psf.features(len(stamps))
+
+
+def predict_network(model, scaler, stamps, psf=None) -> dict[str, np.ndarray]:
+    """Physical parameters from one network and its scaler (a Gaussian head's variances are ignored); ``psf`` as in
+    :func:`fit_network`."""
     from legato.models.noise_aware import forward_in_batches
     from legato.models.targets import physical_columns
 
-    outputs = forward_in_batches(model, stamps)
+    outputs = forward_in_batches(model, stamps, psf=_features(psf, stamps))
     return physical_columns(scaler.inverse(outputs[:, : len(scaler.targets)]))
 
 
 def save_estimator(model, scaler, folder: Path, base: AdaptationBase, calibration: tuple, **info) -> None:
     """Write a one-network estimator folder (network, scaler, manifest) of an adapted network.
 
-    A production network keeps the base's reference noise and input range; its
-    uncertainty factors are recalibrated on ``calibration`` (validation stamps and labels of its own domain).
+    A production network keeps the base's reference noise and input range (and a PSF-conditioned one its
+    ``psf_input`` bands); its uncertainty factors are recalibrated on ``calibration`` (validation stamps and labels
+    of its own domain), apart for the stamps the blend detector flags when the base's were.
     """
     from legato.models.estimator import write_manifest
 
@@ -277,25 +294,32 @@ def save_estimator(model, scaler, folder: Path, base: AdaptationBase, calibratio
     member = {"model": "network.keras", "scaler": "network_scaler.json", "targets": list(scaler.targets)}
     extra = {"architecture": base.architecture, "mode": "multi_output"}
     if base.production:
+        from legato.io.stamp_checks import blend_measurements
         from legato.models.noise_aware import forward_in_batches, gaussian_sigma
         from legato.models.targets import to_network_space
-        from legato.models.uncertainty import binned_calibration_scales
+        from legato.models.uncertainty import binned_calibration_scales, split_calibration
 
         stamps, labels = calibration
-        outputs = forward_in_batches(model, stamps)
+        outputs = forward_in_batches(model, stamps, psf=_features(base.psf, stamps))
         count = len(scaler.targets)
         mean = outputs[:, :count] * np.array(scaler.std) + np.array(scaler.mean)
         sigma = gaussian_sigma(outputs[:, count : 2 * count], scaler.std)
-        scales = binned_calibration_scales(
-            to_network_space(labels, scaler.targets), mean, sigma, mean[:, 0], base.manifest["uncertainty"]["mag_edges"]
-        )
+        arguments = (to_network_space(labels, scaler.targets), mean, sigma, mean[:, 0], base.manifest["uncertainty"]["mag_edges"])
+        blended = blend_measurements(stamps)[1]
+        if "blended" in base.manifest["uncertainty"] and 0 < blended.sum() < len(blended):
+            scales = split_calibration(*arguments, np.ones(len(stamps)), (), blended)
+        else:
+            scales = binned_calibration_scales(*arguments)
+            if "blended" in base.manifest["uncertainty"]:  # no stamp of one kind to calibrate apart: both share the factors
+                scales["blended"] = {key: value for key, value in scales.items()}
         member["head"] = "gaussian"
         extra.update(
             kind="production", reference_sigma=base.estimator.reference_sigma, uncertainty={**scales, "calibrated_on": len(stamps)}
         )
-        if base.manifest.get("input_range"):
-            extra["input_range"] = base.manifest["input_range"]
-    write_manifest(folder, [member], stamp_size=int(model.input_shape[1]), **extra, **info)
+        for key in ("input_range", "psf_input"):
+            if base.manifest.get(key):
+                extra[key] = base.manifest[key]
+    write_manifest(folder, [member], stamp_size=base.estimator.stamp_size, **extra, **info)
 
 
 def _rounded(values: dict) -> dict:
@@ -328,8 +352,8 @@ def select_setup(base: AdaptationBase, pool: tuple, config: AdaptConfig, log_run
         keras.utils.set_random_seed(seed)
         model = base.finetuned(setup)
         train, val = (pool_x[train_rows], pool_labels[train_rows]), (pool_x[val_rows], pool_labels[val_rows])
-        fit = fit_network(model, base.scaler, base.loss, train, val, config, setup.learning_rate, seed)
-        r2 = r2_table(pool_labels[val_rows], predict_network(model, base.scaler, pool_x[val_rows]))
+        fit = fit_network(model, base.scaler, base.loss, train, val, config, setup.learning_rate, seed, base.psf)
+        r2 = r2_table(pool_labels[val_rows], predict_network(model, base.scaler, pool_x[val_rows], base.psf))
         scores[name] = {
             "setup": setup.describe(),
             "validation_r2": _rounded(r2),
@@ -457,8 +481,8 @@ def adaptation_runs(base: AdaptationBase, setup: FineTuning, config: AdaptConfig
                         TargetScaler.fit(train[1], base.scaler.targets),
                         config.scratch_learning_rate,
                     )
-                fit = fit_network(model, scaler, base.loss, train, val, config, rate, seed)
-                r2 = r2_table(test_labels, predict_network(model, scaler, test_x))
+                fit = fit_network(model, scaler, base.loss, train, val, config, rate, seed, base.psf)
+                r2 = r2_table(test_labels, predict_network(model, scaler, test_x, base.psf))
                 tags = {"method": method, "training_domain": "realistic-adapted" if method == "finetuned" else "realistic-scratch"}
                 params = {
                     "size": int(size),
@@ -560,7 +584,7 @@ def adaptation_curve(
     log_run = child_run_logger(base.architecture, runs)
     with mlflow.start_run(run_name=f"adapt-{base.architecture}") as parent:
         _log_parent_run(config, base, base_dir, pool_dir, len(test_x), len(pool_x))
-        before = r2_table(test_labels, predict_network(base.model, base.scaler, test_x))
+        before = r2_table(test_labels, predict_network(base.model, base.scaler, test_x, base.psf))
         mlflow.log_metrics({f"A_r2_{p}_before": v for p, v in before.items() if np.isfinite(v)})
         base_run = _base_run(base_dir)
         if base_run.get("run_id"):  # the base's scores on A: the incumbent's side of the realistic-domain gate

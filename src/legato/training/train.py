@@ -25,9 +25,12 @@ def _epoch_logger(prefix: str):
     import mlflow
 
     class MlflowEpochLogger(keras.callbacks.Callback):
-        """Log each epoch's loss, validation loss and learning rate to the active MLflow run."""
+        """Log each epoch's loss, validation loss and learning rate to the active MLflow run (without one, nothing:
+        ``mlflow.log_metrics`` would start a stray run)."""
 
         def on_epoch_end(self, epoch, logs=None):
+            if mlflow.active_run() is None:
+                return
             metrics = {f"{prefix}{k}": float(v) for k, v in (logs or {}).items() if np.isscalar(v)}
             lr = self.model.optimizer.learning_rate
             metrics[f"{prefix}learning_rate"] = float(lr.numpy() if hasattr(lr, "numpy") else lr)
