@@ -7,8 +7,8 @@ and scores each on test A beside Table 2's classical-versus-classical column.
 Writes reports/adapt_budget.json.
 
     python benchmarks/adapt_budget.py --steps 300 1000 3000     # ~5 min on 2 cores
-    python benchmarks/adapt_budget.py --base models/scenes_tracked --setup all_layers \
-        --steps 300 1000 3000 --report reports/adapt_budget_scenes.json   # the scene-trained base
+    python benchmarks/adapt_budget.py --base models/scenes_tracked --setup frozen_block1 \
+        --steps 300 1000 3000 10000 --report reports/adapt_budget_scenes.json   # the scene-trained base, ~5 min
 """
 
 from __future__ import annotations

@@ -311,7 +311,7 @@ def save_estimator(model, scaler, folder: Path, base: AdaptationBase, calibratio
         else:
             scales = binned_calibration_scales(*arguments)
             if "blended" in base.manifest["uncertainty"]:  # no stamp of one kind to calibrate apart: both share the factors
-                scales["blended"] = {key: value for key, value in scales.items()}
+                scales["blended"] = dict(scales)
         member["head"] = "gaussian"
         extra.update(
             kind="production", reference_sigma=base.estimator.reference_sigma, uncertainty={**scales, "calibrated_on": len(stamps)}
