@@ -222,3 +222,112 @@ def test_a_psf_conditioned_estimator_is_adapted_with_the_f160w_psf_and_keeps_its
     assert adapted.psf_bands == base.estimator.psf_bands and "blended" in adapted.uncertainty
     rows = adapted.predict(stamps, psf=adapted.psf_condition("F125W"))
     assert {"psf_fwhm_arcsec", "zeropoint", "flags", "mag_err"} <= set(rows) and np.allclose(rows["zeropoint"], 26.2303)
+
+
+@pytest.fixture(scope="module")
+def crowded(test_stamps):
+    """The test stamps with a copy of each target's core 12 px away: most are flagged BLENDED."""
+    stamps, _ = test_stamps
+    crowded = stamps.copy()
+    crowded[:, 28:36, 40:48] += stamps[:, 28:36, 28:36]
+    return np.concatenate([stamps, crowded])
+
+
+def _routed(production, scene_estimator, out, sigma=None):
+    from legato.models.estimator import LoadedEstimator
+    from legato.models.routing import write_routed_estimator
+
+    write_routed_estimator(production[0], scene_estimator[0] / "estimator", out, sigma)
+    return LoadedEstimator(out)
+
+
+def test_a_routed_estimator_measures_flagged_stamps_with_the_scene_network_and_the_rest_with_the_f160w_one(
+    production, scene_estimator, loaded, crowded, tmp_path
+):
+    from legato.models.estimator import LoadedEstimator
+
+    routed = _routed(production, scene_estimator, tmp_path / "routed")
+    assert routed.output_columns == loaded.output_columns and routed.psf_bands == loaded.psf_bands
+    rows = routed.predict(crowded)
+    scenes, f160w = loaded.predict(crowded), LoadedEstimator(production[0]).predict(crowded)
+    flagged = rows["flags"] & BLENDED > 0
+    assert 0 < flagged.sum() < len(flagged) and rows["flags"].dtype == np.int32
+    for name in ("mag", "re_arcsec", "n", "ellipticity", "re_arcsec_err", "neighbour_fraction"):
+        np.testing.assert_allclose(rows[name][flagged], scenes[name][flagged], rtol=1e-6, equal_nan=True)
+        np.testing.assert_allclose(rows[name][~flagged], f160w[name][~flagged], rtol=1e-6, equal_nan=True)
+    np.testing.assert_array_equal(rows["flags"][~flagged], f160w["flags"][~flagged])
+    # the F160W network's rows carry the call's PSF and zeropoint like the others
+    assert np.allclose(rows["zeropoint"], 25.9463) and np.allclose(rows["psf_fwhm_arcsec"], loaded.psf_bands["F160W"]["fwhm_arcsec"])
+    # another band: every stamp to the PSF-conditioned network
+    f125 = routed.predict(crowded, psf=routed.psf_condition(band="F125W"))
+    expected = loaded.predict(crowded, psf=loaded.psf_condition(band="F125W"))
+    for name in routed.output_columns:
+        np.testing.assert_allclose(f125[name], expected[name], rtol=1e-6, equal_nan=True)
+
+
+def test_routing_by_disagreement_sends_more_stamps_to_the_scene_network(production, scene_estimator, loaded, crowded, tmp_path):
+    from legato.models.routing import disagreement
+
+    by_flag = _routed(production, scene_estimator, tmp_path / "flag").predict(crowded)
+    everywhere = _routed(production, scene_estimator, tmp_path / "tight", sigma=1e-9).predict(crowded)
+    never = _routed(production, scene_estimator, tmp_path / "loose", sigma=1e9).predict(crowded)
+    scenes = loaded.predict(crowded)
+    for name in ("mag", "re_arcsec", "n_err"):
+        np.testing.assert_allclose(never[name], by_flag[name], rtol=1e-6, equal_nan=True)
+        np.testing.assert_allclose(everywhere[name], scenes[name], rtol=1e-6, equal_nan=True)
+    gap = disagreement(
+        {"mag": np.array([1.0, 1.0]), "mag_err": np.array([0.3, 0.1])},
+        {"mag": np.array([1.5, 1.0]), "mag_err": np.array([0.4, 0.1])},
+        ("mag",),
+    )
+    np.testing.assert_allclose(gap, [1.0, 0.0])
+
+
+def test_routes_must_fit_together(production, scene_estimator, tmp_path):
+    from legato.models.routing import write_routed_estimator
+
+    with pytest.raises(ConfigError, match="must take a PSF input"):
+        write_routed_estimator(scene_estimator[0] / "estimator", production[0], tmp_path / "swapped")
+    write_routed_estimator(production[0], scene_estimator[0] / "estimator", tmp_path / "routed")
+    with pytest.raises(ConfigError, match="not a routed one"):
+        write_routed_estimator(tmp_path / "routed", scene_estimator[0] / "estimator", tmp_path / "nested")
+    with pytest.raises(ConfigError, match="positive sigma"):
+        write_routed_estimator(production[0], scene_estimator[0] / "estimator", tmp_path / "negative", -1.0)
+    assert not (tmp_path / "swapped").exists() and not (tmp_path / "nested").exists() and not (tmp_path / "negative").exists()
+
+
+def test_a_routed_estimator_is_served_and_predicted_like_any_other(production, scene_estimator, crowded, repo_root, tmp_path):
+    """`legato route`, then the MLflow model (what `mlflow models serve` loads) gives the rows of `legato predict`."""
+    import mlflow
+    from typer.testing import CliRunner
+
+    from legato.cli import app
+    from legato.inference.predict import predict_stamps
+    from legato.models.estimator import LoadedEstimator
+    from legato.serving.pyfunc import save_estimator_model
+
+    out = tmp_path / "routed"
+    folder = str(scene_estimator[0] / "estimator")
+    command = [
+        "route",
+        "--params",
+        str(repo_root / "params.yaml"),
+        "--isolated",
+        str(production[0]),
+        "--blended",
+        folder,
+        "--out",
+        str(out),
+    ]
+    result = CliRunner().invoke(app, command)
+    assert result.exit_code == 0, result.output
+    routed = LoadedEstimator(out)
+    assert routed.manifest["disagreement_sigma"] == pytest.approx(5.0)  # params.yaml route.disagreement_sigma
+    model = mlflow.pyfunc.load_model(str(save_estimator_model(out, tmp_path / "model", crowded[:2])))
+    served = model.predict(crowded, params={"band": "F160W"})
+    columns, flags = predict_stamps(routed, crowded, np.zeros(len(crowded), dtype=np.int32), None)
+    np.testing.assert_array_equal(served["flags"].to_numpy(), flags)
+    for name in ("mag", "re_arcsec", "ellipticity_err95", "zeropoint"):
+        np.testing.assert_allclose(served[name].to_numpy(), columns[name], rtol=1e-5, equal_nan=True)
+    refused = CliRunner().invoke(app, [*command[:-1], str(tmp_path / "again"), "--disagreement-sigma", "0"])
+    assert refused.exit_code == 1 and "positive sigma" in refused.output and not (tmp_path / "again").exists()

@@ -108,6 +108,8 @@ def dvc_output_hash(path: str, lock_file: str | Path = "dvc.lock") -> str:
 
 def training_domain(recipe: dict) -> str:
     """The ``training_domain`` tag of a production recipe's runs and versions (``recipe``: its plain values)."""
+    if recipe.get("routes"):  # a routed estimator (legato.models.routing): each stamp measured by one of two
+        return "routed"
     return "sim-scenes-every-band" if recipe.get("scenes") else "sim-noise-range"
 
 

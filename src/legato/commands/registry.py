@@ -1,4 +1,4 @@
-"""The MLflow model registry: ``register``, ``promote``, ``rollback``, ``models``, ``track-estimator``."""
+"""The MLflow model registry: ``register``, ``promote``, ``rollback``, ``models``, ``track-estimator``, ``route``."""
 
 from __future__ import annotations
 
@@ -142,3 +142,30 @@ def track_estimator_command(
     summary = track_estimator(estimator, out, uri, experiment)
     how = "its training run" if summary["reused"] else "a new run"
     typer.echo(f"{estimator} -> {out}: {how} {summary['run_id']} ({summary['model_uri']})")
+
+
+def route_command(
+    params: ParamsOption = Path("params.yaml"),
+    isolated: Annotated[
+        Optional[Path], typer.Option(help="Estimator for unflagged stamps on its own PSF (default: params route.isolated).")
+    ] = None,
+    blended: Annotated[
+        Optional[Path], typer.Option(help="Estimator for BLENDED stamps and every other PSF (default: params route.blended).")
+    ] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Routed estimator folder, both copied in (default: params route.out).")] = None,
+    disagreement_sigma: Annotated[
+        Optional[float], typer.Option(help="Also route a stamp to --blended when the two disagree by more sigmas (default: params).")
+    ] = None,
+):
+    """Combine two estimators into one that measures each stamp with the one trained for it (docs/scenes.md)."""
+    from legato.config import load_params, section
+    from legato.models.routing import write_routed_estimator
+
+    settings = section(load_params(params), "route")
+    isolated = isolated or Path(settings["isolated"])
+    blended = blended or Path(settings["blended"])
+    out = out or Path(settings["out"])
+    sigma = settings.get("disagreement_sigma") if disagreement_sigma is None else disagreement_sigma
+    manifest = write_routed_estimator(isolated, blended, out, sigma)
+    routes = f"{blended} for BLENDED stamps, other PSFs and disagreements > {sigma} sigma; else {isolated}"
+    typer.echo(f"routed estimator {out} ({manifest.name}): {routes}")

@@ -19,6 +19,7 @@ from legato.columns import LOG_COLUMNS, OUTPUT_COLUMNS, SERSIC_COLUMNS
 from legato.errors import DataError
 from legato.flags import BLENDED, FAILED_VALIDATION, INPUT_OUT_OF_RANGE, NO_SOURCE
 from legato.models.input_range import InputRange
+from legato.models.routing import ROUTED_KIND, ROUTES, disagreement, merge_routes, routed_rows
 from legato.models.targets import TargetScaler, physical_columns
 
 MANIFEST = "estimator.json"
@@ -102,6 +103,14 @@ class LoadedEstimator:
         folder = Path(folder)
         self.manifest = read_manifest(folder)
         self.stamp_size = int(self.manifest["stamp_size"])
+        self._compiled = None
+        self.routes = None
+        if self.manifest.get("kind") == ROUTED_KIND:  # two estimators, each stamp measured by one (legato.models.routing)
+            self.routes = {name: LoadedEstimator(folder / self.manifest["routes"][name]) for name in ROUTES}
+            general = self.routes["blended"]
+            self.members, self.uncertainty, self.input_range = [], general.uncertainty, general.input_range
+            self.reference_sigma, self.psf_bands = general.reference_sigma, general.psf_bands
+            return
         if self.manifest.get("kind") == "production":
             import legato.models.noise_aware  # noqa: F401  (registers the production layers)
         self.members = [
@@ -113,7 +122,6 @@ class LoadedEstimator:
         self.input_range = InputRange.from_dict(range_values) if range_values else None
         self.reference_sigma = float(self.manifest.get("reference_sigma", 0.0))
         self.psf_bands = manifest_psf_bands(self.manifest)
-        self._compiled = None
 
     def psf_condition(self, band: str | None = None, psf_file=None, zeropoint: float | None = None, summary: tuple | None = None):
         """The :class:`~legato.models.psf_condition.PsfCondition` of a call (band, PSF file or PSF ``(FWHM, r50)``):
@@ -131,6 +139,8 @@ class LoadedEstimator:
     @property
     def output_columns(self) -> tuple[str, ...]:
         """Columns :meth:`predict` returns, in order (``q`` with ``ellipticity``; only the targets its networks predict)."""
+        if self.routes is not None:
+            return self.routes["blended"].output_columns
         targets = {name for _, scaler in self.members for name in scaler.targets}
         columns = [name for name in OUTPUT_COLUMNS if name in targets or (name == "q" and "ellipticity" in targets)]
         if self.uncertainty:
@@ -143,7 +153,7 @@ class LoadedEstimator:
             columns += ["mag_aper", "neighbour_fraction", "flags"]
         return tuple(columns)
 
-    def predict(self, stamps, batch_size: int = 256, checked: bool = False, psf=None) -> dict[str, np.ndarray]:
+    def predict(self, stamps, batch_size: int = 256, checked: bool = False, psf=None, blend=None) -> dict[str, np.ndarray]:
         """Physical parameters of each stamp (columns ``mag, re_arcsec, n, q, ellipticity``).
 
         The networks run as compiled inference graphs on chunks of ``batch_size``
@@ -162,6 +172,9 @@ class LoadedEstimator:
             only cast to float32, not checked again.
         psf : PsfCondition, optional
             The stamps' PSF and zeropoint (:meth:`psf_condition`; default: F160W).
+        blend : tuple of numpy.ndarray, optional
+            The stamps' ``(neighbour_fraction, blended)`` when already measured
+            (:func:`legato.io.stamp_checks.blend_measurements`); else measured here.
         """
         if checked:
             x = np.asarray(stamps, dtype=np.float32)
@@ -169,7 +182,9 @@ class LoadedEstimator:
             x = validate_stamps(stamps, self.stamp_size, max_batch=np.iinfo(np.int64).max)
         if psf is None and self.psf_bands is not None:
             psf = self.psf_condition()
-        blend = self._blends(x)
+        if self.routes is not None:
+            return self._predict_routed(x, batch_size, psf)
+        blend = self._blends(x) if blend is None else blend
         features = None if self.psf_bands is None else psf.features(len(x))
         values, extra = {}, {}
         for forward, (_, scaler) in zip(self._forward_passes(), self.members):
@@ -189,6 +204,34 @@ class LoadedEstimator:
         if self.input_range is not None:
             columns.update(self._input_checks(x, columns, psf, blend))
         return columns
+
+    def _predict_routed(self, stamps: np.ndarray, batch_size: int, psf) -> dict[str, np.ndarray]:
+        """Each stamp measured by its route (:mod:`legato.models.routing`), the rows merged in order."""
+        from legato.io.stamp_checks import blend_measurements
+
+        isolated, general = self.routes["isolated"], self.routes["blended"]
+        blend = blend_measurements(stamps)
+        own = isolated.psf_bands is not None or (psf.band, psf.psf_id, psf.zeropoint) == (
+            (default := self.psf_condition()).band,
+            default.psf_id,
+            default.zeropoint,
+        )
+        sigma = self.manifest.get("disagreement_sigma")
+        if own and sigma is not None:  # both on every stamp: where they disagree, a neighbour the detector missed
+            first = isolated.predict(stamps, batch_size, checked=True, psf=psf if isolated.psf_bands is not None else None, blend=blend)
+            second = general.predict(stamps, batch_size, checked=True, psf=psf, blend=blend)
+            to_general = routed_rows(blend[1], own, disagreement(first, second), sigma)
+            parts = [(rows, {k: v[rows] for k, v in part.items()}) for rows, part in ((~to_general, first), (to_general, second))]
+        else:
+            to_general = routed_rows(blend[1], own)
+            parts = []
+            for estimator, rows in ((isolated, ~to_general), (general, to_general)):
+                if rows.any():
+                    condition = psf if estimator.psf_bands is not None else None
+                    part = estimator.predict(stamps[rows], batch_size, checked=True, psf=condition, blend=(blend[0][rows], blend[1][rows]))
+                    parts.append((rows, part))
+        fill = {"psf_fwhm_arcsec": psf.fwhm_arcsec, "zeropoint": psf.zeropoint}
+        return merge_routes(len(stamps), self.output_columns, parts, fill)
 
     @staticmethod
     def _call(forward, stamps: np.ndarray, features, start: int, batch_size: int) -> np.ndarray:
