@@ -22,7 +22,7 @@ import numpy as np
 from legato.flags import BLENDED
 from legato.io.stamps import load_split
 from legato.models.estimator import LoadedEstimator
-from legato.models.routing import disagreement
+from legato.models.routing import disagreement, routed_rows
 from legato.stats import r2_score
 
 PARAMETERS = ("mag", "re_arcsec", "n", "ellipticity")
@@ -60,7 +60,7 @@ def main() -> None:
         for name, (first, second) in (("pool", on_pool), ("validation", on_val)):
             flagged = (first["flags"] & BLENDED) > 0
             gap = disagreement(first, second)
-            to_scenes = flagged if threshold is None else flagged | (np.nan_to_num(gap) > threshold)
+            to_scenes = routed_rows(flagged, True, gap, threshold)
             rows[name] = (to_scenes, {p: np.where(to_scenes, second[p], first[p]) for p in PARAMETERS})
         (pool_rows, pool_est), (val_rows, val_est) = rows["pool"], rows["validation"]
 
