@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -33,6 +32,7 @@ from legato.config import load_params
 from legato.conventions import PIXEL_SCALE_ARCSEC, ZEROPOINT_AB
 from legato.evaluation.evaluate import predict_with_estimators
 from legato.io.stamps import read_stamp_set
+from legato.reports import machine_description
 
 
 def main() -> None:
@@ -61,7 +61,8 @@ def main() -> None:
     summary = classical_rate(args, params, settings, workers, None)
     classical = summary["fits_per_second"]
     results = {
-        "machine": {"cores": workers, "processor": platform.processor() or platform.machine()},
+        "machine": machine_description(),
+        "tensorflow_onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS"),  # legato sets 1 unless the caller chose
         "cnn_stamps": len(stamps),
         "cnn_stamps_per_second": cnn,
         "classical_stamps": summary["fitted"],
