@@ -130,9 +130,8 @@ def test_production_estimator_is_adapted_over_seeds_with_a_measured_setup(produc
         for label, folder in (("production", base), ("adapted", tmp_path / "adapted"))
     }
     assert versions["adapted"].tags["parent_version"] == str(versions["production"].version)
-    offered = offer_domain_alias(
-        client, "adapt-test", versions, {"alias": "realistic", "subset": "realistic_a", "incumbent": "production", "candidate": "adapted"}
-    )
+    domain = {"alias": "realistic", "subset": "realistic_a", "incumbent": "production", "candidates": ["adapted"]}
+    offered = offer_domain_alias(client, "adapt-test", versions, domain)
     better = all(curve["per_seed"]["7"]["finetuned"][p][-1] >= result["before"][p] for p in ("mag", "re", "n", "ellipticity"))
     assert offered["promoted"] is better and str(offered["holder"]) == str(versions["adapted" if better else "production"].version)
     loaded = mlflow.pyfunc.load_model(summary["model_uri"])

@@ -108,6 +108,22 @@ def test_promotion_refuses_a_worse_candidate_accepts_a_better_one_and_rolls_back
     assert client.get_model_version(MODEL, versions["arch1"]).tags["rollback.previous"] == str(versions["shifted"])
 
 
+def test_the_domain_alias_is_offered_its_best_candidate_through_the_gates(registry):
+    from legato.errors import ConfigError
+    from legato.registry.promotion import offer_domain_alias
+
+    client, numbers, _ = registry
+    versions = {label: client.get_model_version(MODEL, number) for label, number in numbers.items()}
+    domain = {"alias": "domain-test", "subset": "paper_h23", "incumbent": "shifted", "candidates": ["shifted", "arch1"]}
+    offered = offer_domain_alias(client, MODEL, versions, domain)
+    # the alias starts with the incumbent; of the candidates, arch1 (the better magnitude) is offered and passes the gates
+    assert offered["offered"] == "arch1" and offered["promoted"] and offered["holder"] == numbers["arch1"]
+    again = offer_domain_alias(client, MODEL, versions, domain)
+    assert not again["promoted"] and again["holder"] == numbers["arch1"] and "already holds" in again["summary"]
+    with pytest.raises(ConfigError, match="no candidate of 'domain-test'"):
+        offer_domain_alias(client, MODEL, versions, {**domain, "subset": "no_such_subset"})
+
+
 def test_cli_lists_models_and_reports_registry_errors_in_one_line(registry, repo_root):
     runner = CliRunner()
     params = str(repo_root / "params.yaml")

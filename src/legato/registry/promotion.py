@@ -146,27 +146,37 @@ def rollback(client, name: str, alias: str, reason: str | None = None) -> dict:
     return {"model": name, "alias": alias, "version": target, **action}
 
 
+def best_gated(client, versions: dict, labels, subset: str) -> str | None:
+    """The label among ``labels`` whose version has every gate metric ``test_r2_*_<subset>`` and the largest sum of them.
+
+    Returns None when none of them has the gate metrics.
+    """
+    gated = {k: version_metrics(client, versions[k], subset) for k in labels if k in versions}
+    score = {k: sum(m.values()) for k, m in gated.items() if len(m) == len(PARAMETERS)}
+    return max(score, key=score.get) if score else None
+
+
 def offer_domain_alias(client, name: str, versions: dict, domain: dict) -> dict:
-    """Offer a domain's candidate (the adapted estimator) to the domain's alias through the gates on that domain's test set.
+    """Offer a domain's best candidate (an adapted estimator) to the domain's alias through the gates on that domain's test set.
 
     The alias starts with ``domain['incumbent']`` (the simulation-trained estimator) when unset;
-    the candidate must then match or beat the holder on every parameter of ``domain['subset']``.
+    of ``domain['candidates']``, the one with the largest sum of gate R² on ``domain['subset']`` is offered,
+    and must then match or beat the holder on every parameter.
     """
     alias, subset, tolerance = domain["alias"], domain.get("subset", "realistic_a"), float(domain.get("tolerance", 0.0))
     if version_by_alias(client, name, alias, required=False) is None and domain.get("incumbent") in versions:
         promote(client, name, versions[domain["incumbent"]].version, alias, subset, tolerance)
-    outcome = promote(client, name, versions[domain["candidate"]].version, alias, subset, tolerance)
+    best = best_gated(client, versions, domain["candidates"], subset)
+    if best is None:
+        raise ConfigError(f"no candidate of {alias!r} ({', '.join(domain['candidates'])}) has the gate metrics test_r2_*_{subset}")
+    outcome = promote(client, name, versions[best].version, alias, subset, tolerance)
     holder = version_by_alias(client, name, alias, required=False)
-    summary = (
-        f"promoted {domain['candidate']}"
-        if outcome["promoted"]
-        else f"kept; {domain['candidate']} not promoted: {'; '.join(outcome['failures'])}"
-    )
+    summary = f"promoted {best}" if outcome["promoted"] else f"kept; {best} not promoted: {'; '.join(outcome['failures'])}"
     return {
         "alias": alias,
         "subset": subset,
         "holder": holder.version if holder else None,
-        "offered": domain["candidate"],
+        "offered": best,
         "promoted": outcome["promoted"],
         "failures": outcome["failures"],
         "summary": summary,
@@ -179,7 +189,7 @@ def register_and_offer(client, name: str, settings: dict, promote_best: bool = T
     Only versions evaluated on the simulated test set (every gate metric
     ``test_r2_*_<gate_subset>`` present) are offered; the best is the one with
     the largest sum of gate R². The domain alias (``domain_alias``), when set,
-    is offered its candidate the same way (:func:`offer_domain_alias`).
+    is offered its best candidate the same way (:func:`offer_domain_alias`).
 
     Parameters
     ----------
@@ -224,11 +234,9 @@ def register_and_offer(client, name: str, settings: dict, promote_best: bool = T
     state = {"model": name, "versions": {k: v.version for k, v in versions.items()}}
     if promote_best:
         alias = settings.get("alias", DEFAULT_ALIAS)
-        gated = {k: version_metrics(client, v, subset) for k, v in versions.items()}
-        score = {k: sum(m.values()) for k, m in gated.items() if len(m) == len(PARAMETERS)}
-        if not score:
+        best = best_gated(client, versions, versions, subset)
+        if best is None:
             raise ConfigError(f"no registered version has the gate metrics test_r2_*_{subset}: run legato evaluate first")
-        best = max(score, key=score.get)
         outcome = promote(client, name, versions[best].version, alias, subset, tolerance)
         holder = version_by_alias(client, name, alias, required=False)
         log(
@@ -237,7 +245,7 @@ def register_and_offer(client, name: str, settings: dict, promote_best: bool = T
         )
         state.update({"alias": alias, "holder": holder.version if holder else None, "offered": best, "promoted": outcome["promoted"]})
     domain = settings.get("domain_alias")
-    if promote_best and domain and domain.get("candidate") in versions:
+    if promote_best and domain and set(domain.get("candidates") or ()) & set(versions):
         state["domain_alias"] = offer_domain_alias(client, name, versions, domain)
         log(f"{domain['alias']}: version {state['domain_alias']['holder']} ({state['domain_alias']['summary']})")
     return state
