@@ -36,7 +36,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 TARGET_SECONDS = 10 * 60
-REGENERATED_STAGES = {"simulate", "simulate_noiseless", "simulate_realistic", "assemble_realistic"}
+REGENERATED_STAGES = {"simulate", "simulate_noiseless", "simulate_bands", "simulate_realistic", "assemble_realistic"}
 CPU_ENV = {"native": {}, "avx2": {"NPY_DISABLE_CPU_FEATURES": "X86_V4 AVX512_ICL AVX512_SPR", "ONEDNN_MAX_CPU_ISA": "AVX2"}}
 
 
