@@ -5,7 +5,8 @@ Clones the repository (its committed HEAD) into a temporary folder, then times
 of the published artifacts, import of their MLflow history, `dvc repro`,
 `dvc status`, `legato where`). Afterwards it checks what the issue asks of a
 fresh clone: `dvc status` up to date, `git status` clean, only the regenerated
-stages ran, the champion is the production estimator, and `mlflow server` (the
+stages ran, the champion is the version the pipeline registered as champion
+(``reports/registry.json``), and `mlflow server` (the
 UI's backend, started on 127.0.0.1 and stopped by PID) lists the shipped runs.
 
 With ``--cpu avx2`` it does the same a second time on another clone as an
@@ -109,6 +110,12 @@ def cold_install(workdir: Path) -> dict:
     return {"seconds": round(seconds, 1), "ok": rc == 0, "pip_cache": "off (--no-cache-dir)"}
 
 
+def registered_champion(clone: Path) -> int | None:
+    """The champion version the pipeline's register stage recorded (``reports/registry.json`` ``holder``)."""
+    path = clone / "reports/registry.json"
+    return int(json.loads(path.read_text())["holder"]) if path.is_file() else None
+
+
 def fresh_clone_run(workdir: Path, cpu: str) -> dict:
     """Clone, install, `make run` with the CPU's environment; what ran and what the clone looks like after."""
     clone = workdir / f"legato-{cpu}"
@@ -141,7 +148,7 @@ def fresh_clone_run(workdir: Path, cpu: str) -> dict:
         "only_regenerated_stages_ran": set(stages) == REGENERATED_STAGES,
         "dvc_up_to_date": "up to date" in dvc_status,
         "git_clean": report["git_status_clean"],
-        "champion_is_production": bool(champion) and champion.group(3) == "production",
+        "champion_is_the_registered_one": bool(champion) and int(champion.group(2)) == registered_champion(clone),
         "ui_shows_shipped_runs": bool(report["mlflow_ui"]) and report["mlflow_ui"]["all_shipped_listed"],
     }
     if run_rc != 0:

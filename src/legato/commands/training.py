@@ -75,3 +75,33 @@ def adapt(
     for path in written:
         MlflowClient(tracking_uri=uri).log_artifact(result["parent_run_id"], str(path), "reports")
     typer.echo(f"adapted model {out} (run {result['run_id']}); wrote {', '.join(str(p) for p in written)}")
+
+
+def refine(
+    params: ParamsOption = Path("params.yaml"),
+    base: Annotated[Optional[Path], typer.Option(help="Estimator to refine (default: params refine.base).")] = None,
+    train: Annotated[Optional[Path], typer.Option(help="Simulated stamps with truth the stage learns from (default: params).")] = None,
+    calibration: Annotated[Optional[Path], typer.Option(help="Simulated stamps its intervals are calibrated on (default: params).")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Refined estimator folder (default: params refine.out).")] = None,
+    max_train: Annotated[Optional[int], typer.Option(help="Use only this many training stamps.")] = None,
+    report: Annotated[Optional[Path], typer.Option(help="Write the run summary (JSON) here.")] = None,
+):
+    """Add the photometric second stage (curve of growth and moments) to an estimator (docs/production.md)."""
+    from legato.config import load_params, section
+    from legato.training.refine import train_refinement
+
+    settings = section(load_params(params), "refine")
+    summary = train_refinement(
+        base or Path(settings["base"]),
+        train or Path(settings["train"]),
+        calibration or Path(settings["calibration"]),
+        out or Path(settings["out"]),
+        seed=int(settings.get("seed", 0)),
+        max_train=max_train if max_train is not None else settings.get("max_train"),
+    )
+    before, after = summary["val_r2_h23"]["base"], summary["val_r2_h23"]["refined"]
+    typer.echo(
+        f"refined estimator {summary['out']}: validation R2 (H <= 23) " + "  ".join(f"{p} {before[p]:.4f} -> {after[p]:.4f}" for p in after)
+    )
+    if report is not None:
+        write_json(report, summary)

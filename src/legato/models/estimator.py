@@ -16,9 +16,11 @@ from pathlib import Path
 import numpy as np
 
 from legato.columns import LOG_COLUMNS, OUTPUT_COLUMNS, SERSIC_COLUMNS
+from legato.conventions import BAND, ZEROPOINT_AB
 from legato.errors import DataError
 from legato.flags import BLENDED, FAILED_VALIDATION, INPUT_OUT_OF_RANGE, NO_SOURCE
 from legato.models.input_range import InputRange
+from legato.models.refinement import REFINED_KIND, RefinementStage
 from legato.models.routing import ROUTED_KIND, ROUTES, disagreement, merge_routes, routed_rows
 from legato.models.targets import TargetScaler, physical_columns
 
@@ -104,7 +106,13 @@ class LoadedEstimator:
         self.manifest = read_manifest(folder)
         self.stamp_size = int(self.manifest["stamp_size"])
         self._compiled = None
-        self.routes = None
+        self.routes, self.base, self.stage = None, None, None
+        if self.manifest.get("kind") == REFINED_KIND:  # a base estimator and a photometric second stage (legato.models.refinement)
+            self.base = LoadedEstimator(folder / self.manifest["base"])
+            self.stage = RefinementStage.load(folder / self.manifest["refinement"])
+            self.members, self.uncertainty, self.input_range = [], self.base.uncertainty, self.base.input_range
+            self.reference_sigma, self.psf_bands = self.base.reference_sigma, self.base.psf_bands
+            return
         if self.manifest.get("kind") == ROUTED_KIND:  # two estimators, each stamp measured by one (legato.models.routing)
             self.routes = {name: LoadedEstimator(folder / self.manifest["routes"][name]) for name in ROUTES}
             general = self.routes["blended"]
@@ -141,6 +149,8 @@ class LoadedEstimator:
         """Columns :meth:`predict` returns, in order (``q`` with ``ellipticity``; only the targets its networks predict)."""
         if self.routes is not None:
             return self.routes["blended"].output_columns
+        if self.base is not None:
+            return self.base.output_columns
         targets = {name for _, scaler in self.members for name in scaler.targets}
         columns = [name for name in OUTPUT_COLUMNS if name in targets or (name == "q" and "ellipticity" in targets)]
         if self.uncertainty:
@@ -184,6 +194,9 @@ class LoadedEstimator:
             psf = self.psf_condition()
         if self.routes is not None:
             return self._predict_routed(x, batch_size, psf)
+        if self.base is not None:
+            columns = self.base.predict(x, batch_size, checked=True, psf=psf, blend=blend)
+            return self.stage.apply(x, columns, ZEROPOINT_AB[BAND] if psf is None else psf.zeropoint)
         blend = self._blends(x) if blend is None else blend
         features = None if self.psf_bands is None else psf.features(len(x))
         values, extra = {}, {}
