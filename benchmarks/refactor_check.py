@@ -90,6 +90,9 @@ def toy_pipeline(repo_root: Path, revision: str, work: Path) -> tuple[Path, floa
     dvc = [sys.executable, "-m", "dvc"]
     run([*dvc, "pull", "-q", "data.dvc"], work, env)
     run([*dvc, "pull", "-q", "train_production"], work, env)
+    run(
+        [*dvc, "pull", "-q", "train_scenes"], work, env
+    )  # the frozen trainings are published, not retrained (as tests/test_pipeline_e2e.py)
     params = toy_params(yaml.safe_load((work / "params.yaml").read_text()), repo_root / "tests/toy_pipeline.yaml")
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     began = time.perf_counter()
@@ -169,6 +172,8 @@ def fits_difference(a: Path, b: Path) -> str | None:
 def compare_output(path: str, base: Path, head: Path) -> dict:
     """The verdict on one output path (a file or a folder of files)."""
     a, b = base / path, head / path
+    if not (a.exists() and b.exists()):  # a stage or output one revision adds or removes
+        return {"verdict": "differs", "detail": f"only at {'head' if b.exists() else 'base'}"}
     if path.endswith("_docs") or path == "datasets/validation" or path == "mlflow_history":
         return {"verdict": "not comparable (Great Expectations data docs and MLflow exports carry timestamps and random ids)"}
     files = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file()) if a.is_dir() else [Path()]

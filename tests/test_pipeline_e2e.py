@@ -121,7 +121,7 @@ def test_fresh_copy_pulls_data_and_reproduces_pipeline(repo_copy):
     assert json.loads((repo / "models/refined_tracked/estimator.json").read_text())["kind"] == "refined"
     assert (
         set(table1["refined"]) == {"mag", "re", "n", "ellipticity"}
-        and json.loads((repo / "reports/refine.json").read_text())["train_rows"] == 30
+        and json.loads((repo / "reports/refine.json").read_text())["train_rows"] == 60
     )
     assert registry["holder"] in registry["versions"].values()
     assert registry["domain_alias"]["alias"] == "realistic" and registry["domain_alias"]["holder"] in (

@@ -50,15 +50,15 @@ def test_features_are_the_curve_of_growth_relative_to_the_estimated_flux_and_the
 
 
 @pytest.fixture(scope="module")
-def refined(production, tiny_sim, repo_root, tmp_path_factory):
-    """`legato refine` on the toy production estimator, trained on the tiny simulated set."""
+def refined(production, tiny_noiseless, repo_root, tmp_path_factory):
+    """`legato refine` on the toy production estimator, trained on the tiny noiseless set made noisy (2 depths per galaxy)."""
     from typer.testing import CliRunner
 
     from legato.cli import app
 
     out = tmp_path_factory.mktemp("refined")
-    command = ["refine", "--params", str(repo_root / "params.yaml"), "--base", str(production[0]), "--train", str(tiny_sim / "train")]
-    command += ["--calibration", str(tiny_sim / "val"), "--out", str(out / "estimator"), "--report", str(out / "refine.json")]
+    command = ["refine", "--params", str(repo_root / "params.yaml"), "--base", str(production[0]), "--train", str(tiny_noiseless / "train")]
+    command += ["--calibration", str(tiny_noiseless / "val"), "--out", str(out / "estimator"), "--report", str(out / "refine.json")]
     result = CliRunner().invoke(app, command)
     assert result.exit_code == 0, result.output
     return out / "estimator", json.loads((out / "refine.json").read_text())
@@ -70,7 +70,9 @@ def test_refine_writes_a_refined_estimator_with_its_base_lineage_and_calibrated_
     folder, summary = refined
     manifest = json.loads((folder / "estimator.json").read_text())
     assert manifest["kind"] == "refined" and manifest["architecture"] == "production+refined"
-    assert manifest["training"]["recipe"]["train_rows"] == summary["train_rows"] == 96 and summary["calibration_rows"] == 32
+    recipe = manifest["training"]["recipe"]
+    assert recipe["train_rows"] == summary["train_rows"] == 2 * 96 and summary["calibration_rows"] == 3 * 32  # params.yaml copies
+    assert recipe["depths"] == {"sky_scale": [0.2, 2.5], "correlation_pix": [0.0, 0.4, 0.7, 1.0]}  # production.depths
     assert (folder / "base/estimator.json").is_file() and (folder / "refinement/stage.keras").is_file()
     calibration = json.loads((folder / "refinement/stage.json").read_text())["calibration"]
     assert len(calibration["68"][0]) == 6 and all(len(bin_) == 4 for bin_ in calibration["68"][0])  # 6 magnitude bins x 4 targets

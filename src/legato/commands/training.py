@@ -80,22 +80,28 @@ def adapt(
 def refine(
     params: ParamsOption = Path("params.yaml"),
     base: Annotated[Optional[Path], typer.Option(help="Estimator to refine (default: params refine.base).")] = None,
-    train: Annotated[Optional[Path], typer.Option(help="Simulated stamps with truth the stage learns from (default: params).")] = None,
-    calibration: Annotated[Optional[Path], typer.Option(help="Simulated stamps its intervals are calibrated on (default: params).")] = None,
+    train: Annotated[Optional[Path], typer.Option(help="Noiseless set the stage learns from, made noisy (default: params).")] = None,
+    calibration: Annotated[Optional[Path], typer.Option(help="Noiseless set its intervals are calibrated on (default: params).")] = None,
     out: Annotated[Optional[Path], typer.Option(help="Refined estimator folder (default: params refine.out).")] = None,
-    max_train: Annotated[Optional[int], typer.Option(help="Use only this many training stamps.")] = None,
+    max_train: Annotated[Optional[int], typer.Option(help="Use only this many training galaxies.")] = None,
     report: Annotated[Optional[Path], typer.Option(help="Write the run summary (JSON) here.")] = None,
 ):
     """Add the photometric second stage (curve of growth and moments) to an estimator (docs/production.md)."""
     from legato.config import load_params, section
+    from legato.training.noisy_batches import DepthRange
     from legato.training.refine import train_refinement
 
-    settings = section(load_params(params), "refine")
+    loaded = load_params(params)
+    settings = section(loaded, "refine")
+    depths = settings.get("depths") or section(loaded, "production").get("depths") or {}
     summary = train_refinement(
         base or Path(settings["base"]),
         train or Path(settings["train"]),
         calibration or Path(settings["calibration"]),
         out or Path(settings["out"]),
+        depths=DepthRange(**{k: tuple(v) for k, v in depths.items()}),
+        copies=int(settings.get("copies", 2)),
+        calibration_copies=int(settings.get("calibration_copies", 3)),
         seed=int(settings.get("seed", 0)),
         max_train=max_train if max_train is not None else settings.get("max_train"),
     )

@@ -1,11 +1,14 @@
 """Training the photometric second stage of an estimator (``legato refine``; :mod:`legato.models.refinement`).
 
-The base estimator measures simulated stamps whose truth is known (the training
-split); the stage learns the residuals from the base's estimates and the stamps'
-curve of growth and moments, and its intervals are calibrated on the validation
-split. Both splits are simulated isolated galaxies at the calibrated depth; the
-base's own training never saw them (it learnt from the noiseless library with
-noise drawn on the fly).
+The stage learns from the noiseless library (``datasets/noiseless``): every galaxy
+of its training split is made noisy ``copies`` times at survey depths drawn like the
+production estimator's own training batches (sky sigma 0.2-2.5x the calibrated one,
+white or correlated noise, a random flip or rotation), so that the stage sees the
+noise the base was trained for, not one depth. The base measures these stamps; the
+stage learns the residuals from its estimates and the stamps' curve of growth and
+moments. Its intervals are calibrated on the validation split made noisy the same
+way (``calibration_copies`` depths per galaxy), galaxies neither the base nor the
+stage trained on.
 """
 
 from __future__ import annotations
@@ -22,12 +25,30 @@ from legato.stats import r2_score
 MAG_LIMIT = 23.0
 
 
-def _rows(estimator, set_dir: Path, limit: int | None, batch_size: int):
-    from legato.io.stamps import load_split
+def noisy_rows(set_dir: Path, copies: int, depths, seed: int, limit: int | None = None):
+    """``copies`` noisy realisations of every noiseless model of ``set_dir`` (random depth, correlation and symmetry each).
 
-    stamps, labels, _ = load_split(set_dir, limit)
+    Returns
+    -------
+    tuple
+        Stamps ``(N * copies, H, W)`` float32, electrons/s, and their label rows.
+    """
+    from legato.io.stamps import load_split
+    from legato.training.noise_aware import noiseless_set_noise
+    from legato.training.noisy_batches import dihedral, noisy_copies
+
+    models, labels, header = load_split(set_dir, limit)
+    noise = noiseless_set_noise(header, set_dir)
+    rows = np.arange(len(models) * copies) % len(models)
+    rng = np.random.default_rng([seed, copies])
+    scale, correlation = depths.draw(len(rows), rng)
+    stamps = noisy_copies(dihedral(models[rows], rng.integers(0, 8, len(rows))), noise, scale, correlation, seed=seed + 1)
+    return stamps, labels[rows]
+
+
+def _predicted(estimator, stamps: np.ndarray, batch_size: int) -> dict:
     columns = estimator.predict(stamps, batch_size=batch_size, checked=True)
-    return stamps, labels, {k: np.asarray(v, dtype=np.int64 if k == "flags" else np.float64) for k, v in columns.items()}
+    return {k: np.asarray(v, dtype=np.int64 if k == "flags" else np.float64) for k, v in columns.items()}
 
 
 def _r2(labels, columns: dict) -> dict:
@@ -36,7 +57,16 @@ def _r2(labels, columns: dict) -> dict:
 
 
 def train_refinement(
-    base: Path, train: Path, calibration: Path, out: Path, seed: int = 0, max_train: int | None = None, batch_size: int = 256
+    base: Path,
+    train: Path,
+    calibration: Path,
+    out: Path,
+    depths=None,
+    copies: int = 2,
+    calibration_copies: int = 3,
+    seed: int = 0,
+    max_train: int | None = None,
+    batch_size: int = 256,
 ) -> dict:
     """Fit, calibrate and write a refined estimator; return the run summary.
 
@@ -45,13 +75,18 @@ def train_refinement(
     base : Path
         The base estimator folder (a plain estimator with uncertainties).
     train, calibration : Path
-        Simulated stamp sets with their true parameters: the stage's training rows and its interval calibration.
+        Noiseless sets with their true parameters (``legato simulate --noiseless``): the stage's training rows and its
+        interval calibration, each made noisy at drawn depths.
     out : Path
         The refined estimator folder (``base/`` and ``refinement/``), written whole or not at all.
+    depths : DepthRange, optional
+        Survey depths drawn for the noisy copies (default: the production estimator's training range).
+    copies, calibration_copies : int
+        Noisy realisations per training and per calibration galaxy.
     seed : int
-        Seed of the stage's initialisation and batches.
+        Seed of the noise and of the stage's initialisation and batches.
     max_train : int, optional
-        Use only the first stamps of ``train``.
+        Use only the first galaxies of ``train``.
     batch_size : int
         Stamps per forward pass of the base.
 
@@ -64,6 +99,7 @@ def train_refinement(
     from legato.models.estimator import LoadedEstimator
     from legato.models.refinement import RefinementStage, stage_features, stage_residuals, write_refined_estimator
     from legato.models.uncertainty import covered
+    from legato.training.noisy_batches import DepthRange
 
     zeropoint = ZEROPOINT_AB[BAND]
     start = time.perf_counter()
@@ -72,19 +108,30 @@ def train_refinement(
         from legato.errors import ConfigError
 
         raise ConfigError(f"{base}: refining a PSF-conditioned estimator needs per-band training sets (not built yet)")
-    stamps, labels, columns = _rows(estimator, train, max_train, batch_size)
+    depths = DepthRange() if depths is None else depths
+    stamps, labels = noisy_rows(train, copies, depths, seed, max_train)
+    columns = _predicted(estimator, stamps, batch_size)
     features, residuals = stage_features(stamps, columns, zeropoint), stage_residuals(labels, columns)
     del stamps
     stage = RefinementStage.fit(features, residuals, seed=seed)
     fit_seconds = time.perf_counter() - start
 
-    stamps, val_labels, val_columns = _rows(estimator, calibration, None, batch_size)
+    stamps, val_labels = noisy_rows(calibration, calibration_copies, depths, seed + 100)
+    val_columns = _predicted(estimator, stamps, batch_size)
     val_features = stage_features(stamps, val_columns, zeropoint)
     val_residuals = stage_residuals(val_labels, val_columns)
     mean, _ = stage.residuals(val_features)
     stage.calibrate(val_features, val_residuals, val_columns["mag"] + np.nan_to_num(mean[:, 0]))
     refined = stage.apply(stamps, val_columns, zeropoint)
-    info = {"train": str(train), "calibration": str(calibration), "seed": seed, "train_rows": int(len(features))}
+    info = {
+        "train": str(train),
+        "calibration": str(calibration),
+        "copies": copies,
+        "calibration_copies": calibration_copies,
+        "depths": {"sky_scale": list(depths.sky_scale), "correlation_pix": list(depths.correlation_pix)},
+        "seed": seed,
+        "train_rows": int(len(features)),
+    }
     write_refined_estimator(base, stage, out, info)
     coverage = {}
     for p in SERSIC_COLUMNS:
