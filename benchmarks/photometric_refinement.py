@@ -32,12 +32,6 @@ MAG_BINS = (19.0, 20.0, 21.0, 22.0, 23.0, 24.0, 24.5)
 PARAMETERS = {"mag": "mag", "re": "re_arcsec", "n": "n", "ellipticity": "ellipticity"}
 
 
-def predict(estimator, stamps: np.ndarray) -> dict:
-    """The estimator's columns on ``stamps`` (flags as integers, the rest float64)."""
-    out = estimator.predict(stamps, batch_size=256, checked=True)
-    return {k: np.asarray(v, dtype=np.int64 if k == "flags" else np.float64) for k, v in out.items()}
-
-
 def gbm_columns(base, train_dir: str, test_stamps: np.ndarray, test_columns: dict) -> tuple[dict, dict]:
     """The base's test rows corrected by gradient-boosted trees on the refinement stage's features."""
     from sklearn.ensemble import HistGradientBoostingRegressor
@@ -45,10 +39,11 @@ def gbm_columns(base, train_dir: str, test_stamps: np.ndarray, test_columns: dic
     from legato.conventions import BAND, ZEROPOINT_AB
     from legato.io.stamps import load_split
     from legato.models.refinement import LOG_TARGETS, stage_features, stage_residuals
+    from legato.training.refine import estimator_rows
 
     zeropoint = ZEROPOINT_AB[BAND]
     stamps, labels, _ = load_split(train_dir)
-    columns = predict(base, stamps)
+    columns = estimator_rows(base, stamps)
     x, y = stage_features(stamps, columns, zeropoint), stage_residuals(labels, columns)
     del stamps
     x_test = stage_features(test_stamps, test_columns, zeropoint)
@@ -115,6 +110,7 @@ def main(argv=None) -> int:
     from legato.io.stamps import load_split
     from legato.models.estimator import LoadedEstimator
     from legato.reports import machine_description, write_json
+    from legato.training.refine import estimator_rows
 
     stamps, truth, _ = load_split(args.test)
     methods, seconds, extra = {}, {}, {}
@@ -122,12 +118,12 @@ def main(argv=None) -> int:
         name, folder = item.split("=", 1)
         estimator = LoadedEstimator(folder)
         start = time.perf_counter()
-        methods[name] = predict(estimator, stamps)
+        methods[name] = estimator_rows(estimator, stamps)
         seconds[name] = round(time.perf_counter() - start, 2)
     if args.gbm:
         base = LoadedEstimator(args.gbm)
         start = time.perf_counter()
-        methods["gbm_second_stage"], extra["gbm"] = gbm_columns(base, args.train, stamps, predict(base, stamps))
+        methods["gbm_second_stage"], extra["gbm"] = gbm_columns(base, args.train, stamps, estimator_rows(base, stamps))
         seconds["gbm_second_stage_fit"] = round(time.perf_counter() - start, 1)
     bounds = aligned_bounds(Table.read(args.bounds), np.asarray(truth["id"]))
     report = {

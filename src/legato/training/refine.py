@@ -46,7 +46,8 @@ def noisy_rows(set_dir: Path, copies: int, depths, seed: int, limit: int | None 
     return stamps, labels[rows]
 
 
-def _predicted(estimator, stamps: np.ndarray, batch_size: int) -> dict:
+def estimator_rows(estimator, stamps: np.ndarray, batch_size: int = 256) -> dict:
+    """An estimator's columns on already checked ``stamps``: flags as int64, every other column float64."""
     columns = estimator.predict(stamps, batch_size=batch_size, checked=True)
     return {k: np.asarray(v, dtype=np.int64 if k == "flags" else np.float64) for k, v in columns.items()}
 
@@ -110,14 +111,14 @@ def train_refinement(
         raise ConfigError(f"{base}: refining a PSF-conditioned estimator needs per-band training sets (not built yet)")
     depths = DepthRange() if depths is None else depths
     stamps, labels = noisy_rows(train, copies, depths, seed, max_train)
-    columns = _predicted(estimator, stamps, batch_size)
+    columns = estimator_rows(estimator, stamps, batch_size)
     features, residuals = stage_features(stamps, columns, zeropoint), stage_residuals(labels, columns)
     del stamps
     stage = RefinementStage.fit(features, residuals, seed=seed)
     fit_seconds = time.perf_counter() - start
 
     stamps, val_labels = noisy_rows(calibration, calibration_copies, depths, seed + 100)
-    val_columns = _predicted(estimator, stamps, batch_size)
+    val_columns = estimator_rows(estimator, stamps, batch_size)
     val_features = stage_features(stamps, val_columns, zeropoint)
     val_residuals = stage_residuals(val_labels, val_columns)
     mean, _ = stage.residuals(val_features)
