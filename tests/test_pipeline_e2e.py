@@ -88,7 +88,17 @@ def test_fresh_copy_pulls_data_and_reproduces_pipeline(repo_copy):
     # registration ends the pipeline with a champion that the server can load
     registry = json.loads((repo / "reports/registry.json").read_text())
     assert registry["model"] == "legato-sersic"
-    assert set(registry["versions"]) == {"arch1", "arch2", "adapted", "production", "scenes", "routed", "refined", "adapted_scenes"}
+    assert set(registry["versions"]) == {
+        "arch1",
+        "arch2",
+        "adapted",
+        "production",
+        "scenes",
+        "routed",
+        "refined",
+        "refined_scenes",
+        "adapted_scenes",
+    }
     # the published production estimator is tracked in this store, scored in Table 1 and against its targets
     assert "production" in table1 and set(table1["production"]) == {"mag", "re", "n", "ellipticity"}
     production = json.loads((repo / "reports/production.json").read_text())
@@ -96,11 +106,13 @@ def test_fresh_copy_pulls_data_and_reproduces_pipeline(repo_copy):
     assert production["real"]["n"] == 15 and "table1_h23_vs_classical" in production["targets"]
     # a published estimator passes the gates against the toy networks and serves as champion
     assert (
-        registry["offered"] in ("production", "scenes", "routed", "refined")
+        registry["offered"] in ("production", "scenes", "routed", "refined", "refined_scenes")
         and registry["holder"] == registry["versions"][registry["offered"]]
     )
     realistic_truth = json.loads((repo / "reports/realistic_truth.json").read_text())
-    assert "scenes" in table1 and {"scenes", "routed", "refined", "adapted_scenes"} <= set(realistic_truth["against_truth"])
+    assert "scenes" in table1 and {"scenes", "routed", "refined", "refined_scenes", "adapted_scenes"} <= set(
+        realistic_truth["against_truth"]
+    )
     # real data ingested, the realistic domain labelled by classical fits, and the adaptation curve
     assert json.loads((repo / "reports/ingest_uds.json").read_text())["ingested"] == 15
     labelling = json.loads((repo / "reports/assemble_realistic.json").read_text())
@@ -111,7 +123,7 @@ def test_fresh_copy_pulls_data_and_reproduces_pipeline(repo_copy):
     figure5 = json.loads((repo / "reports/figure5.json").read_text())
     assert figure5["sizes"][0] == 6 and figure5["sizes"][-1] <= 12 and len(figure5["scratch"]["mag"]) == 2
     real_check = json.loads((repo / "reports/real_check.json").read_text())
-    assert real_check["n"] == 15 and {"routed", "refined", "adapted_scenes"} <= set(real_check["estimators"])
+    assert real_check["n"] == 15 and {"routed", "refined", "refined_scenes", "adapted_scenes"} <= set(real_check["estimators"])
     # the adaptation curve redone on the scene-trained base (legato adapt --section adapt_scenes)
     assert set(json.loads((repo / "reports/adapt_scenes/table2.json").read_text())["after"]) == {"mag", "re", "n", "ellipticity"}
     # the routed estimator (legato route) is built, tracked and scored in Table 1 beside the networks it routes between
@@ -123,6 +135,11 @@ def test_fresh_copy_pulls_data_and_reproduces_pipeline(repo_copy):
         set(table1["refined"]) == {"mag", "re", "n", "ellipticity"}
         and json.loads((repo / "reports/refine.json").read_text())["train_rows"] == 60
     )
+    # and the scene estimator with the stage trained per band (legato refine --section refine_scenes: 30 galaxies, 2 copies)
+    refined_scenes = json.loads((repo / "models/refined_scenes_tracked/estimator.json").read_text())
+    assert refined_scenes["kind"] == "refined" and refined_scenes["psf_input"]["default_band"] == "F160W"
+    assert set(table1["refined_scenes"]) == {"mag", "re", "n", "ellipticity"}
+    assert json.loads((repo / "reports/refine_scenes.json").read_text())["train_rows"] == 60
     assert registry["holder"] in registry["versions"].values()
     assert registry["domain_alias"]["alias"] == "realistic" and registry["domain_alias"]["holder"] in (
         registry["versions"]["production"],
@@ -168,7 +185,7 @@ def published_copy_regenerates_only_stamp_sets(repo: Path, env: dict, dvc: list)
     env = dict(env, MLFLOW_TRACKING_URI=f"sqlite:///{clone / 'mlflow.db'}")  # the clone's own, empty store
     run([*dvc, "pull", "-q", "--allow-missing"], clone, env)
     imported = run([sys.executable, "-m", "legato", "history", "import", "mlflow_history"], clone, env)
-    assert "0 present" in imported and "registry versions created: 8" in imported
+    assert "0 present" in imported and "registry versions created: 9" in imported
     # the clone stands in for a machine of another CPU family: every regenerated pixel a few ULPs away
     other_cpu = dict(env, **{STAND_IN_VARIABLE: "2"})
     output = run([*dvc, "repro"], clone, other_cpu)

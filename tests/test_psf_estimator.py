@@ -331,3 +331,44 @@ def test_a_routed_estimator_is_served_and_predicted_like_any_other(production, s
         np.testing.assert_allclose(served[name].to_numpy(), columns[name], rtol=1e-5, equal_nan=True)
     refused = CliRunner().invoke(app, [*command[:-1], str(tmp_path / "again"), "--disagreement-sigma", "0"])
     assert refused.exit_code == 1 and "positive sigma" in refused.output and not (tmp_path / "again").exists()
+
+
+def test_a_psf_conditioned_estimator_is_refined_per_band_and_keeps_its_bands(
+    scene_estimator, loaded, test_stamps, tiny_noiseless, repo_root, tmp_path
+):
+    """`legato refine --section refine_scenes` on the multi-band set: each band's rows measured with their true PSF."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from legato.cli import app
+    from legato.models.estimator import LoadedEstimator
+
+    root, _ = scene_estimator
+    command = ["refine", "--params", str(repo_root / "params.yaml"), "--section", "refine_scenes", "--base", str(root / "estimator")]
+    command += ["--train", str(root / "bands/train"), "--calibration", str(root / "bands/val"), "--out", str(tmp_path / "refined")]
+    result = CliRunner().invoke(app, command + ["--report", str(tmp_path / "refine.json")])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "refine.json").read_text())
+    assert summary["train_rows"] == 2 * 40 and summary["calibration_rows"] == 2 * 24  # refine_scenes: copies 2, calibration_copies 2
+    refined = LoadedEstimator(tmp_path / "refined")
+    assert refined.psf_bands == loaded.psf_bands and refined.output_columns == loaded.output_columns
+    stamps, _ = test_stamps
+    condition = loaded.psf_condition(band="F125W")
+    base, rows = loaded.predict(stamps, psf=condition), refined.predict(stamps, psf=condition)
+    np.testing.assert_array_equal(rows["zeropoint"], base["zeropoint"])
+    np.testing.assert_array_equal(rows["flags"], base["flags"])
+    measured = np.isfinite(base["mag"]) & ((base["flags"] & BLENDED) == 0)
+    assert measured.any() and np.all(rows["mag"][measured] != base["mag"][measured])
+    command = [
+        "refine",
+        "--params",
+        str(repo_root / "params.yaml"),
+        "--base",
+        str(root / "estimator"),
+        "--train",
+        str(tiny_noiseless / "train"),
+    ]
+    result = CliRunner().invoke(app, command + ["--calibration", str(tiny_noiseless / "val"), "--out", str(tmp_path / "single_band")])
+    assert result.exit_code != 0 and "multi-band noiseless set" in result.output and "band, psf_fwhm_arcsec" in result.output
+    assert not (tmp_path / "single_band").exists()

@@ -137,3 +137,30 @@ def test_refinement_refuses_a_base_without_intervals_a_refined_base_and_other_ap
     (tmp_path / "other/stage.json").write_text(json.dumps(record))
     with pytest.raises(ConfigError, match="other apertures"):
         RefinementStage.load(tmp_path / "other")
+
+
+def test_the_shift_guard_keeps_the_base_rows_the_stage_would_move_too_far(refined, production, tiny_sim, tmp_path):
+    from legato.flags import BLENDED
+    from legato.io.stamps import load_split
+    from legato.models.estimator import LoadedEstimator
+    from legato.models.refinement import RefinementStage, stage_features
+
+    stamps, _, _ = load_split(tiny_sim / "test")
+    base = LoadedEstimator(production[0]).predict(stamps)
+    stage = RefinementStage.load(refined[0] / "refinement")
+    assert stage.max_shift_sigmas is None  # params.yaml refine: no guard
+    shifts, _ = stage.residuals(stage_features(stamps, base, 25.9463))
+    widths = np.column_stack(
+        [base["mag_err"], base["re_arcsec_err"] / base["re_arcsec"], base["n_err"] / base["n"], base["ellipticity_err"]]
+    )
+    ratio = np.max(np.abs(shifts) / widths, axis=1)
+    stage.max_shift_sigmas = float(np.nanmedian(ratio))
+    stage.save(tmp_path / "guarded")
+    guarded = RefinementStage.load(tmp_path / "guarded")
+    assert guarded.max_shift_sigmas == stage.max_shift_sigmas
+    rows = guarded.apply(stamps, base, 25.9463)
+    moved = rows["mag"] != base["mag"]
+    np.testing.assert_array_equal(moved, np.isfinite(ratio) & (ratio <= stage.max_shift_sigmas) & ((base["flags"] & BLENDED) == 0))
+    for name in ("mag", "re_arcsec", "n_err95"):
+        np.testing.assert_array_equal(rows[name][~moved], base[name][~moved])
+    assert 0 < moved.sum() < len(stamps)

@@ -111,7 +111,7 @@ def training_domain(recipe: dict) -> str:
     if recipe.get("routes"):  # a routed estimator (legato.models.routing): each stamp measured by one of two
         return "routed"
     if recipe.get("base"):  # a refined estimator (legato.models.refinement): its base's domain, plus the second stage
-        return "sim-noise-range+refined"
+        return f"{recipe.get('base_domain', 'sim-noise-range')}+refined"
     return "sim-scenes-every-band" if recipe.get("scenes") else "sim-noise-range"
 
 

@@ -79,6 +79,9 @@ def adapt(
 
 def refine(
     params: ParamsOption = Path("params.yaml"),
+    settings_section: Annotated[
+        str, typer.Option("--section", help="params.yaml section of the settings: refine, or a section whose keys override refine's.")
+    ] = "refine",
     base: Annotated[Optional[Path], typer.Option(help="Estimator to refine (default: params refine.base).")] = None,
     train: Annotated[Optional[Path], typer.Option(help="Noiseless set the stage learns from, made noisy (default: params).")] = None,
     calibration: Annotated[Optional[Path], typer.Option(help="Noiseless set its intervals are calibrated on (default: params).")] = None,
@@ -93,6 +96,8 @@ def refine(
 
     loaded = load_params(params)
     settings = section(loaded, "refine")
+    if settings_section != "refine":
+        settings = {**settings, **section(loaded, settings_section)}
     depths = settings.get("depths") or section(loaded, "production").get("depths") or {}
     summary = train_refinement(
         base or Path(settings["base"]),
@@ -104,6 +109,7 @@ def refine(
         calibration_copies=int(settings.get("calibration_copies", 3)),
         seed=int(settings.get("seed", 0)),
         max_train=max_train if max_train is not None else settings.get("max_train"),
+        max_shift_sigmas=settings.get("max_shift_sigmas"),
     )
     before, after = summary["val_r2_h23"]["base"], summary["val_r2_h23"]["refined"]
     typer.echo(

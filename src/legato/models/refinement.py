@@ -23,7 +23,12 @@ Its intervals are calibrated on held-out stamps per predicted-magnitude bin
 A refined estimator folder (manifest ``kind: refined``) holds the base estimator
 under ``base/`` and the stage under ``refinement/``. Stamps the base flags as
 ``BLENDED`` (a neighbour's light is in the apertures: the stage is trained on
-isolated galaxies) or cannot measure keep the base's values and intervals.
+isolated galaxies) or cannot measure keep the base's values and intervals. A stage
+trained with a shift guard (``max_shift_sigmas``) also keeps the base's row where it
+would move any estimate by more than that many of the base's own 68% half-widths:
+a dense network extrapolates without bound on a curve of growth unlike any it was
+trained on (an undetected neighbour, a clumpy galaxy), and a calibrated base is
+rarely that far from the truth (3 half-widths: 0.3% of Gaussian errors).
 """
 
 from __future__ import annotations
@@ -54,6 +59,8 @@ ERROR_SUFFIXES = {"68": "_err", "95": "_err95"}
 PSF_FWHM_REFERENCE_ARCSEC = 0.18
 #: fewest usable rows the stage is trained on (the toy pipeline has 30)
 MIN_TRAINING_ROWS = 20
+#: columns of :func:`stage_features` holding the base's 68% half-widths in the stage's target space
+BASE_WIDTH_FEATURES = slice(4, 8)
 
 
 def _apertures(size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -75,8 +82,8 @@ def stage_features(stamps: np.ndarray, columns: dict, zeropoint: float) -> np.nd
     columns : dict
         The base estimator's rows on them: ``mag``, ``re_arcsec``, ``n``, ``ellipticity``, their ``_err`` and
         ``sky_sigma`` (``psf_fwhm_arcsec`` when it reports the PSF).
-    zeropoint : float
-        AB zeropoint of ``mag`` (electrons/s).
+    zeropoint : float or numpy.ndarray
+        AB zeropoint of ``mag`` (electrons/s), one or ``(N,)`` (rows of several bands).
     """
     growth, moment_masks, x, y = _apertures(stamps.shape[-1])
     flat = stamps.reshape(len(stamps), -1).astype(np.float32)
@@ -131,8 +138,9 @@ def _loss(y_true, y_pred):
 class RefinementStage:
     """The second stage: a dense network on :func:`stage_features`, its standardisation and interval calibration."""
 
-    def __init__(self, model, feature_mean, feature_std, residual_std, calibration: dict | None = None):
+    def __init__(self, model, feature_mean, feature_std, residual_std, calibration: dict | None = None, max_shift_sigmas=None):
         self.model = model
+        self.max_shift_sigmas = None if max_shift_sigmas is None else float(max_shift_sigmas)
         self.feature_mean = np.asarray(feature_mean, dtype=np.float64)
         self.feature_std = np.asarray(feature_std, dtype=np.float64)
         self.residual_std = np.asarray(residual_std, dtype=np.float64)
@@ -140,8 +148,20 @@ class RefinementStage:
         self._forward = None
 
     @classmethod
-    def fit(cls, features: np.ndarray, residuals: np.ndarray, seed: int = 0, epochs: int = 150, width: int = 128, depth: int = 3):
-        """Train the stage on ``features`` / ``residuals`` (rows with any NaN are left out; 10% held out for early stopping)."""
+    def fit(
+        cls,
+        features: np.ndarray,
+        residuals: np.ndarray,
+        seed: int = 0,
+        epochs: int = 150,
+        width: int = 128,
+        depth: int = 3,
+        max_shift_sigmas: float | None = None,
+    ):
+        """Train the stage on ``features`` / ``residuals`` (rows with any NaN are left out; 10% held out for early stopping).
+
+        ``max_shift_sigmas`` (None: no guard) is the largest shift of an estimate, in the base's 68% half-widths,
+        the stage may apply (:meth:`guarded`)."""
         import keras
 
         keras.utils.set_random_seed(seed)
@@ -166,7 +186,7 @@ class RefinementStage:
             verbose=0,
             callbacks=callbacks,
         )
-        return cls(model, mean, std, residual_std)
+        return cls(model, mean, std, residual_std, max_shift_sigmas=max_shift_sigmas)
 
     def residuals(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Predicted residuals and their standard deviations, ``(N, 4)`` each (NaN where a feature is missing)."""
@@ -183,17 +203,24 @@ class RefinementStage:
             sigma[ok] = np.exp(0.5 * np.clip(out[:, k:], *LOG_VARIANCE_RANGE)) * self.residual_std
         return mean, sigma
 
+    def guarded(self, features: np.ndarray, shifts: np.ndarray) -> np.ndarray:
+        """Rows whose every shift is within ``max_shift_sigmas`` of the base's 68% half-widths (all rows without a guard)."""
+        if self.max_shift_sigmas is None:
+            return np.ones(len(shifts), dtype=bool)
+        with np.errstate(invalid="ignore"):
+            return np.all(np.abs(shifts) <= self.max_shift_sigmas * features[:, BASE_WIDTH_FEATURES], axis=1)
+
     def calibrate(self, features: np.ndarray, residuals: np.ndarray, predicted_mag: np.ndarray) -> dict:
-        """Interval factors per predicted-magnitude bin from held-out stamps (stored on the stage and returned)."""
+        """Interval factors per predicted-magnitude bin from held-out stamps the stage refines (stored on the stage and returned)."""
         from legato.models.uncertainty import binned_calibration_scales
 
         mean, sigma = self.residuals(features)
-        ok = np.all(np.isfinite(mean), axis=1) & np.all(np.isfinite(residuals), axis=1)
+        ok = np.all(np.isfinite(mean), axis=1) & np.all(np.isfinite(residuals), axis=1) & self.guarded(features, mean)
         self.calibration = binned_calibration_scales(residuals[ok], mean[ok], sigma[ok], predicted_mag[ok], CALIBRATION_MAG_EDGES)
         return self.calibration
 
     def apply(self, stamps: np.ndarray, columns: dict, zeropoint: float) -> dict:
-        """The base rows refined: new estimates and calibrated intervals, except on ``BLENDED`` or unmeasured rows.
+        """The base rows refined: new estimates and calibrated intervals, except on ``BLENDED``, unmeasured or guarded rows.
 
         Parameters
         ----------
@@ -201,15 +228,15 @@ class RefinementStage:
             ``(N, H, W)`` stamps, electrons/s.
         columns : dict
             The base estimator's rows (its full column set).
-        zeropoint : float
-            AB zeropoint of the rows' ``mag``.
+        zeropoint : float or numpy.ndarray
+            AB zeropoint of the rows' ``mag``, one or per row.
         """
         from legato.models.uncertainty import scale_for
 
         features = stage_features(stamps, columns, zeropoint)
         delta, sigma = self.residuals(features)
         flags = np.asarray(columns.get("flags", np.zeros(len(stamps))), dtype=np.int64)
-        refine = np.all(np.isfinite(delta), axis=1) & ((flags & (BLENDED | int(NOT_PREDICTED))) == 0)
+        refine = np.all(np.isfinite(delta), axis=1) & ((flags & (BLENDED | int(NOT_PREDICTED))) == 0) & self.guarded(features, delta)
         out = dict(columns)
         new = {}
         for i, (name, log) in enumerate(LOG_TARGETS.items()):
@@ -241,6 +268,7 @@ class RefinementStage:
             "feature_std": self.feature_std.tolist(),
             "residual_std": self.residual_std.tolist(),
             "calibration": self.calibration,
+            "max_shift_sigmas": self.max_shift_sigmas,
         }
         (folder / "stage.json").write_text(json.dumps(record, indent=2))
 
@@ -254,7 +282,14 @@ class RefinementStage:
         if tuple(record["growth_radii_pix"]) != GROWTH_RADII_PIX or tuple(record["moment_radii_pix"]) != MOMENT_RADII_PIX:
             raise ConfigError(f"{folder}: the refinement stage was trained on other apertures than this version of legato computes")
         model = keras.saving.load_model(folder / "stage.keras", compile=False)
-        return cls(model, record["feature_mean"], record["feature_std"], record["residual_std"], record["calibration"])
+        return cls(
+            model,
+            record["feature_mean"],
+            record["feature_std"],
+            record["residual_std"],
+            record["calibration"],
+            record.get("max_shift_sigmas"),
+        )
 
 
 def write_refined_estimator(base: str | Path, stage: RefinementStage, out: str | Path, info: dict | None = None) -> Path:

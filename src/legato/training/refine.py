@@ -9,6 +9,11 @@ stage learns the residuals from its estimates and the stamps' curve of growth an
 moments. Its intervals are calibrated on the validation split made noisy the same
 way (``calibration_copies`` depths per galaxy), galaxies neither the base nor the
 stage trained on.
+
+A PSF-conditioned base (the scene estimator) is refined on the multi-band noiseless
+library (``datasets/bands``): each band's rows are measured with their own true
+(jittered) PSF and zeropoint, as the base was trained, and the stage sees the PSF
+FWHM among its inputs.
 """
 
 from __future__ import annotations
@@ -46,10 +51,58 @@ def noisy_rows(set_dir: Path, copies: int, depths, seed: int, limit: int | None 
     return stamps, labels[rows]
 
 
-def estimator_rows(estimator, stamps: np.ndarray, batch_size: int = 256) -> dict:
-    """An estimator's columns on already checked ``stamps``: flags as int64, every other column float64."""
-    columns = estimator.predict(stamps, batch_size=batch_size, checked=True)
+def estimator_rows(estimator, stamps: np.ndarray, batch_size: int = 256, psf=None) -> dict:
+    """An estimator's columns on already checked ``stamps`` (with ``psf``, a :class:`~legato.models.psf_condition.PsfCondition`,
+    for a PSF-conditioned one): flags as int64, every other column float64."""
+    columns = estimator.predict(stamps, batch_size=batch_size, checked=True, psf=psf)
     return {k: np.asarray(v, dtype=np.int64 if k == "flags" else np.float64) for k, v in columns.items()}
+
+
+#: label columns a PSF-conditioned base is measured with (the multi-band noiseless library's)
+PSF_LABELS = ("band", "psf_fwhm_arcsec", "psf_r50_arcsec", "zeropoint")
+
+
+def base_rows(estimator, stamps: np.ndarray, labels, batch_size: int = 256) -> tuple[dict, np.ndarray]:
+    """The base estimator's columns on ``stamps`` and each row's AB zeropoint.
+
+    A PSF-conditioned base measures each band's rows told their true PSF (``psf_fwhm_arcsec``,
+    ``psf_r50_arcsec``) and the band's zeropoint, as it was trained; any other base measures
+    every row on the F160W zeropoint.
+
+    Raises
+    ------
+    ConfigError
+        When a PSF-conditioned base is given labels without the multi-band columns.
+    """
+    from legato.conventions import BAND, ZEROPOINT_AB
+
+    if estimator.psf_bands is None:
+        return estimator_rows(estimator, stamps, batch_size), np.full(len(stamps), ZEROPOINT_AB[BAND])
+    missing = [c for c in PSF_LABELS if c not in labels.colnames]
+    if missing:
+        from legato.errors import ConfigError
+
+        raise ConfigError(
+            f"a PSF-conditioned estimator is refined on a multi-band noiseless set (legato simulate --noiseless --bands): "
+            f"the labels lack {', '.join(missing)}"
+        )
+    from legato.models.psf_condition import PsfCondition
+
+    bands = np.asarray(labels["band"]).astype(str)
+    merged: dict[str, np.ndarray] = {}
+    for band in np.unique(bands):
+        rows = np.flatnonzero(bands == band)
+        condition = PsfCondition(
+            band=str(band),
+            psf_id="true PSF of each row",
+            fwhm_arcsec=np.asarray(labels["psf_fwhm_arcsec"][rows], dtype=float),
+            r50_arcsec=np.asarray(labels["psf_r50_arcsec"][rows], dtype=float),
+            zeropoint=float(labels["zeropoint"][rows[0]]),
+        )
+        part = estimator_rows(estimator, stamps[rows], batch_size, psf=condition)
+        for name, values in part.items():
+            merged.setdefault(name, np.empty(len(stamps), dtype=values.dtype))[rows] = values
+    return merged, merged["zeropoint"]
 
 
 def _r2(labels, columns: dict) -> dict:
@@ -68,6 +121,7 @@ def train_refinement(
     seed: int = 0,
     max_train: int | None = None,
     batch_size: int = 256,
+    max_shift_sigmas: float | None = None,
 ) -> dict:
     """Fit, calibrate and write a refined estimator; return the run summary.
 
@@ -90,41 +144,41 @@ def train_refinement(
         Use only the first galaxies of ``train``.
     batch_size : int
         Stamps per forward pass of the base.
+    max_shift_sigmas : float, optional
+        The stage's shift guard in the base's 68% half-widths (None: none; :meth:`RefinementStage.guarded`).
 
     Returns
     -------
     dict
         Rows, seconds, and the validation R² (H <= 23) before and after the stage, with interval coverage.
     """
-    from legato.conventions import BAND, ZEROPOINT_AB
     from legato.models.estimator import LoadedEstimator
     from legato.models.refinement import RefinementStage, stage_features, stage_residuals, write_refined_estimator
     from legato.models.uncertainty import covered
     from legato.training.noisy_batches import DepthRange
 
-    zeropoint = ZEROPOINT_AB[BAND]
     start = time.perf_counter()
     estimator = LoadedEstimator(base)
-    if estimator.psf_bands is not None:
-        from legato.errors import ConfigError
-
-        raise ConfigError(f"{base}: refining a PSF-conditioned estimator needs per-band training sets (not built yet)")
     depths = DepthRange() if depths is None else depths
     stamps, labels = noisy_rows(train, copies, depths, seed, max_train)
-    columns = estimator_rows(estimator, stamps, batch_size)
+    columns, zeropoint = base_rows(estimator, stamps, labels, batch_size)
     features, residuals = stage_features(stamps, columns, zeropoint), stage_residuals(labels, columns)
     del stamps
-    stage = RefinementStage.fit(features, residuals, seed=seed)
+    stage = RefinementStage.fit(features, residuals, seed=seed, max_shift_sigmas=max_shift_sigmas)
     fit_seconds = time.perf_counter() - start
 
     stamps, val_labels = noisy_rows(calibration, calibration_copies, depths, seed + 100)
-    val_columns = estimator_rows(estimator, stamps, batch_size)
-    val_features = stage_features(stamps, val_columns, zeropoint)
+    val_columns, val_zeropoint = base_rows(estimator, stamps, val_labels, batch_size)
+    val_features = stage_features(stamps, val_columns, val_zeropoint)
     val_residuals = stage_residuals(val_labels, val_columns)
     mean, _ = stage.residuals(val_features)
+    guarded = stage.guarded(val_features, mean)
     stage.calibrate(val_features, val_residuals, val_columns["mag"] + np.nan_to_num(mean[:, 0]))
-    refined = stage.apply(stamps, val_columns, zeropoint)
+    refined = stage.apply(stamps, val_columns, val_zeropoint)
+    from legato.tracking import training_domain
+
     info = {
+        "base_domain": training_domain(estimator.manifest.get("training", {}).get("recipe", {})),
         "train": str(train),
         "calibration": str(calibration),
         "copies": copies,
@@ -132,6 +186,7 @@ def train_refinement(
         "depths": {"sky_scale": list(depths.sky_scale), "correlation_pix": list(depths.correlation_pix)},
         "seed": seed,
         "train_rows": int(len(features)),
+        "max_shift_sigmas": max_shift_sigmas,
     }
     write_refined_estimator(base, stage, out, info)
     coverage = {}
@@ -146,6 +201,7 @@ def train_refinement(
         "out": str(out),
         "train_rows": int(len(features)),
         "calibration_rows": int(len(val_labels)),
+        "calibration_rows_beyond_guard": int(np.sum(~guarded & np.all(np.isfinite(mean), axis=1))),
         "seconds": round(time.perf_counter() - start, 1),
         "fit_seconds": round(fit_seconds, 1),
         "val_r2_h23": {"base": _r2(val_labels, val_columns), "refined": _r2(val_labels, refined)},
