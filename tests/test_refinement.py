@@ -164,3 +164,20 @@ def test_the_shift_guard_keeps_the_base_rows_the_stage_would_move_too_far(refine
     for name in ("mag", "re_arcsec", "n_err95"):
         np.testing.assert_array_equal(rows[name][~moved], base[name][~moved])
     assert 0 < moved.sum() < len(stamps)
+
+
+def test_bright_galaxies_get_more_noisy_copies(tiny_noiseless):
+    from legato.io.stamps import load_split
+    from legato.training.noisy_batches import DepthRange
+    from legato.training.refine import noisy_rows
+
+    _, labels, _ = load_split(tiny_noiseless / "train")
+    cut = float(np.median(labels["mag"]))
+    brighter = int(np.sum(np.asarray(labels["mag"]) < cut))
+    plain_stamps, plain = noisy_rows(tiny_noiseless / "train", 2, DepthRange(), seed=3)
+    stamps, rows = noisy_rows(tiny_noiseless / "train", 2, DepthRange(), seed=3, bright=(cut, 5))
+    assert len(plain) == 2 * len(labels) and len(rows) == 2 * len(labels) + 3 * brighter
+    assert np.all(np.asarray(rows["mag"][len(plain) :]) < cut) and stamps.shape[1:] == plain_stamps.shape[1:]
+    np.testing.assert_array_equal(rows["id"][: len(plain)], plain["id"])
+    _, same = noisy_rows(tiny_noiseless / "train", 2, DepthRange(), seed=3, bright=(cut, 2))  # no more than `copies`: unchanged
+    assert len(same) == len(plain)

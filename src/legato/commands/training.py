@@ -110,6 +110,7 @@ def refine(
         seed=int(settings.get("seed", 0)),
         max_train=max_train if max_train is not None else settings.get("max_train"),
         max_shift_sigmas=settings.get("max_shift_sigmas"),
+        bright=(float(settings["bright_mag"]), int(settings["bright_copies"])) if settings.get("bright_mag") is not None else None,
     )
     before, after = summary["val_r2_h23"]["base"], summary["val_r2_h23"]["refined"]
     typer.echo(

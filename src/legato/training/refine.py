@@ -30,13 +30,17 @@ from legato.stats import r2_score
 MAG_LIMIT = 23.0
 
 
-def noisy_rows(set_dir: Path, copies: int, depths, seed: int, limit: int | None = None):
+def noisy_rows(set_dir: Path, copies: int, depths, seed: int, limit: int | None = None, bright: tuple[float, int] | None = None):
     """``copies`` noisy realisations of every noiseless model of ``set_dir`` (random depth, correlation and symmetry each).
+
+    ``bright = (mag, count)`` gives every galaxy brighter than ``mag`` ``count`` realisations in all instead
+    (the extra rows after the others): bright galaxies are rare in the survey prior, yet their
+    errors are the furthest from the physical limit (``reports/crb.json``).
 
     Returns
     -------
     tuple
-        Stamps ``(N * copies, H, W)`` float32, electrons/s, and their label rows.
+        Stamps ``(N * copies + extra, H, W)`` float32, electrons/s, and their label rows.
     """
     from legato.io.stamps import load_split
     from legato.training.noise_aware import noiseless_set_noise
@@ -45,6 +49,9 @@ def noisy_rows(set_dir: Path, copies: int, depths, seed: int, limit: int | None 
     models, labels, header = load_split(set_dir, limit)
     noise = noiseless_set_noise(header, set_dir)
     rows = np.arange(len(models) * copies) % len(models)
+    if bright is not None and bright[1] > copies:
+        brighter = np.flatnonzero(np.asarray(labels["mag"], dtype=float) < bright[0])
+        rows = np.concatenate([rows, np.repeat(brighter, int(bright[1]) - copies)])
     rng = np.random.default_rng([seed, copies])
     scale, correlation = depths.draw(len(rows), rng)
     stamps = noisy_copies(dihedral(models[rows], rng.integers(0, 8, len(rows))), noise, scale, correlation, seed=seed + 1)
@@ -122,6 +129,7 @@ def train_refinement(
     max_train: int | None = None,
     batch_size: int = 256,
     max_shift_sigmas: float | None = None,
+    bright: tuple[float, int] | None = None,
 ) -> dict:
     """Fit, calibrate and write a refined estimator; return the run summary.
 
@@ -146,6 +154,8 @@ def train_refinement(
         Stamps per forward pass of the base.
     max_shift_sigmas : float, optional
         The stage's shift guard in the base's 68% half-widths (None: none; :meth:`RefinementStage.guarded`).
+    bright : tuple, optional
+        ``(mag, count)``: training galaxies brighter than ``mag`` get ``count`` noisy copies (:func:`noisy_rows`).
 
     Returns
     -------
@@ -160,7 +170,7 @@ def train_refinement(
     start = time.perf_counter()
     estimator = LoadedEstimator(base)
     depths = DepthRange() if depths is None else depths
-    stamps, labels = noisy_rows(train, copies, depths, seed, max_train)
+    stamps, labels = noisy_rows(train, copies, depths, seed, max_train, bright)
     columns, zeropoint = base_rows(estimator, stamps, labels, batch_size)
     features, residuals = stage_features(stamps, columns, zeropoint), stage_residuals(labels, columns)
     del stamps
@@ -187,6 +197,7 @@ def train_refinement(
         "seed": seed,
         "train_rows": int(len(features)),
         "max_shift_sigmas": max_shift_sigmas,
+        **({"bright": {"mag": bright[0], "copies": bright[1]}} if bright is not None else {}),
     }
     write_refined_estimator(base, stage, out, info)
     coverage = {}
