@@ -5,8 +5,8 @@ Clones the repository (its committed HEAD) into a temporary folder, then times
 of the published artifacts, import of their MLflow history, `dvc repro`,
 `dvc status`, `legato where`). Afterwards it checks what the issue asks of a
 fresh clone: `dvc status` up to date, `git status` clean, only the regenerated
-stages ran, the champion is the version the pipeline registered as champion
-(``reports/registry.json``), and `mlflow server` (the
+stages ran, the champion is the version the shipped registry history holds
+(``mlflow_history/manifest.json``: the register stage's holder or a rollback's), and `mlflow server` (the
 UI's backend, started on 127.0.0.1 and stopped by PID) lists the shipped runs.
 
 With ``--cpu avx2`` it does the same a second time on another clone as an
@@ -111,9 +111,18 @@ def cold_install(workdir: Path) -> dict:
 
 
 def registered_champion(clone: Path) -> int | None:
-    """The champion version the pipeline's register stage recorded (``reports/registry.json`` ``holder``)."""
-    path = clone / "reports/registry.json"
-    return int(json.loads(path.read_text())["holder"]) if path.is_file() else None
+    """The champion version the shipped registry history holds (``mlflow_history/manifest.json``).
+
+    That is the register stage's holder, or the version a later ``legato rollback`` gave the alias back to.
+    """
+    path = clone / "mlflow_history/manifest.json"
+    if not path.is_file():
+        return None
+    for model in json.loads(path.read_text())["registry"]:
+        for version in model["versions"]:
+            if "champion" in version["aliases"]:
+                return int(version["version"])
+    return None
 
 
 def fresh_clone_run(workdir: Path, cpu: str) -> dict:

@@ -18,6 +18,15 @@ from legato.io.fingerprint import STAND_IN_VARIABLE
 pytestmark = pytest.mark.slow
 
 
+def bright_training_galaxies(repo: Path) -> int:
+    """Galaxies of the copy's noiseless training split brighter than params refine.bright_mag (12 noisy copies, not 2)."""
+    from legato.io.stamps import load_split
+
+    cut = yaml.safe_load((repo / "params.yaml").read_text())["refine"]["bright_mag"]
+    _, labels, _ = load_split(repo / "datasets/noiseless/train")
+    return int(sum(float(mag) < cut for mag in labels["mag"]))
+
+
 def run(cmd, cwd, env):
     result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, f"{' '.join(cmd)} failed:\n{result.stdout}\n{result.stderr}"
@@ -131,10 +140,9 @@ def test_fresh_copy_pulls_data_and_reproduces_pipeline(repo_copy):
     assert set(table1["routed"]) == {"mag", "re", "n", "ellipticity"}
     # the production estimator with its photometric second stage (legato refine), tracked and scored the same way
     assert json.loads((repo / "models/refined_tracked/estimator.json").read_text())["kind"] == "refined"
-    assert (
-        set(table1["refined"]) == {"mag", "re", "n", "ellipticity"}
-        and json.loads((repo / "reports/refine.json").read_text())["train_rows"] == 60
-    )
+    assert set(table1["refined"]) == {"mag", "re", "n", "ellipticity"} and json.loads((repo / "reports/refine.json").read_text())[
+        "train_rows"
+    ] == 60 + 10 * bright_training_galaxies(repo)
     # and the scene estimator with the stage trained per band (legato refine --section refine_scenes: 30 galaxies, 2 copies)
     refined_scenes = json.loads((repo / "models/refined_scenes_tracked/estimator.json").read_text())
     assert refined_scenes["kind"] == "refined" and refined_scenes["psf_input"]["default_band"] == "F160W"

@@ -64,14 +64,18 @@ def refined(production, tiny_noiseless, repo_root, tmp_path_factory):
     return out / "estimator", json.loads((out / "refine.json").read_text())
 
 
-def test_refine_writes_a_refined_estimator_with_its_base_lineage_and_calibrated_intervals(refined, production):
+def test_refine_writes_a_refined_estimator_with_its_base_lineage_and_calibrated_intervals(refined, production, tiny_noiseless):
+    from legato.io.stamps import load_split
     from legato.models.estimator import LoadedEstimator
 
     folder, summary = refined
     manifest = json.loads((folder / "estimator.json").read_text())
     assert manifest["kind"] == "refined" and manifest["architecture"] == "production+refined"
     recipe = manifest["training"]["recipe"]
-    assert recipe["train_rows"] == summary["train_rows"] == 2 * 96 and summary["calibration_rows"] == 3 * 32  # params.yaml copies
+    _, labels, _ = load_split(tiny_noiseless / "train")
+    bright = int(np.sum(np.asarray(labels["mag"]) < 21.0))  # params.yaml refine: 12 noisy copies below H = 21, else 2
+    assert recipe["bright"] == {"mag": 21.0, "copies": 12}
+    assert recipe["train_rows"] == summary["train_rows"] == 2 * 96 + 10 * bright and summary["calibration_rows"] == 3 * 32
     assert recipe["depths"] == {"sky_scale": [0.2, 2.5], "correlation_pix": [0.0, 0.4, 0.7, 1.0]}  # production.depths
     assert (folder / "base/estimator.json").is_file() and (folder / "refinement/stage.keras").is_file()
     calibration = json.loads((folder / "refinement/stage.json").read_text())["calibration"]
