@@ -192,7 +192,10 @@ def main() -> None:
             oversized = oversized_body_check(port, args.max_batch)
             trust = {name: Client(port).post(body) for name, body in flagged.items()}
             server_pid = server.process.pid
-            server_env = {k: server.env.get(k) for k in ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS", "LEGATO_MAX_BATCH")}
+            server_env = {
+                k: server.env.get(k)
+                for k in ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "LEGATO_MAX_BATCH")
+            }
     report = build_report(args, model_info, server_pid, server_env, kinds, bad_kinds, alone, alone_wall, results, wall, oversized, trust)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")

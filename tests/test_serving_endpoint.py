@@ -88,3 +88,19 @@ def test_stamp_checks_flag_blank_non_physical_and_source_less_stamps(tiny_sim):
     assert flags[3] == StampFlag.NO_SOURCE | StampFlag.FAILED_VALIDATION
     noise = rng.normal(0.0, 0.0087, (400, 64, 64))
     assert (stamp_checks.check_stamps(noise, np.zeros(400)) & StampFlag.NO_SOURCE).mean() > 0.95
+
+
+def test_server_workers_share_the_cores_among_tensorflow_and_blas_threads(monkeypatch):
+    """Each worker gets cores // workers threads for TensorFlow and NumPy's BLAS alike (no oversubscription)."""
+    import os
+
+    from legato.serving.server import serving_environment
+
+    for key in ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 4)
+    env = serving_environment(workers=2)
+    assert env["TF_NUM_INTRAOP_THREADS"] == env["OPENBLAS_NUM_THREADS"] == env["OMP_NUM_THREADS"] == "2"
+    assert env["TF_NUM_INTEROP_THREADS"] == "1"
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")  # what the caller's environment already sets is kept
+    assert "OMP_NUM_THREADS" not in serving_environment(workers=2)

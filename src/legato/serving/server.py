@@ -57,13 +57,21 @@ def serving_environment(workers: int, training_range=None) -> dict[str, str]:
     """Settings of the model server's workers that the caller's environment does not already make.
 
     - ``TF_NUM_INTRAOP_THREADS``: the cores divided among the workers (``TF_NUM_INTEROP_THREADS`` 1),
-      so that workers do not oversubscribe the CPU;
+      so that workers do not oversubscribe the CPU; ``OPENBLAS_NUM_THREADS`` and ``OMP_NUM_THREADS``
+      the same for NumPy's BLAS (a refined estimator's curve of growth is a matrix product: with a
+      BLAS thread per core in every worker, 8 clients served 31% fewer stamps/s);
     - ``SERVING_MODEL_CONFIG``: MLflow's serving-time model configuration, here the
       ``training_range`` (:class:`~legato.flags.TrainingRange`) of the
       ``OUT_OF_RANGE`` flag, as ``legato predict --params`` uses it.
     """
     cores = os.cpu_count() or 1
-    env = {"TF_NUM_INTRAOP_THREADS": str(max(1, cores // max(1, workers))), "TF_NUM_INTEROP_THREADS": "1"}
+    per_worker = str(max(1, cores // max(1, workers)))
+    env = {
+        "TF_NUM_INTRAOP_THREADS": per_worker,
+        "TF_NUM_INTEROP_THREADS": "1",
+        "OPENBLAS_NUM_THREADS": per_worker,
+        "OMP_NUM_THREADS": per_worker,
+    }
     if training_range is not None:
         env["SERVING_MODEL_CONFIG"] = json.dumps({"training_range": training_range.as_meta()})
     return {key: value for key, value in env.items() if key not in os.environ}
