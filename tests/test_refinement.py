@@ -106,6 +106,31 @@ def test_refined_rows_differ_from_the_base_except_on_blended_rows(refined, produ
         np.testing.assert_array_equal(kept[name], flagged[name])
 
 
+def test_checks_run_ahead_of_the_network_give_the_rows_of_checks_run_inline(refined, tiny_sim):
+    """`legato predict` measures the next chunk's stamp checks and blends in its reader thread: same rows, same flags."""
+    from legato.flags import BLENDED
+    from legato.inference.predict import StampChecks, check_chunk, predict_stamps
+    from legato.io.stamps import load_split
+    from legato.models.estimator import LoadedEstimator
+
+    stamps, _, _ = load_split(tiny_sim / "test")
+    stamps = stamps.copy()
+    stamps[1] = 0.0  # blank: not predicted, so the blends are measured on the other rows only
+    brightest = int(np.argmax(stamps.sum(axis=(1, 2))))
+    stamps[2] += np.roll(stamps[brightest], 12, axis=1)  # a neighbour 12 pixels from the target
+    estimator = LoadedEstimator(refined[0])
+    assert estimator.measures_blends and estimator.base.measures_blends
+    flags = np.zeros(len(stamps), dtype=np.int32)
+    checks = check_chunk(estimator, stamps, flags)
+    assert isinstance(checks, StampChecks) and not checks.predictable[1] and len(checks.blend[0]) == len(stamps) - 1
+    inline, inline_flags = predict_stamps(estimator, stamps, flags, None)
+    ahead, ahead_flags = predict_stamps(estimator, stamps, flags, None, checks=checks)
+    np.testing.assert_array_equal(ahead_flags, inline_flags)
+    assert np.any(inline_flags & BLENDED) and not np.any(flags)  # the caller's flags are not modified
+    for name in inline:
+        np.testing.assert_array_equal(ahead[name], inline[name])
+
+
 def test_a_refined_estimator_is_served_and_predicted_like_any_other(refined, tiny_sim, tmp_path):
     """The MLflow model (what `mlflow models serve` loads) gives the rows of `legato predict`."""
     import mlflow

@@ -147,6 +147,11 @@ class AugmentedEstimator:
             self._pool = ProcessPoolExecutor(self.workers, initializer=_init_worker, initargs=(self.augmentations,))
         return list(self._pool.map(_worker_block, tasks))
 
+    @property
+    def measures_blends(self) -> bool:
+        """The wrapped estimator's (:attr:`legato.models.estimator.LoadedEstimator.measures_blends`)."""
+        return getattr(self.estimator, "measures_blends", False)
+
     def predict(self, stamps, batch_size: int = 256, checked: bool = False, **options) -> dict[str, np.ndarray]:
         """The estimator's predictions plus the augmentation columns and flag bits (``checked``: as the estimator's)."""
         return self.augment(self.estimator.predict(stamps, batch_size=batch_size, checked=checked, **options), stamps)

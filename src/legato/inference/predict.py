@@ -1,8 +1,10 @@
 """The local streaming path of ``legato predict``: chunks in, resumable parts, one atomic catalogue out.
 
-A background thread reads (and cuts) the next chunk while the network predicts
-the current one; memory is bounded by a few chunks whatever the input size, and
-finished chunks live on disk as part files (:mod:`legato.inference.writer`).
+A background thread reads (and cuts) the next chunk and runs its stamp checks and
+blend measurements (:func:`check_chunk`: NumPy, one core) while the network
+predicts the current one on every core; memory is bounded by a few chunks
+whatever the input size, and finished chunks live on disk as part files
+(:mod:`legato.inference.writer`).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -33,6 +36,41 @@ def stamp_flags(stamps: np.ndarray, flags: np.ndarray) -> np.ndarray:
     return stamp_checks.check_stamps(stamps, flags)
 
 
+@dataclass(frozen=True)
+class StampChecks:
+    """What :func:`check_chunk` measured on a batch of stamps before the network sees it.
+
+    Attributes
+    ----------
+    flags : numpy.ndarray
+        int32 input flags completed with the stamp checks (:func:`stamp_flags`).
+    blend : tuple of numpy.ndarray or None
+        ``(neighbour_fraction, blended)`` of the predictable rows
+        (:func:`legato.io.stamp_checks.blend_measurements`), for an estimator that reports them; else None.
+    """
+
+    flags: np.ndarray
+    blend: tuple[np.ndarray, np.ndarray] | None
+
+    @property
+    def predictable(self) -> np.ndarray:
+        """Rows the network measures (no ``NOT_PREDICTED`` flag)."""
+        return (self.flags & int(NOT_PREDICTED)) == 0
+
+
+def check_chunk(estimator, stamps: np.ndarray, flags: np.ndarray) -> StampChecks:
+    """The stamp checks of a batch and, when ``estimator.measures_blends``, its blend measurements on the predictable rows.
+
+    Pure NumPy: ``legato predict`` runs it in its reader thread for the next chunk while the network predicts
+    the current one.
+    """
+    checks = StampChecks(stamp_flags(stamps, flags), None)
+    rows = checks.predictable
+    if getattr(estimator, "measures_blends", False) and rows.any():
+        return StampChecks(checks.flags, stamp_checks.blend_measurements(stamps[rows]))
+    return checks
+
+
 def predict_stamps(
     estimator,
     stamps: np.ndarray,
@@ -40,6 +78,7 @@ def predict_stamps(
     training_range: TrainingRange | None,
     batch_size: int = DEFAULT_BATCH_SIZE,
     psf=None,
+    checks: StampChecks | None = None,
 ) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """The catalogue rows of a batch of stamps: float32 value columns and completed int32 flags.
 
@@ -62,13 +101,16 @@ def predict_stamps(
         Stamps per forward pass.
     psf : PsfCondition, optional
         The stamps' PSF and zeropoint (:meth:`LoadedEstimator.psf_condition`; default F160W).
+    checks : StampChecks, optional
+        :func:`check_chunk` of these stamps and ``flags``, when already run (else run here).
     """
-    flags = stamp_flags(stamps, flags)
-    ok = (flags & int(NOT_PREDICTED)) == 0
+    checks = check_chunk(estimator, stamps, flags) if checks is None else checks
+    flags, ok = checks.flags.copy(), checks.predictable
     names = value_columns(estimator)
     columns = {name: np.full(len(flags), np.nan, dtype=np.float32) for name in names}
     if ok.any():
-        predicted = estimator.predict(stamps[ok], batch_size=batch_size, checked=True, **({"psf": psf} if psf is not None else {}))
+        options = {**({"psf": psf} if psf is not None else {}), **({"blend": checks.blend} if checks.blend is not None else {})}
+        predicted = estimator.predict(stamps[ok], batch_size=batch_size, checked=True, **options)
         for name in names:
             columns[name][ok] = np.asarray(predicted[name], dtype=np.float32)
         if "flags" in predicted:  # the estimator's own input checks
@@ -78,9 +120,16 @@ def predict_stamps(
     return columns, flags
 
 
-def predict_chunk(estimator, chunk: Chunk, training_range: TrainingRange | None, batch_size: int = DEFAULT_BATCH_SIZE, psf=None):
+def predict_chunk(
+    estimator,
+    chunk: Chunk,
+    training_range: TrainingRange | None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    psf=None,
+    checks: StampChecks | None = None,
+):
     """Predictions of one chunk as an output part (``pyarrow.Table``): :func:`predict_stamps` with the chunk's ids."""
-    columns, flags = predict_stamps(estimator, chunk.stamps, chunk.flags, training_range, batch_size, psf)
+    columns, flags = predict_stamps(estimator, chunk.stamps, chunk.flags, training_range, batch_size, psf, checks)
     return part_table(chunk.ids, columns, flags)
 
 
@@ -206,8 +255,9 @@ def predict_catalogue(
     if done and source.total:
         bar.update(min(source.total, len(done) * chunk_size))
     try:
-        for chunk in prefetch(source.chunks(chunk_size, skip=done), prefetch_depth):
-            store.write(chunk.index, predict_chunk(estimator, chunk, training_range, batch_size, psf))
+        checked = ((chunk, check_chunk(estimator, chunk.stamps, chunk.flags)) for chunk in source.chunks(chunk_size, skip=done))
+        for chunk, checks in prefetch(checked, prefetch_depth):
+            store.write(chunk.index, predict_chunk(estimator, chunk, training_range, batch_size, psf, checks))
             processed += len(chunk.ids)
             bar.update(len(chunk.ids))
             if on_chunk is not None:

@@ -163,6 +163,12 @@ class LoadedEstimator:
             columns += ["mag_aper", "neighbour_fraction", "flags"]
         return tuple(columns)
 
+    @property
+    def measures_blends(self) -> bool:
+        """Whether :meth:`predict` measures the stamps' blends (``neighbour_fraction`` and ``BLENDED``): it then takes them
+        through ``blend=`` when the caller has measured them already."""
+        return self.input_range is not None or self.routes is not None
+
     def predict(self, stamps, batch_size: int = 256, checked: bool = False, psf=None, blend=None) -> dict[str, np.ndarray]:
         """Physical parameters of each stamp (columns ``mag, re_arcsec, n, q, ellipticity``).
 
@@ -193,7 +199,7 @@ class LoadedEstimator:
         if psf is None and self.psf_bands is not None:
             psf = self.psf_condition()
         if self.routes is not None:
-            return self._predict_routed(x, batch_size, psf)
+            return self._predict_routed(x, batch_size, psf, blend)
         if self.base is not None:
             columns = self.base.predict(x, batch_size, checked=True, psf=psf, blend=blend)
             return self.stage.apply(x, columns, ZEROPOINT_AB[BAND] if psf is None else psf.zeropoint)
@@ -218,12 +224,12 @@ class LoadedEstimator:
             columns.update(self._input_checks(x, columns, psf, blend))
         return columns
 
-    def _predict_routed(self, stamps: np.ndarray, batch_size: int, psf) -> dict[str, np.ndarray]:
+    def _predict_routed(self, stamps: np.ndarray, batch_size: int, psf, blend=None) -> dict[str, np.ndarray]:
         """Each stamp measured by its route (:mod:`legato.models.routing`), the rows merged in order."""
         from legato.io.stamp_checks import blend_measurements
 
         isolated, general = self.routes["isolated"], self.routes["blended"]
-        blend = blend_measurements(stamps)
+        blend = blend_measurements(stamps) if blend is None else blend
         own = isolated.psf_bands is not None or (psf.band, psf.psf_id, psf.zeropoint) == (
             (default := self.psf_condition()).band,
             default.psf_id,

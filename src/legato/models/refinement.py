@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -63,13 +64,17 @@ MIN_TRAINING_ROWS = 20
 BASE_WIDTH_FEATURES = slice(4, 8)
 
 
-def _apertures(size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Flattened masks ``(A, size²)`` of the growth and moment apertures and the pixel offsets ``x, y`` from the centre."""
+@lru_cache(maxsize=4)
+def _aperture_weights(size: int) -> np.ndarray:
+    """``(size², 20)`` float32 pixel weights of every aperture sum: the growth apertures' fluxes, then the moment
+    apertures' fluxes and their ``x²``, ``y²`` and ``xy`` moments (offsets from the stamp's centre), so that one
+    matrix product of the flattened stamps gives them all."""
     y, x = np.indices((size, size), dtype=np.float64) - size // 2
-    r = np.hypot(x, y).ravel()
-    growth = np.stack([(r <= radius) for radius in GROWTH_RADII_PIX]).astype(np.float32)
-    moments = np.stack([(r <= radius) for radius in MOMENT_RADII_PIX]).astype(np.float32)
-    return growth, moments, x.ravel().astype(np.float32), y.ravel().astype(np.float32)
+    x, y = x.ravel(), y.ravel()
+    r = np.hypot(x, y)
+    growth = np.stack([(r <= radius) for radius in GROWTH_RADII_PIX]).astype(np.float64)
+    moments = np.stack([(r <= radius) for radius in MOMENT_RADII_PIX]).astype(np.float64)
+    return np.concatenate([growth, moments, moments * x * x, moments * y * y, moments * x * y]).T.astype(np.float32)
 
 
 def stage_features(stamps: np.ndarray, columns: dict, zeropoint: float) -> np.ndarray:
@@ -85,16 +90,18 @@ def stage_features(stamps: np.ndarray, columns: dict, zeropoint: float) -> np.nd
     zeropoint : float or numpy.ndarray
         AB zeropoint of ``mag`` (electrons/s), one or ``(N,)`` (rows of several bands).
     """
-    growth, moment_masks, x, y = _apertures(stamps.shape[-1])
-    flat = stamps.reshape(len(stamps), -1).astype(np.float32)
+    weights = _aperture_weights(stamps.shape[-1])
+    sums = (stamps.reshape(len(stamps), -1).astype(np.float32, copy=False) @ weights).astype(np.float64)
+    g, m = len(GROWTH_RADII_PIX), len(MOMENT_RADII_PIX)
+    growth_flux, flux_m = sums[:, :g], sums[:, g : g + m]
+    xx, yy, xy = (sums[:, g + (k + 1) * m : g + (k + 2) * m] for k in range(3))
+    growth_pixels = weights[:, :g].sum(axis=0, dtype=np.float64)
     mag = np.asarray(columns["mag"], dtype=np.float64)
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         total = 10.0 ** (-0.4 * (mag - zeropoint))
         sky = np.asarray(columns["sky_sigma"], dtype=np.float64)
-        curve = (flat @ growth.T) / total[:, None]
-        noise = sky[:, None] * np.sqrt(growth.sum(axis=1))[None, :] / total[:, None]
-        flux_m = flat @ moment_masks.T
-        xx, yy, xy = (flat * (x * x)) @ moment_masks.T, (flat * (y * y)) @ moment_masks.T, (flat * (x * y)) @ moment_masks.T
+        curve = growth_flux / total[:, None]
+        noise = sky[:, None] * np.sqrt(growth_pixels)[None, :] / total[:, None]
         trace = xx + yy
         e_moment = np.hypot(xx - yy, 2.0 * xy) / np.where(trace > 0, trace, np.nan)
         size = np.sqrt(np.where((trace > 0) & (flux_m > 0), trace / np.where(flux_m > 0, flux_m, 1.0), np.nan))
