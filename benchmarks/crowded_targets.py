@@ -2,12 +2,14 @@
 
 Reads reports/table1.json and reports/crb.json (dvc stage evaluate), reports/realistic_truth.json
 (score_realistic), reports/table2.json (adapt) and reports/adapt_scenes/table2.json (adapt_scenes),
-reports/real_check.json (real_check), reports/speed_routed.json (benchmarks/speed.py) and
-reports/serve_load_routed.json (benchmarks/serve_load.py); writes reports/crowded_targets.json.
-The candidate is the routed estimator (``legato route``); ``--estimator`` scores another one. Coverage is
-scored for it and for the adapted estimator (``--adapted``, default adapted_scenes: the realistic alias's holder).
+reports/real_check.json (real_check), reports/speed_<estimator>.json (benchmarks/speed.py) and
+reports/serve_load_<estimator>.json (benchmarks/serve_load.py); writes reports/crowded_targets.json.
+The candidate is the routed estimator (``legato route``: the one built for crowded stamps); ``--estimator`` scores
+another one, e.g. the champion (the refined estimator, registry v21) into ``--out``. Coverage is scored for it and
+for the adapted estimator (``--adapted``, default adapted_scenes: the realistic alias's holder).
 
     python benchmarks/crowded_targets.py
+    python benchmarks/crowded_targets.py --estimator refined --out reports/crowded_targets_refined.json
 """
 
 from __future__ import annotations
@@ -171,6 +173,7 @@ def real_uds(real: dict, estimator: str) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--estimator", default="routed", help="the candidate's name in the reports")
+    parser.add_argument("--out", type=Path, default=REPORTS / "crowded_targets.json")
     parser.add_argument("--adapted", default="adapted_scenes", help="the adapted estimator whose coverage is scored beside the candidate's")
     args = parser.parse_args()
     name = args.estimator
@@ -180,7 +183,7 @@ def main() -> None:
         **realistic_before_adaptation(truth, name),
         **after_adaptation({b: t for b, t in (("production", read("table2.json")), ("scenes", read("adapt_scenes/table2.json"))) if t}),
         **coverage(truth, list(dict.fromkeys((name, args.adapted)))),
-        **speed(read("speed_routed.json"), read("serve_load_routed.json"), name),
+        **speed(read(f"speed_{name}.json"), read(f"serve_load_{name}.json"), name),
         **real_uds(read("real_check.json"), name),
     }
     report = {
@@ -191,9 +194,10 @@ def main() -> None:
         "adapted": args.adapted,
         "command": "python benchmarks/crowded_targets.py"
         + ("" if name == "routed" else f" --estimator {name}")
-        + ("" if args.adapted == "adapted_scenes" else f" --adapted {args.adapted}"),
+        + ("" if args.adapted == "adapted_scenes" else f" --adapted {args.adapted}")
+        + ("" if args.out.resolve() == REPORTS / "crowded_targets.json" else f" --out {args.out}"),
     }
-    (REPORTS / "crowded_targets.json").write_text(json.dumps(report, indent=2) + "\n")
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps({"met": report["met"], "missed": report["missed"]}, indent=2))
 
 

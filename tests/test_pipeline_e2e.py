@@ -107,6 +107,7 @@ def test_fresh_copy_pulls_data_and_reproduces_pipeline(repo_copy):
         "refined",
         "refined_scenes",
         "adapted_scenes",
+        "deblended",
     }
     # the published production estimator is tracked in this store, scored in Table 1 and against its targets
     assert "production" in table1 and set(table1["production"]) == {"mag", "re", "n", "ellipticity"}
@@ -115,11 +116,11 @@ def test_fresh_copy_pulls_data_and_reproduces_pipeline(repo_copy):
     assert production["real"]["n"] == 15 and "table1_h23_vs_classical" in production["targets"]
     # a published estimator passes the gates against the toy networks and serves as champion
     assert (
-        registry["offered"] in ("production", "scenes", "routed", "refined", "refined_scenes")
+        registry["offered"] in ("production", "scenes", "routed", "refined", "refined_scenes", "deblended")
         and registry["holder"] == registry["versions"][registry["offered"]]
     )
     realistic_truth = json.loads((repo / "reports/realistic_truth.json").read_text())
-    assert "scenes" in table1 and {"scenes", "routed", "refined", "refined_scenes", "adapted_scenes"} <= set(
+    assert "scenes" in table1 and {"scenes", "routed", "refined", "refined_scenes", "adapted_scenes", "deblended"} <= set(
         realistic_truth["against_truth"]
     )
     # real data ingested, the realistic domain labelled by classical fits, and the adaptation curve
@@ -132,7 +133,7 @@ def test_fresh_copy_pulls_data_and_reproduces_pipeline(repo_copy):
     figure5 = json.loads((repo / "reports/figure5.json").read_text())
     assert figure5["sizes"][0] == 6 and figure5["sizes"][-1] <= 12 and len(figure5["scratch"]["mag"]) == 2
     real_check = json.loads((repo / "reports/real_check.json").read_text())
-    assert real_check["n"] == 15 and {"routed", "refined", "refined_scenes", "adapted_scenes"} <= set(real_check["estimators"])
+    assert real_check["n"] == 15 and {"routed", "refined", "refined_scenes", "adapted_scenes", "deblended"} <= set(real_check["estimators"])
     # the adaptation curve redone on the scene-trained base (legato adapt --section adapt_scenes)
     assert set(json.loads((repo / "reports/adapt_scenes/table2.json").read_text())["after"]) == {"mag", "re", "n", "ellipticity"}
     # the routed estimator (legato route) is built, tracked and scored in Table 1 beside the networks it routes between
@@ -148,6 +149,10 @@ def test_fresh_copy_pulls_data_and_reproduces_pipeline(repo_copy):
     assert refined_scenes["kind"] == "refined" and refined_scenes["psf_input"]["default_band"] == "F160W"
     assert set(table1["refined_scenes"]) == {"mag", "re", "n", "ellipticity"}
     assert json.loads((repo / "reports/refine_scenes.json").read_text())["train_rows"] == 60
+    # the refined estimator shown the stamps without their neighbours (legato deblend), tracked and scored the same way
+    deblended = json.loads((repo / "models/deblended_tracked/estimator.json").read_text())
+    assert deblended["kind"] == "deblended" and deblended["deblend"]["grow_pix"] == 0 and "deblended" in table1
+    assert json.loads((repo / "reports/deblend.json").read_text())["calibration_stamps"] == 12
     assert registry["holder"] in registry["versions"].values()
     assert registry["domain_alias"]["alias"] == "realistic" and registry["domain_alias"]["holder"] in (
         registry["versions"]["production"],
@@ -193,7 +198,7 @@ def published_copy_regenerates_only_stamp_sets(repo: Path, env: dict, dvc: list)
     env = dict(env, MLFLOW_TRACKING_URI=f"sqlite:///{clone / 'mlflow.db'}")  # the clone's own, empty store
     run([*dvc, "pull", "-q", "--allow-missing"], clone, env)
     imported = run([sys.executable, "-m", "legato", "history", "import", "mlflow_history"], clone, env)
-    assert "0 present" in imported and "registry versions created: 9" in imported
+    assert "0 present" in imported and "registry versions created: 10" in imported
     # the clone stands in for a machine of another CPU family: every regenerated pixel a few ULPs away
     other_cpu = dict(env, **{STAND_IN_VARIABLE: "2"})
     output = run([*dvc, "repro"], clone, other_cpu)

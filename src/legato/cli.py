@@ -78,6 +78,7 @@ COMMANDS = (
     (app, "evaluate-production", evaluate_production.evaluate_production_command),
     (app, "track-estimator", registry.track_estimator_command),
     (app, "route", registry.route_command),
+    (app, "deblend", registry.deblend_command),
     (app, "refine", training.refine),
     (app, "crb", crb.crb_command),
     (app, "realism", realism.realism_command),

@@ -110,6 +110,8 @@ def training_domain(recipe: dict) -> str:
     """The ``training_domain`` tag of a production recipe's runs and versions (``recipe``: its plain values)."""
     if recipe.get("routes"):  # a routed estimator (legato.models.routing): each stamp measured by one of two
         return "routed"
+    if recipe.get("deblend"):  # a deblended estimator (legato.models.deblending): its base's domain, shown stamps without neighbours
+        return f"{recipe.get('base_domain', 'sim-noise-range')}+deblended"
     if recipe.get("base"):  # a refined estimator (legato.models.refinement): its base's domain, plus the second stage
         return f"{recipe.get('base_domain', 'sim-noise-range')}+refined"
     return "sim-scenes-every-band" if recipe.get("scenes") else "sim-noise-range"

@@ -1,4 +1,4 @@
-"""The MLflow model registry: ``register``, ``promote``, ``rollback``, ``models``, ``track-estimator``, ``route``."""
+"""The MLflow model registry: ``register``, ``promote``, ``rollback``, ``models``, ``track-estimator``, ``route``, ``deblend``."""
 
 from __future__ import annotations
 
@@ -169,3 +169,33 @@ def route_command(
     manifest = write_routed_estimator(isolated, blended, out, sigma)
     routes = f"{blended} for BLENDED stamps, other PSFs and disagreements > {sigma} sigma; else {isolated}"
     typer.echo(f"routed estimator {out} ({manifest.name}): {routes}")
+
+
+def deblend_command(
+    params: ParamsOption = Path("params.yaml"),
+    base: Annotated[Optional[Path], typer.Option(help="Estimator shown stamps without neighbours (default: params deblend.base).")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Deblended estimator folder (default: params deblend.out).")] = None,
+    grow_pix: Annotated[Optional[int], typer.Option(help="Pixels the neighbours' segments are grown by (default: params).")] = None,
+    report: Annotated[Optional[Path], typer.Option(help="Write the summary (JSON) here.")] = None,
+):
+    """Wrap an estimator so that it measures each stamp with its neighbours removed, its BLENDED intervals calibrated (docs/scenes.md)."""
+    from legato.config import load_params, section
+    from legato.training.deblend import build_deblended
+
+    settings = section(load_params(params), "deblend")
+    summary = build_deblended(
+        base or Path(settings["base"]),
+        out or Path(settings["out"]),
+        settings["grow_pix"] if grow_pix is None else grow_pix,
+        Path(settings["calibration"]),
+        settings.get("max_stamps"),
+        int(settings.get("min_rows", 20)),
+    )
+    if report is not None:
+        write_json(report, summary)
+    factors = (summary["blended_calibration"] or {}).get("68", {})
+    typer.echo(
+        f"deblended estimator {summary['out']} (base {summary['base']}, grow {summary['grow_pix']} px); "
+        f"BLENDED 68% interval factors from {summary['calibration_blended_rows']} stamps: "
+        + (" ".join(f"{k} {v:.2f}" for k, v in factors.items()) or "none (the base's)")
+    )

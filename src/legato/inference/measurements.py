@@ -152,6 +152,10 @@ class AugmentedEstimator:
         """The wrapped estimator's (:attr:`legato.models.estimator.LoadedEstimator.measures_blends`)."""
         return getattr(self.estimator, "measures_blends", False)
 
+    def measure_blends(self, stamps):
+        """The wrapped estimator's (:meth:`legato.models.estimator.LoadedEstimator.measure_blends`)."""
+        return self.estimator.measure_blends(stamps)
+
     def predict(self, stamps, batch_size: int = 256, checked: bool = False, **options) -> dict[str, np.ndarray]:
         """The estimator's predictions plus the augmentation columns and flag bits (``checked``: as the estimator's)."""
         return self.augment(self.estimator.predict(stamps, batch_size=batch_size, checked=checked, **options), stamps)

@@ -45,12 +45,13 @@ class StampChecks:
     flags : numpy.ndarray
         int32 input flags completed with the stamp checks (:func:`stamp_flags`).
     blend : tuple of numpy.ndarray or None
-        ``(neighbour_fraction, blended)`` of the predictable rows
-        (:func:`legato.io.stamp_checks.blend_measurements`), for an estimator that reports them; else None.
+        ``(neighbour_fraction, blended)`` of the predictable rows, and the neighbour map for an estimator that
+        deblends (``estimator.measure_blends``, :func:`legato.io.stamp_checks.blend_measurements`), for an
+        estimator that reports them; else None.
     """
 
     flags: np.ndarray
-    blend: tuple[np.ndarray, np.ndarray] | None
+    blend: tuple[np.ndarray, ...] | None
 
     @property
     def predictable(self) -> np.ndarray:
@@ -67,7 +68,7 @@ def check_chunk(estimator, stamps: np.ndarray, flags: np.ndarray) -> StampChecks
     checks = StampChecks(stamp_flags(stamps, flags), None)
     rows = checks.predictable
     if getattr(estimator, "measures_blends", False) and rows.any():
-        return StampChecks(checks.flags, stamp_checks.blend_measurements(stamps[rows]))
+        return StampChecks(checks.flags, estimator.measure_blends(stamps[rows]))
     return checks
 
 

@@ -71,6 +71,12 @@ BLEND_LINE_SAMPLES = 16
 #: the pixels of a segment shared by the target and neighbours go to the peak of least d**2 - 2 w**2 ln(peak S/N): the
 #: boundary where two Gaussians of this width w (pixels) are equally bright (5: the least bias of 2, 3, 5, 8)
 BLEND_OWNER_WIDTH_PIX = 5.0
+#: the neighbour map (``with_map``: what legato.io.deblend removes) leaves out the share of a peak inside the target's
+#: own segment that lies nearer than this to the target's peak: such splits are mostly noise on flat, faint galaxies
+#: (0.4% of the simulated isolated test galaxies had one; 6 pixels keeps 0.1%, and Table 1 of the deblended estimator
+#: within 0.0001 of its base), while true neighbours merged into the target's segment lie 11-25 pixels away (10th-90th
+#: percentile on the realistic test A; benchmarks/deblend_input.py)
+MAP_MIN_PEAK_DISTANCE_PIX = 6.0
 #: stamps processed at once: 256 keep the working arrays in the CPU cache (2.5x the speed of 2048)
 BLEND_CHUNK = 256
 FITS_SUFFIXES = (".fits", ".fit", ".fits.gz", ".fit.gz", ".fts")
@@ -132,7 +138,7 @@ def source_snr(stamps: np.ndarray) -> np.ndarray:
         return flux / error
 
 
-def blend_measurements(stamps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def blend_measurements(stamps: np.ndarray, with_map: bool = False) -> tuple[np.ndarray, ...]:
     """Neighbour share of the aperture flux and the blend flag of each stamp ``(N, H, W)``, from the stamp alone.
 
     The stamp is binned ``BLEND_BIN x BLEND_BIN``; background and noise are the
@@ -162,6 +168,8 @@ def blend_measurements(stamps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     ----------
     stamps : numpy.ndarray
         ``(N, H, W)`` background-subtracted stamps, the target centred on pixel ``(H // 2, W // 2)``.
+    with_map : bool
+        Also return where the neighbours are over the whole stamp (what :mod:`legato.io.deblend` removes).
 
     Returns
     -------
@@ -174,13 +182,19 @@ def blend_measurements(stamps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     blended : numpy.ndarray
         bool ``(N,)``: a neighbour's pixels reach within ``BLEND_RADIUS_PIX`` of the
         centre (False for the stamps with NaN fraction).
+    neighbour_map : numpy.ndarray
+        Only with ``with_map``: bool ``(N, H // BLEND_BIN, W // BLEND_BIN)``, the binned pixels that belong to a
+        neighbour anywhere in the stamp (its own segment, or its share of a segment shared with the target when its
+        peak lies at least ``MAP_MIN_PEAK_DISTANCE_PIX`` from the target's); all False for the stamps with NaN fraction.
     """
     stamps = np.asarray(stamps)
     count = len(stamps)
     fraction = np.full(count, np.nan, dtype=np.float32)
     blended = np.zeros(count, dtype=bool)
+    cells = stamps.shape[-1] // BLEND_BIN if stamps.ndim == 3 else 0
+    neighbour_map = np.zeros((count, cells, cells), dtype=bool) if with_map else None
     if count == 0:
-        return fraction, blended
+        return (fraction, blended, neighbour_map) if with_map else (fraction, blended)
     flat = stamps.reshape(count, -1)
     with np.errstate(invalid="ignore"):
         high, low = flat.max(axis=1), flat.min(axis=1)
@@ -188,8 +202,11 @@ def blend_measurements(stamps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     rows = np.flatnonzero(usable)
     for start in range(0, len(rows), BLEND_CHUNK):
         chunk = rows[start : start + BLEND_CHUNK]
-        fraction[chunk], blended[chunk] = _blend_chunk(np.asarray(stamps[chunk], dtype=np.float32))
-    return fraction, blended
+        found = _blend_chunk(np.asarray(stamps[chunk], dtype=np.float32), with_map)
+        fraction[chunk], blended[chunk] = found[:2]
+        if with_map:
+            neighbour_map[chunk] = found[2]
+    return (fraction, blended, neighbour_map) if with_map else (fraction, blended)
 
 
 def blend_flags(blended: np.ndarray) -> np.ndarray:
@@ -197,7 +214,7 @@ def blend_flags(blended: np.ndarray) -> np.ndarray:
     return np.where(np.asarray(blended, dtype=bool), BLENDED, 0).astype(FLAG_DTYPE)
 
 
-def _blend_chunk(cube: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _blend_chunk(cube: np.ndarray, with_map: bool = False) -> tuple[np.ndarray, ...]:
     """:func:`blend_measurements` of ``(N, H, W)`` float32 stamps with finite, non-constant pixels."""
     from scipy import ndimage
 
@@ -262,30 +279,38 @@ def _blend_chunk(cube: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     real = (dip >= BLEND_SADDLE_SIGMA) & (dip >= BLEND_SADDLE_CONTRAST * lower)
     merged = others[real | ~has_peak[s]]
 
-    # aperture pixels of the neighbours: their own segments, and their share of the target's
+    # the neighbours' pixels (in the aperture, or everywhere for the map): their own segments, and their share of the target's
     aperture = _binned_aperture(cells, centre, SOURCE_APERTURE_PIX / BLEND_BIN)
-    ay, ax = np.nonzero(aperture)
-    inside = labels[:, aperture]
+    region = np.ones_like(aperture) if with_map else aperture
+    ay, ax = np.nonzero(region)
+    inside = labels[:, region]
     mine = (inside == target[:, None]) & (target[:, None] > 0)
     neighbour = significant[inside] & ~mine
     if len(merged):
         width2 = 2.0 * (BLEND_OWNER_WIDTH_PIX / BLEND_BIN) ** 2
         best = ((ay - ty[:, None]) ** 2 + (ax - tx[:, None]) ** 2 - width2 * np.log(th)[:, None]).astype(np.float32)
-        theirs = np.zeros_like(mine)
+        theirs, far = np.zeros_like(mine), np.zeros_like(mine)
+        far2 = (MAP_MIN_PEAK_DISTANCE_PIX / BLEND_BIN) ** 2
         for j in merged:  # few: one or two per blended stamp
             k = ps[j]
             score = (ay - py[j]) ** 2 + (ax - px[j]) ** 2 - width2 * np.log(peak_snr[j])
             closer = score < best[k]
             best[k] = np.where(closer, score, best[k])
             theirs[k] |= closer
+            far[k] = np.where(closer, (py[j] - ty[k]) ** 2 + (px[j] - tx[k]) ** 2 >= far2, far[k])
+        everywhere = neighbour | (theirs & far & mine)
         neighbour |= theirs & mine
+    else:
+        everywhere = neighbour
+    neighbour = neighbour[:, aperture[region]]
     flux = binned[:, aperture] - background[:, None]
     total = flux.sum(axis=1, dtype=np.float64)
     theirs_flux = np.where(neighbour, flux, 0.0).sum(axis=1, dtype=np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
         share = np.where(total > 0, theirs_flux / total, (theirs_flux > 0).astype(np.float64))
     blend_region = _binned_aperture(cells, centre, BLEND_RADIUS_PIX / BLEND_BIN)[aperture]
-    return np.clip(share, 0.0, 1.0).astype(np.float32), (neighbour & blend_region).any(axis=1)
+    found = np.clip(share, 0.0, 1.0).astype(np.float32), (neighbour & blend_region).any(axis=1)
+    return (*found, everywhere.reshape(count, cells, cells)) if with_map else found
 
 
 def _binned(cube: np.ndarray) -> np.ndarray:

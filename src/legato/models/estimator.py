@@ -19,6 +19,7 @@ from legato.columns import LOG_COLUMNS, OUTPUT_COLUMNS, SERSIC_COLUMNS
 from legato.conventions import BAND, ZEROPOINT_AB
 from legato.errors import DataError
 from legato.flags import BLENDED, FAILED_VALIDATION, INPUT_OUT_OF_RANGE, NO_SOURCE
+from legato.models.deblending import DEBLENDED_KIND, deblended_inputs, widened
 from legato.models.input_range import InputRange
 from legato.models.refinement import REFINED_KIND, RefinementStage
 from legato.models.routing import ROUTED_KIND, ROUTES, disagreement, merge_routes, routed_rows
@@ -106,7 +107,13 @@ class LoadedEstimator:
         self.manifest = read_manifest(folder)
         self.stamp_size = int(self.manifest["stamp_size"])
         self._compiled = None
-        self.routes, self.base, self.stage = None, None, None
+        self.routes, self.base, self.stage, self.deblend = None, None, None, None
+        if self.manifest.get("kind") == DEBLENDED_KIND:  # a base estimator shown the stamps without their neighbours
+            self.base = LoadedEstimator(folder / self.manifest["base"])
+            self.deblend = self.manifest["deblend"]
+            self.members, self.uncertainty, self.input_range = [], self.base.uncertainty, self.base.input_range
+            self.reference_sigma, self.psf_bands = self.base.reference_sigma, self.base.psf_bands
+            return
         if self.manifest.get("kind") == REFINED_KIND:  # a base estimator and a photometric second stage (legato.models.refinement)
             self.base = LoadedEstimator(folder / self.manifest["base"])
             self.stage = RefinementStage.load(folder / self.manifest["refinement"])
@@ -169,6 +176,20 @@ class LoadedEstimator:
         through ``blend=`` when the caller has measured them already."""
         return self.input_range is not None or self.routes is not None
 
+    @property
+    def deblends(self) -> bool:
+        """Whether :meth:`predict` removes the neighbours first: its ``blend=`` then also takes the neighbour map
+        (``blend_measurements(stamps, with_map=True)``)."""
+        return self.deblend is not None
+
+    def measure_blends(self, stamps: np.ndarray):
+        """What :meth:`predict` takes as ``blend=`` for these stamps (None for an estimator that measures no blends)."""
+        if not self.measures_blends:
+            return None
+        from legato.io.stamp_checks import blend_measurements
+
+        return blend_measurements(stamps, with_map=self.deblends)
+
     def predict(self, stamps, batch_size: int = 256, checked: bool = False, psf=None, blend=None) -> dict[str, np.ndarray]:
         """Physical parameters of each stamp (columns ``mag, re_arcsec, n, q, ellipticity``).
 
@@ -190,7 +211,7 @@ class LoadedEstimator:
             The stamps' PSF and zeropoint (:meth:`psf_condition`; default: F160W).
         blend : tuple of numpy.ndarray, optional
             The stamps' ``(neighbour_fraction, blended)`` when already measured
-            (:func:`legato.io.stamp_checks.blend_measurements`); else measured here.
+            (:meth:`measure_blends`, with the neighbour map for an estimator that :attr:`deblends`); else measured here.
         """
         if checked:
             x = np.asarray(stamps, dtype=np.float32)
@@ -199,7 +220,13 @@ class LoadedEstimator:
         if psf is None and self.psf_bands is not None:
             psf = self.psf_condition()
         if self.routes is not None:
-            return self._predict_routed(x, batch_size, psf, blend)
+            return self._predict_routed(x, batch_size, psf, blend[:2] if blend is not None else None)
+        if self.deblend is not None:
+            blend = self.measure_blends(x) if blend is None or len(blend) < 3 else blend
+            clean = deblended_inputs(x, blend[2], int(self.deblend["grow_pix"]))
+            columns = self.base.predict(clean, batch_size, checked=True, psf=psf, blend=blend[:2])
+            return widened(columns, self.manifest.get("blended_calibration"))
+        blend = None if blend is None else blend[:2]
         if self.base is not None:
             columns = self.base.predict(x, batch_size, checked=True, psf=psf, blend=blend)
             return self.stage.apply(x, columns, ZEROPOINT_AB[BAND] if psf is None else psf.zeropoint)
