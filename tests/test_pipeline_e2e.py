@@ -108,6 +108,7 @@ def test_fresh_copy_pulls_data_and_reproduces_pipeline(repo_copy):
         "refined_scenes",
         "adapted_scenes",
         "deblended",
+        "deblended_scenes",
     }
     # the published production estimator is tracked in this store, scored in Table 1 and against its targets
     assert "production" in table1 and set(table1["production"]) == {"mag", "re", "n", "ellipticity"}
@@ -116,7 +117,7 @@ def test_fresh_copy_pulls_data_and_reproduces_pipeline(repo_copy):
     assert production["real"]["n"] == 15 and "table1_h23_vs_classical" in production["targets"]
     # a published estimator passes the gates against the toy networks and serves as champion
     assert (
-        registry["offered"] in ("production", "scenes", "routed", "refined", "refined_scenes", "deblended")
+        registry["offered"] in ("production", "scenes", "routed", "refined", "refined_scenes", "deblended", "deblended_scenes")
         and registry["holder"] == registry["versions"][registry["offered"]]
     )
     realistic_truth = json.loads((repo / "reports/realistic_truth.json").read_text())
@@ -153,6 +154,9 @@ def test_fresh_copy_pulls_data_and_reproduces_pipeline(repo_copy):
     deblended = json.loads((repo / "models/deblended_tracked/estimator.json").read_text())
     assert deblended["kind"] == "deblended" and deblended["deblend"]["grow_pix"] == 0 and "deblended" in table1
     assert json.loads((repo / "reports/deblend.json").read_text())["calibration_stamps"] == 12
+    deblended_scenes = json.loads((repo / "models/deblended_scenes_tracked/estimator.json").read_text())
+    assert deblended_scenes["kind"] == "deblended" and deblended_scenes["psf_input"]["default_band"] == "F160W"
+    assert {"deblended", "deblended_scenes"} <= set(real_check["estimators"]) and "deblended_scenes" in table1
     assert registry["holder"] in registry["versions"].values()
     assert registry["domain_alias"]["alias"] == "realistic" and registry["domain_alias"]["holder"] in (
         registry["versions"]["production"],
@@ -198,7 +202,7 @@ def published_copy_regenerates_only_stamp_sets(repo: Path, env: dict, dvc: list)
     env = dict(env, MLFLOW_TRACKING_URI=f"sqlite:///{clone / 'mlflow.db'}")  # the clone's own, empty store
     run([*dvc, "pull", "-q", "--allow-missing"], clone, env)
     imported = run([sys.executable, "-m", "legato", "history", "import", "mlflow_history"], clone, env)
-    assert "0 present" in imported and "registry versions created: 10" in imported
+    assert "0 present" in imported and "registry versions created: 11" in imported
     # the clone stands in for a machine of another CPU family: every regenerated pixel a few ULPs away
     other_cpu = dict(env, **{STAND_IN_VARIABLE: "2"})
     output = run([*dvc, "repro"], clone, other_cpu)

@@ -173,6 +173,9 @@ def route_command(
 
 def deblend_command(
     params: ParamsOption = Path("params.yaml"),
+    settings_section: Annotated[
+        str, typer.Option("--section", help="params.yaml section of the settings: deblend, or a section whose keys override deblend's.")
+    ] = "deblend",
     base: Annotated[Optional[Path], typer.Option(help="Estimator shown stamps without neighbours (default: params deblend.base).")] = None,
     out: Annotated[Optional[Path], typer.Option(help="Deblended estimator folder (default: params deblend.out).")] = None,
     grow_pix: Annotated[Optional[int], typer.Option(help="Pixels the neighbours' segments are grown by (default: params).")] = None,
@@ -182,7 +185,10 @@ def deblend_command(
     from legato.config import load_params, section
     from legato.training.deblend import build_deblended
 
-    settings = section(load_params(params), "deblend")
+    loaded = load_params(params)
+    settings = section(loaded, "deblend")
+    if settings_section != "deblend":
+        settings = {**settings, **section(loaded, settings_section)}
     summary = build_deblended(
         base or Path(settings["base"]),
         out or Path(settings["out"]),
