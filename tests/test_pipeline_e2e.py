@@ -153,7 +153,7 @@ def test_fresh_copy_pulls_data_and_reproduces_pipeline(repo_copy):
     # the refined estimator shown the stamps without their neighbours (legato deblend), tracked and scored the same way
     deblended = json.loads((repo / "models/deblended_tracked/estimator.json").read_text())
     assert deblended["kind"] == "deblended" and deblended["deblend"]["grow_pix"] == 0 and "deblended" in table1
-    assert json.loads((repo / "reports/deblend.json").read_text())["calibration_stamps"] == 12
+    assert 0 < json.loads((repo / "reports/deblend.json").read_text())["calibration_stamps"] <= labelling["B"]["fitted"]
     deblended_scenes = json.loads((repo / "models/deblended_scenes_tracked/estimator.json").read_text())
     assert deblended_scenes["kind"] == "deblended" and deblended_scenes["psf_input"]["default_band"] == "F160W"
     assert {"deblended", "deblended_scenes"} <= set(real_check["estimators"]) and "deblended_scenes" in table1
