@@ -49,9 +49,15 @@ def read_document(path: str | Path, what: str, language: str = "yaml") -> Any:
         raise ConfigError(f"cannot parse {path}: {str(exc).splitlines()[0]}") from None
 
 
-def section(params: dict[str, Any], name: str) -> dict[str, Any]:
-    """One section of the parameters, or a one-line error naming it."""
+def section(params: dict[str, Any], name: str, override: str | None = None) -> dict[str, Any]:
+    """One section of the parameters, or a one-line error naming it.
+
+    With ``override`` (another section's name, e.g. ``refine_scenes`` for ``refine``), that section's keys replace
+    ``name``'s in the returned copy.
+    """
     value = params.get(name)
     if not isinstance(value, dict):
         raise ConfigError(f"params.yaml has no {name!r} section")
-    return value
+    if override is None or override == name:
+        return value
+    return {**value, **section(params, override)}

@@ -186,9 +186,7 @@ def deblend_command(
     from legato.training.deblend import build_deblended
 
     loaded = load_params(params)
-    settings = section(loaded, "deblend")
-    if settings_section != "deblend":
-        settings = {**settings, **section(loaded, settings_section)}
+    settings = section(loaded, "deblend", settings_section)
     summary = build_deblended(
         base or Path(settings["base"]),
         out or Path(settings["out"]),

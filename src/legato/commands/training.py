@@ -59,9 +59,7 @@ def adapt(
     from legato.training.adapt import AdaptConfig, adaptation_curve, classical_versus_classical
 
     loaded = load_params(params)
-    options = section(loaded, "adapt")
-    if settings != "adapt":
-        options = {**options, **section(loaded, settings)}
+    options = section(loaded, "adapt", settings)
     config = AdaptConfig.from_params(options)
     base = base or Path(options.get("base", "models/production_tracked"))
     out = out or Path(options.get("out", "models/adapted"))
@@ -95,9 +93,7 @@ def refine(
     from legato.training.refine import train_refinement
 
     loaded = load_params(params)
-    settings = section(loaded, "refine")
-    if settings_section != "refine":
-        settings = {**settings, **section(loaded, settings_section)}
+    settings = section(loaded, "refine", settings_section)
     depths = settings.get("depths") or section(loaded, "production").get("depths") or {}
     summary = train_refinement(
         base or Path(settings["base"]),

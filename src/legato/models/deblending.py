@@ -22,7 +22,6 @@ that hold neighbours, never the test set).
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -113,7 +112,7 @@ def write_deblended_estimator(base: str | Path, out: str | Path, grow_pix: int, 
     ConfigError
         On a routed or deblended base, a base without input checks, or a negative growth.
     """
-    from legato.io.folders import publish_folder
+    from legato.io.folders import publish_folder, staging_with
     from legato.models.estimator import MANIFEST, read_manifest
 
     base = Path(base)
@@ -123,12 +122,7 @@ def write_deblended_estimator(base: str | Path, out: str | Path, grow_pix: int, 
     if int(grow_pix) < 0:
         raise ConfigError(f"grow_pix must be >= 0, got {grow_pix}")
     out = Path(out)
-    staging = out.with_name(out.name + ".partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    shutil.copytree(base, staging / "base")
-    run = base / "run.json"
-    record = json.loads(run.read_text()) if run.is_file() else {}
+    staging, lineage = staging_with({"base": base}, out)
     deblended = {
         "kind": DEBLENDED_KIND,
         "stamp_size": manifest["stamp_size"],
@@ -138,7 +132,7 @@ def write_deblended_estimator(base: str | Path, out: str | Path, grow_pix: int, 
         "architecture": f"{manifest.get('architecture', 'production')}+deblended",
         "training": {
             "recipe": {"base": str(base), "deblend": True, "base_domain": _base_domain(manifest), **(info or {})},
-            "lineage": {k: record[k] for k in ("run_id", "model_uri") if k in record},
+            "lineage": lineage["base"],
         },
         **{key: manifest[key] for key in ("psf_input", "input_range", "uncertainty", "reference_sigma") if key in manifest},
         "targets": list(SERSIC_COLUMNS),

@@ -230,7 +230,7 @@ class LoadedEstimator:
         if self.base is not None:
             columns = self.base.predict(x, batch_size, checked=True, psf=psf, blend=blend)
             return self.stage.apply(x, columns, ZEROPOINT_AB[BAND] if psf is None else psf.zeropoint)
-        blend = self._blends(x) if blend is None else blend
+        blend = self.measure_blends(x) if blend is None else blend
         features = None if self.psf_bands is None else psf.features(len(x))
         values, extra = {}, {}
         for forward, (_, scaler) in zip(self._forward_passes(), self.members):
@@ -286,14 +286,6 @@ class LoadedEstimator:
         if features is None:
             return forward(batch).numpy()
         return forward(batch, features[start : start + batch_size]).numpy()
-
-    def _blends(self, stamps: np.ndarray):
-        """``(neighbour_fraction, blended)`` of each stamp for an estimator with input checks, else None."""
-        if self.input_range is None:
-            return None
-        from legato.io.stamp_checks import blend_measurements
-
-        return blend_measurements(stamps)
 
     def _uncertainties(
         self, scaler: TargetScaler, log_variance: np.ndarray, values: dict, noise_ratio: np.ndarray, blended=None

@@ -34,7 +34,6 @@ rarely that far from the truth (3 half-widths: 0.3% of Gaussian errors).
 from __future__ import annotations
 
 import json
-import shutil
 from functools import lru_cache
 from pathlib import Path
 
@@ -307,7 +306,7 @@ def write_refined_estimator(base: str | Path, stage: RefinementStage, out: str |
     ConfigError
         When the base is not a plain estimator with uncertainties (a routed or refined one, or one without intervals).
     """
-    from legato.io.folders import publish_folder
+    from legato.io.folders import publish_folder, staging_with
     from legato.models.estimator import MANIFEST, read_manifest
 
     base = Path(base)
@@ -315,13 +314,8 @@ def write_refined_estimator(base: str | Path, stage: RefinementStage, out: str |
     if manifest.get("kind") in (REFINED_KIND, "routed") or not manifest.get("uncertainty"):
         raise ConfigError(f"{base}: the refinement stage needs a plain estimator with uncertainties")
     out = Path(out)
-    staging = out.with_name(out.name + ".partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    shutil.copytree(base, staging / "base")
+    staging, lineage = staging_with({"base": base}, out)
     stage.save(staging / "refinement")
-    run = base / "run.json"
-    record = json.loads(run.read_text()) if run.is_file() else {}
     refined = {
         "kind": REFINED_KIND,
         "stamp_size": manifest["stamp_size"],
@@ -330,7 +324,7 @@ def write_refined_estimator(base: str | Path, stage: RefinementStage, out: str |
         "architecture": f"{manifest.get('architecture', 'production')}+refined",
         "training": {
             "recipe": {"base": str(base), **(info or {})},
-            "lineage": {k: record[k] for k in ("run_id", "model_uri") if k in record},
+            "lineage": lineage["base"],
         },
         **{key: manifest[key] for key in ("psf_input", "input_range", "uncertainty", "reference_sigma") if key in manifest},
         "targets": list(SERSIC_COLUMNS),

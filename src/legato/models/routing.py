@@ -21,7 +21,6 @@ rows measured by an estimator without a PSF input are the call's PSF.
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -149,7 +148,7 @@ def write_routed_estimator(isolated: str | Path, blended: str | Path, out: str |
     ConfigError
         On a missing estimator, different stamp sizes, or a ``blended`` estimator without a PSF input or input checks.
     """
-    from legato.io.folders import publish_folder
+    from legato.io.folders import publish_folder, staging_with
     from legato.models.estimator import MANIFEST, read_manifest
 
     sources = {"isolated": Path(isolated), "blended": Path(blended)}
@@ -165,15 +164,8 @@ def write_routed_estimator(isolated: str | Path, blended: str | Path, out: str |
     if not (general.get("psf_input") or {}).get("bands") or not general.get("input_range"):
         raise ConfigError(f"the blended route ({blended}) must take a PSF input and flag blends (a PSF-conditioned production estimator)")
     out = Path(out)
-    staging = out.with_name(out.name + ".partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    lineage = {}
-    for name, folder in sources.items():
-        shutil.copytree(folder, staging / name)
-        run = folder / "run.json"
-        record = json.loads(run.read_text()) if run.is_file() else {}
-        lineage[name] = {"folder": str(folder), **{k: record[k] for k in ("run_id", "model_uri") if k in record}}
+    staging, copied = staging_with(sources, out)
+    lineage = {name: {"folder": str(folder), **copied[name]} for name, folder in sources.items()}
     manifest = {
         "kind": ROUTED_KIND,
         "stamp_size": sizes.pop(),
