@@ -504,6 +504,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--classical-start", choices=("network", "moments"), default=None, help="Fit starts (default: params.yaml).")
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     parser.add_argument("--seed", type=int, default=20261204)
+    parser.add_argument("--symmetries", type=int, default=1, help="Flips/rotations the network averages (LoadedEstimator).")
     parser.add_argument("--out", type=Path, default=Path("reports/bands.json"))
     args = parser.parse_args(argv)
 
@@ -517,7 +518,7 @@ def main(argv: list[str] | None = None) -> dict:
     classical_section = dict(load_params(args.params).get("classical") or {})
     if args.classical_start is None:
         args.classical_start = classical_section.get("start", "moments")
-    estimator = LoadedEstimator(args.estimator)
+    estimator = LoadedEstimator(args.estimator, args.symmetries)
     if estimator.psf_bands is None:
         raise SystemExit(f"{args.estimator} takes no PSF input: this benchmark needs the PSF-conditioned estimator")
     models, labels, header = load_split(args.test)
@@ -546,6 +547,7 @@ def main(argv: list[str] | None = None) -> dict:
             "crb_rows": args.crb_rows,
             "mag_limit": MAG_LIMIT,
             "seed": args.seed,
+            "symmetries": args.symmetries,
             "noise": {"sky_sigma": context["noise"].sky_sigma, "exposure_time": context["noise"].exposure_time, "correlation_pix": 0.0},
             "classical": {
                 "start": args.classical_start,

@@ -132,3 +132,26 @@ def test_deblend_refuses_a_base_without_input_checks_a_deblended_base_and_a_set_
     assert not any((tmp_path / name).exists() for name in ("arch1_deblended", "twice", "negative"))
     with pytest.raises(ConfigError, match="at least 20 usable rows"):
         build_deblended(deblended[0] / "base", tmp_path / "few", 2, tiny_sim / "test", max_stamps=5)
+
+
+def test_symmetries_average_the_passes_of_the_flipped_stamps_and_their_flipped_neighbour_map(deblended, tiny_sim):
+    from legato.io.stamps import load_split
+    from legato.models.estimator import LoadedEstimator
+    from legato.symmetry import dihedral
+
+    folder, _ = deblended
+    stamps, _, _ = load_split(tiny_sim / "test")
+    crowded = _crowded(stamps)
+    single, averaged = LoadedEstimator(folder), LoadedEstimator(folder, symmetries=2)
+    blend = single.measure_blends(crowded)
+    codes = np.ones(len(crowded), dtype=int)
+    first = single.predict(crowded, blend=blend)
+    second = single.predict(dihedral(crowded, codes), blend=(*blend[:2], dihedral(blend[2], codes)))
+    rows = averaged.predict(crowded)
+    np.testing.assert_allclose(rows["mag"], (first["mag"] + second["mag"]) / 2, rtol=1e-6)
+    np.testing.assert_allclose(rows["re_arcsec"], np.sqrt(first["re_arcsec"] * second["re_arcsec"]), rtol=1e-6)
+    np.testing.assert_allclose(rows["q"], 1.0 - rows["ellipticity"], rtol=1e-6)
+    np.testing.assert_allclose(rows["n_err"], (first["n_err"] + second["n_err"]) / 2, rtol=1e-6)
+    # what describes the stamp as given is not averaged
+    np.testing.assert_array_equal(rows["flags"], first["flags"])
+    np.testing.assert_array_equal(rows["neighbour_fraction"], first["neighbour_fraction"])

@@ -334,3 +334,38 @@ def test_residuals_gallery_and_inspect(champion, cube, tmp_path, repo_root, raw_
     )
     assert result.exit_code == 1 and "id(s) not in the catalogue: 999999, nope" in result.output
     assert not (tmp_path / "x").exists()
+
+
+def test_symmetries_average_the_flips_and_rotations_and_are_recorded(champion, cube, tmp_path, repo_root):
+    from legato.errors import ConfigError
+    from legato.models.estimator import LoadedEstimator
+    from legato.symmetry import dihedral
+
+    version, folder = champion
+    path, stamps, _ = cube
+    good = stamps[6:30]
+    averaged = LoadedEstimator(folder, symmetries=8)
+    once, flipped = averaged.predict(good), averaged.predict(dihedral(good, np.full(len(good), 5)))
+    plain = LoadedEstimator(folder).predict(good)
+    for name in ("mag", "re_arcsec", "n", "ellipticity"):
+        # the 8 flips of a flipped stamp are the 8 flips of the stamp: the average does not see the flip
+        np.testing.assert_allclose(flipped[name], once[name], rtol=1e-5)
+        assert not np.allclose(once[name], plain[name], rtol=1e-7)
+    for bad in (0, 9, 2.5):
+        with pytest.raises(ConfigError, match="symmetries must be an integer from 1 to 8"):
+            LoadedEstimator(folder, symmetries=bad)
+
+    out = tmp_path / "cat.fits"
+    result = run(path, "-o", out, *model_args(repo_root), "--symmetries", 8)
+    assert result.exit_code == 0, result.output
+    table = Table.read(out, mask_invalid=False)
+    assert int({k.lower(): v for k, v in table.meta.items()}["model_symmetries"]) == 8
+    np.testing.assert_allclose(table["mag"][6:30], once["mag"], rtol=1e-6)
+    # an interrupted plain run's parts are not reused by an averaged one (and the reverse)
+    assert run(path, "-o", tmp_path / "plain.fits", *model_args(repo_root)).exit_code == 0
+    assert not np.allclose(Table.read(tmp_path / "plain.fits", mask_invalid=False)["mag"][6:30], table["mag"][6:30], rtol=1e-7)
+
+    spark = run(path, "-o", tmp_path / "s.parquet", *model_args(repo_root), "--engine", "spark", "--symmetries", 2)
+    assert spark.exit_code == 1 and "--symmetries run with the local engine only" in spark.output
+    assert run(path, "-o", tmp_path / "x.fits", *model_args(repo_root), "--symmetries", 9).exit_code != 0
+    assert not list(tmp_path.glob("x.*")) and not list(tmp_path.glob("s.*"))

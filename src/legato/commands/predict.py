@@ -86,6 +86,14 @@ def predict(
         typer.Option(min=0.0, help="Reduced chi² above which --residuals flags BAD_FIT (default: params fit_quality.chi2_threshold)."),
     ] = None,
     workers: Annotated[int, typer.Option(min=1, help="Processes for --crb / --residuals.")] = 2,
+    symmetries: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=8,
+            help="Measure each stamp in this many of its 8 flips/rotations and average (8: the most precise, ~7x slower; docs/predict.md).",
+        ),
+    ] = 1,
 ) -> None:
     """Predict mag, re_arcsec, n, q and ellipticity for every stamp of INPUT into a catalogue.
 
@@ -104,8 +112,8 @@ def predict(
     if training_range is None:
         typer.echo(f"note: {params} not found: no OUT_OF_RANGE check", err=True)
 
-    if (crb or residuals or gallery) and engine == "spark":
-        raise ConfigError("--crb, --residuals and --gallery run with the local engine only")
+    if (crb or residuals or gallery or symmetries > 1) and engine == "spark":
+        raise ConfigError("--crb, --residuals, --gallery and --symmetries run with the local engine only")
     if gallery is not None and catalog is not None:
         raise ConfigError("--gallery draws from stamp inputs (cube, folder or Parquet); for a mosaic, cut the stamps first")
     if residuals and chi2_threshold is None:
@@ -142,6 +150,7 @@ def predict(
     options = {"id_column": id_column, "ra": ra, "dec": dec, "x": x, "y": y, "pixel_origin": pixel_origin} if catalog else {}
     source = open_source(input_path, catalog=catalog, hdu=hdu_value, **options)
     resolved = resolve_model(model, name=model_name, tracking_uri=tracking_uri)
+    resolved.symmetries = symmetries
     from legato.modelling.renderer import renderer_from_psf_file
 
     loaded = resolved.load()

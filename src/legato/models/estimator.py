@@ -17,13 +17,14 @@ import numpy as np
 
 from legato.columns import LOG_COLUMNS, OUTPUT_COLUMNS, SERSIC_COLUMNS
 from legato.conventions import BAND, ZEROPOINT_AB
-from legato.errors import DataError
+from legato.errors import ConfigError, DataError
 from legato.flags import BLENDED, FAILED_VALIDATION, INPUT_OUT_OF_RANGE, NO_SOURCE
 from legato.models.deblending import DEBLENDED_KIND, deblended_inputs, widened
 from legato.models.input_range import InputRange
 from legato.models.refinement import REFINED_KIND, RefinementStage
 from legato.models.routing import ROUTED_KIND, ROUTES, disagreement, merge_routes, routed_rows
 from legato.models.targets import TargetScaler, physical_columns
+from legato.symmetry import SYMMETRY_COUNT, dihedral
 
 MANIFEST = "estimator.json"
 ERROR_SUFFIXES = {"68": "_err", "95": "_err95"}
@@ -98,11 +99,31 @@ def manifest_psf_bands(manifest: dict) -> dict | None:
 class LoadedEstimator:
     """Networks and scalers loaded from an estimator folder, predicting in physical units."""
 
-    def __init__(self, folder: str | Path):
+    def __init__(self, folder: str | Path, symmetries: int = 1):
+        """Load the estimator in ``folder``.
+
+        Parameters
+        ----------
+        folder : str or Path
+            Estimator folder (``estimator.json`` and its networks, or a wrapper kind's members).
+        symmetries : int
+            Flips/rotations of each stamp the whole estimator measures, the estimates averaged (1-8,
+            :data:`legato.symmetry.SYMMETRY_COUNT`; 1: the stamp as given; :meth:`predict`). Averaging over
+            the 8 removes most of a network's orientation-dependent error (ellipticity and the bright end gain
+            most) at 8 passes.
+
+        Raises
+        ------
+        ConfigError
+            When ``symmetries`` is not in 1-8.
+        """
         import keras
 
         import legato.models.layers  # noqa: F401  (registers the custom layers)
 
+        if not (isinstance(symmetries, (int, np.integer)) and 1 <= symmetries <= SYMMETRY_COUNT):
+            raise ConfigError(f"symmetries must be an integer from 1 to {SYMMETRY_COUNT}, got {symmetries!r}")
+        self.symmetries = int(symmetries)
         folder = Path(folder)
         self.manifest = read_manifest(folder)
         self.stamp_size = int(self.manifest["stamp_size"])
@@ -212,6 +233,9 @@ class LoadedEstimator:
         blend : tuple of numpy.ndarray, optional
             The stamps' ``(neighbour_fraction, blended)`` when already measured
             (:meth:`measure_blends`, with the neighbour map for an estimator that :attr:`deblends`); else measured here.
+
+        An estimator loaded with ``symmetries`` > 1 measures each stamp in that many of its flips/rotations
+        and returns the average (:meth:`_averaged`).
         """
         if checked:
             x = np.asarray(stamps, dtype=np.float32)
@@ -219,6 +243,40 @@ class LoadedEstimator:
             x = validate_stamps(stamps, self.stamp_size, max_batch=np.iinfo(np.int64).max)
         if psf is None and self.psf_bands is not None:
             psf = self.psf_condition()
+        if self.symmetries > 1:
+            return self._averaged(x, batch_size, psf, blend)
+        return self._predict_once(x, batch_size, psf, blend)
+
+    def _averaged(self, x: np.ndarray, batch_size: int, psf, blend) -> dict[str, np.ndarray]:
+        """The estimates of :attr:`symmetries` flips/rotations of each stamp, averaged.
+
+        The blends are measured once, on the stamps as given (a neighbour map is flipped with its
+        stamp). mag and ellipticity are averaged, re and n in logarithm (as the networks regress them),
+        and the interval half-widths (the flips of one stamp share its noise: no narrowing); ``q`` follows
+        the ellipticity; every other column (flags, sky, aperture magnitude, blend fraction) is the pass
+        on the stamps as given.
+        """
+        blend = self.measure_blends(x) if blend is None and self.measures_blends else blend
+        passes = []
+        for code in range(self.symmetries):
+            codes = np.full(len(x), code)
+            flipped = blend if blend is None or len(blend) < 3 else (*blend[:2], dihedral(blend[2], codes))
+            passes.append(self._predict_once(x if code == 0 else dihedral(x, codes), batch_size, psf, flipped))
+        columns = dict(passes[0])
+        for name in SERSIC_COLUMNS:
+            if name not in columns:
+                continue
+            values = np.stack([np.asarray(p[name], dtype=np.float64) for p in passes])
+            columns[name] = np.exp(np.mean(np.log(values), axis=0)) if name in LOG_COLUMNS else np.mean(values, axis=0)
+            for suffix in ERROR_SUFFIXES.values():
+                if f"{name}{suffix}" in columns:
+                    columns[f"{name}{suffix}"] = np.mean([np.asarray(p[f"{name}{suffix}"], dtype=np.float64) for p in passes], axis=0)
+        if "ellipticity" in columns and "q" in columns:
+            columns["q"] = 1.0 - columns["ellipticity"]
+        return columns
+
+    def _predict_once(self, x: np.ndarray, batch_size: int, psf, blend) -> dict[str, np.ndarray]:
+        """:meth:`predict` of checked stamps, each measured as given."""
         if self.routes is not None:
             return self._predict_routed(x, batch_size, psf, blend[:2] if blend is not None else None)
         if self.deblend is not None:

@@ -34,6 +34,8 @@ class ResolvedModel:
         Folder with ``estimator.json`` (the networks and scalers).
     pyfunc_uri : str or None
         URI loadable by ``mlflow.pyfunc`` (None for a bare estimator folder).
+    symmetries : int
+        Flips/rotations each stamp is measured in, the estimates averaged (``legato predict --symmetries``).
     """
 
     spec: str
@@ -45,6 +47,7 @@ class ResolvedModel:
     estimator_dir: Path
     pyfunc_uri: str | None
     _tmp: object = field(default=None, repr=False)
+    symmetries: int = 1
 
     def meta(self) -> dict:
         """Identity of the model for the output table's metadata."""
@@ -55,21 +58,24 @@ class ResolvedModel:
             "model_version": self.version or "local",
             "model_alias": self.alias or "",
             "model_run_id": self.run_id or "",
+            **({"model_symmetries": self.symmetries} if self.symmetries > 1 else {}),
         }
 
     def fingerprint(self) -> dict:
         """What identifies the predicting network for resuming."""
+        averaged = {"symmetries": self.symmetries} if self.symmetries > 1 else {}
         if self.run_id or self.version:
-            return {"uri": self.uri, "version": self.version, "run_id": self.run_id}
+            return {"uri": self.uri, "version": self.version, "run_id": self.run_id, **averaged}
         from legato.io.stamp_inputs import file_signature
 
-        return {"uri": self.uri, "files": [file_signature(p) for p in sorted(self.estimator_dir.rglob("*")) if p.is_file()]}
+        files = [file_signature(p) for p in sorted(self.estimator_dir.rglob("*")) if p.is_file()]
+        return {"uri": self.uri, "files": files, **averaged}
 
     def load(self):
         """The :class:`~legato.models.estimator.LoadedEstimator` (TensorFlow is imported here)."""
         from legato.models.estimator import LoadedEstimator
 
-        return LoadedEstimator(self.estimator_dir)
+        return LoadedEstimator(self.estimator_dir, self.symmetries)
 
 
 def resolve_model(spec: str | None = None, name: str = DEFAULT_MODEL_NAME, tracking_uri: str | None = None) -> ResolvedModel:

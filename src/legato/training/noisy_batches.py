@@ -13,6 +13,7 @@ import numpy as np
 
 from legato.errors import ConfigError
 from legato.simulation.noise import NoiseModel, survey_noise_realisation
+from legato.symmetry import dihedral
 
 
 @dataclass(frozen=True)
@@ -43,21 +44,6 @@ class DepthRange:
         scale = np.exp(rng.uniform(low, high, count))
         correlation = np.asarray(self.correlation_pix, dtype=float)[rng.integers(0, len(self.correlation_pix), count)]
         return scale, correlation
-
-
-def dihedral(stamps: np.ndarray, codes: np.ndarray) -> np.ndarray:
-    """Apply one of the 8 flips/rotations (``codes`` in 0..7) to each stamp of ``(N, H, W)``.
-
-    The Sérsic parameters (mag, re, n, ellipticity) are invariant under them.
-    """
-    out = np.empty_like(stamps)
-    for code in range(8):
-        members = np.flatnonzero(codes == code)
-        if len(members) == 0:
-            continue
-        block = np.rot90(stamps[members], code % 4, axes=(1, 2))
-        out[members] = block[:, :, ::-1] if code >= 4 else block
-    return out
 
 
 def noisy_batch(
