@@ -124,7 +124,9 @@ def fine_tune(arm: str, work: Path, steps: int, learning_rate: float, checkpoint
     folder = work / arm
     folder.mkdir(parents=True, exist_ok=True)
     checkpoint, state_path = folder / "network.keras", folder / "state.json"
-    state = json.loads(state_path.read_text()) if state_path.is_file() and checkpoint.is_file() else {"step": 0, "seconds": 0.0, "losses": []}
+    state = (
+        json.loads(state_path.read_text()) if state_path.is_file() and checkpoint.is_file() else {"step": 0, "seconds": 0.0, "losses": []}
+    )
     if state["step"] >= steps:
         return state
     config = ProductionConfig.from_params(load_params(REPO / "params.yaml"), section="scenes")
@@ -140,7 +142,11 @@ def fine_tune(arm: str, work: Path, steps: int, learning_rate: float, checkpoint
             partial = folder / ".network.partial.keras"
             model.save(partial)
             partial.replace(checkpoint)
-            state = {"step": step + 1, "seconds": round(state["seconds"] + time.perf_counter() - began, 1), "losses": state["losses"] + [round(float(np.mean(losses)), 5)]}
+            state = {
+                "step": step + 1,
+                "seconds": round(state["seconds"] + time.perf_counter() - began, 1),
+                "losses": state["losses"] + [round(float(np.mean(losses)), 5)],
+            }
             state_path.write_text(json.dumps(state))
             began, losses = time.perf_counter(), []
             log(f"{arm}: step {step + 1}/{steps}, loss {state['losses'][-1]}", flush=True)
@@ -156,9 +162,11 @@ def raw_columns(model, arm: str, stamps: np.ndarray, estimator) -> dict[str, np.
     psf = estimator.psf_condition()
     features = psf.features(len(stamps))
     batch = inputs_for(arm, stamps, features)
-    outputs = np.concatenate(
-        [model([part[i : i + 512] for part in batch], training=False).numpy() for i in range(0, len(stamps), 512)]
-    ) if arm == "mask" else forward_in_batches(model, stamps, psf=features)
+    outputs = (
+        np.concatenate([model([part[i : i + 512] for part in batch], training=False).numpy() for i in range(0, len(stamps), 512)])
+        if arm == "mask"
+        else forward_in_batches(model, stamps, psf=features)
+    )
     values = scaler.inverse(outputs[:, : len(scaler.targets)])
     values["mag"] = values["mag"] + psf.magnitude_offset
     return physical_columns(values)

@@ -48,7 +48,12 @@ def coverage(truth, estimates: dict) -> dict:
 
     return {
         level: {
-            c: round(float(np.mean(covered(np.asarray(truth[c], float), np.asarray(estimates[c], float), np.asarray(estimates[c + suffix], float)))), 3)
+            c: round(
+                float(
+                    np.mean(covered(np.asarray(truth[c], float), np.asarray(estimates[c], float), np.asarray(estimates[c + suffix], float)))
+                ),
+                3,
+            )
             for c in SERSIC_COLUMNS
             if c + suffix in estimates
         }
@@ -106,22 +111,32 @@ def main() -> None:
         efficiency = efficiency_report(truth, {"estimator": estimates}, bounds, {"h23": 23.0}, mag_bins)
         binned = efficiency["binned"]["estimator"]
         r2 = {
-            name: {p: round(v, 5) for p, v in r2_table(truth[mag <= limit], {k: np.asarray(v)[mag <= limit] for k, v in estimates.items()}).items()}
+            name: {
+                p: round(v, 5)
+                for p, v in r2_table(truth[mag <= limit], {k: np.asarray(v)[mag <= limit] for k, v in estimates.items()}).items()
+            }
             for name, limit in (("h23", 23.0), ("h245", 24.5))
         }
         report["symmetries"][str(count)] = {
             "r2": r2,
             "stamps_per_s": round(len(stamps) / seconds, 1),
-            "rmse_over_crb": {p: [(row["mag_lo"], None if row["ratio"] is None else round(row["ratio"], 2)) for row in rows] for p, rows in binned.items()},
+            "rmse_over_crb": {
+                p: [(row["mag_lo"], None if row["ratio"] is None else round(row["ratio"], 2)) for row in rows] for p, rows in binned.items()
+            },
             "table1_at_least_moments_classical": {p: r2["h23"][p] >= MOMENTS_CLASSICAL_H23[p] for p in MOMENTS_CLASSICAL_H23},
             "rmse_over_crb_bins_over_2": bins_over_target(binned),
             "coverage_against_truth": coverage(truth, estimates),
         }
         if args.test_a is not None:
             report["symmetries"][str(count)]["realistic_test_a"] = realistic_scores(estimator, args.test_a)
-        print(count, json.dumps(report["symmetries"][str(count)]["r2"]["h23"]), report["symmetries"][str(count)]["stamps_per_s"], flush=True)
+        print(
+            count, json.dumps(report["symmetries"][str(count)]["r2"]["h23"]), report["symmetries"][str(count)]["stamps_per_s"], flush=True
+        )
     report["limit_r2_h23"] = {p: round(v, 5) for p, v in efficiency["subsets"]["h23"]["limit_r2"].items()}
-    report["targets"] = {"table1_h23": MOMENTS_CLASSICAL_H23, "rmse_over_crb": f"<= {RATIO_TARGET} from H = {RATIO_RANGE[0]} to {RATIO_RANGE[1]}"}
+    report["targets"] = {
+        "table1_h23": MOMENTS_CLASSICAL_H23,
+        "rmse_over_crb": f"<= {RATIO_TARGET} from H = {RATIO_RANGE[0]} to {RATIO_RANGE[1]}",
+    }
     report["command"] = (
         f"python benchmarks/tta.py --estimator {args.estimator}"
         + ("" if args.symmetries == [1, 2, 4, 8] else " --symmetries " + " ".join(map(str, args.symmetries)))
