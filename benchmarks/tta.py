@@ -75,6 +75,7 @@ def realistic_scores(estimator, folder: Path) -> dict:
         "coverage_flagged_blended": against.get("flagged_blended", {}).get("coverage"),
         "coverage_flagged_isolated": against.get("flagged_isolated", {}).get("coverage"),
         "truth_sersic_with_neighbours_h23": report["against_truth"]["estimator"]["sersic_with_neighbours_h23"]["r2"],
+        "truth_sersic_isolated_h23": report["against_truth"]["estimator"]["sersic_isolated_h23"]["r2"],
     }
 
 
