@@ -89,7 +89,7 @@ def composed_scenes(models: np.ndarray, bands: np.ndarray, scene, rng: np.random
     tuple of numpy.ndarray
         ``(N, H, W)`` float32 targets, ``(N, H, W)`` float32 neighbours (their sum), ``(N,)`` neighbour counts.
     """
-    from legato.training.noisy_batches import dihedral
+    from legato.symmetry import dihedral
     from legato.training.scenes import shift_into
 
     count = len(models)

@@ -131,7 +131,7 @@ def predict_command_rate(estimator: Path, stamps: np.ndarray, count: int, option
     import pyarrow.parquet as pq
     from astropy.io import fits
 
-    from legato.training.noisy_batches import dihedral
+    from legato.symmetry import dihedral
 
     repeats = int(np.ceil(count / len(stamps)))
     cube = np.concatenate([dihedral(stamps, np.full(len(stamps), k % 8)) for k in range(repeats)])[:count]

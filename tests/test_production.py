@@ -14,8 +14,9 @@ from typer.testing import CliRunner
 from conftest import TOY_PRODUCTION as TOY
 from legato.cli import app
 from legato.simulation.noise import NoiseModel, survey_noise_realisation
+from legato.symmetry import dihedral
 from legato.training.noise_aware import ProductionConfig
-from legato.training.noisy_batches import DepthRange, dihedral, noisy_batch
+from legato.training.noisy_batches import DepthRange, noisy_batch
 
 NOISE = NoiseModel(sky_sigma=0.008725, exposure_time=20000.0)
 

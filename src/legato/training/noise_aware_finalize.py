@@ -35,8 +35,9 @@ def calibration_set(config: ProductionConfig, data_dir: Path):
     """
     from legato.io.stamps import load_split
     from legato.models.noise_aware import reference_band_mag
+    from legato.symmetry import dihedral
     from legato.training.noise_aware import ISOLATED, noiseless_set_noise, scene_library
-    from legato.training.noisy_batches import dihedral, noisy_copies
+    from legato.training.noisy_batches import noisy_copies
     from legato.training.scenes import scene_stamps
 
     models, labels, header = load_split(data_dir / "val")

@@ -43,8 +43,9 @@ def noisy_rows(set_dir: Path, copies: int, depths, seed: int, limit: int | None 
         Stamps ``(N * copies + extra, H, W)`` float32, electrons/s, and their label rows.
     """
     from legato.io.stamps import load_split
+    from legato.symmetry import dihedral
     from legato.training.noise_aware import noiseless_set_noise
-    from legato.training.noisy_batches import dihedral, noisy_copies
+    from legato.training.noisy_batches import noisy_copies
 
     models, labels, header = load_split(set_dir, limit)
     noise = noiseless_set_noise(header, set_dir)

@@ -21,7 +21,8 @@ import numpy as np
 
 from legato.errors import ConfigError
 from legato.simulation.noise import NoiseModel, survey_noise_realisation
-from legato.training.noisy_batches import DepthRange, dihedral
+from legato.symmetry import dihedral
+from legato.training.noisy_batches import DepthRange
 
 
 @dataclass(frozen=True)
