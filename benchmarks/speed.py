@@ -7,8 +7,9 @@ of N stamps (the test set under its 8 flips/rotations) for the production
 estimator (uncertainties and input checks included) and for Arch1, and times a
 single stamp in process; with ``--residuals`` also the production estimator with
 ``legato predict --residuals`` (model, reduced chi², residual flux fraction and
-asymmetry of every stamp) on the same cube. Run it on an idle machine. Writes
-reports/speed.json.
+asymmetry of every stamp) on the same cube; with ``--repeats R`` every end-to-end
+run R times, the models in turn, and the median reported with every run. Run it
+on an idle machine. Writes reports/speed.json.
 
     python benchmarks/speed.py --test datasets/simulated/test --classical-stamps 400 --end-to-end 30000 --residuals
 """
@@ -45,6 +46,9 @@ def main() -> None:
     parser.add_argument("--residuals", action="store_true", help="also time legato predict --residuals (production estimator)")
     parser.add_argument("--production", default="production", help="name of the production estimator among the models")
     parser.add_argument("--also", action="append", default=[], help="another model name to time end to end (repeatable)")
+    parser.add_argument(
+        "--repeats", type=int, default=1, help="end-to-end runs per model, interleaved; the median is reported with every run"
+    )
     parser.add_argument("--out", type=Path, default=Path("reports/speed.json"))
     args = parser.parse_args()
 
@@ -78,11 +82,8 @@ def main() -> None:
         started = classical_rate(args, params, settings, workers, network_starts(options["starts"], args.test))
         results["classical_network_start_fits_per_second"] = started["fits_per_second"]
     if args.end_to_end and args.production in models:
-        end_to_end = {
-            name: predict_command_rate(Path(models[name]), stamps, args.end_to_end)
-            for name in dict.fromkeys((args.production, "arch1", *args.also))
-            if name in models
-        }
+        names = [name for name in dict.fromkeys((args.production, "arch1", *args.also)) if name in models]
+        end_to_end = interleaved_rates({name: Path(models[name]) for name in names}, stamps, args.end_to_end, args.repeats)
         production = end_to_end[args.production]
         production["single_stamp_ms"] = single_stamp_latency(Path(models[args.production]), stamps)
         production["speedup_vs_classical"] = round(production["predict_end_to_end_stamps_per_s"] / classical, 1)
@@ -124,6 +125,22 @@ def classical_rate(args, params: dict, settings, workers: int, starts: dict | No
             progress=False,
             starts=starts,
         )
+
+
+def interleaved_rates(estimators: dict[str, Path], stamps: np.ndarray, count: int, repeats: int) -> dict[str, dict]:
+    """:func:`predict_command_rate` of every estimator, ``repeats`` rounds in turn (a shared machine's speed drifts
+    over minutes: interleaving gives every estimator the same conditions); the median run of each, with every rate."""
+    runs = {name: [] for name in estimators}
+    for _ in range(max(1, repeats)):
+        for name, folder in estimators.items():
+            runs[name].append(predict_command_rate(folder, stamps, count))
+    results = {}
+    for name, rates in runs.items():
+        ordered = sorted(rates, key=lambda run: run["predict_end_to_end_stamps_per_s"])
+        results[name] = dict(ordered[(len(ordered) - 1) // 2])
+        if len(rates) > 1:
+            results[name]["runs_stamps_per_s"] = [run["predict_end_to_end_stamps_per_s"] for run in rates]
+    return results
 
 
 def predict_command_rate(estimator: Path, stamps: np.ndarray, count: int, options: list[str] | None = None) -> dict:

@@ -107,3 +107,22 @@ def test_the_batch_gives_the_per_stamp_results(monkeypatch):
     np.testing.assert_array_equal(fraction, np.concatenate([f for f, _ in single]))
     np.testing.assert_array_equal(blended, np.concatenate([b for _, b in single]))
     assert blended.any() and not blended.all()
+
+
+def test_the_fast_binning_and_block_means_keep_the_reference_sums():
+    from legato.io.stamp_checks import NOISE_BLOCK_PIX, _binned, source_snr
+
+    rng = np.random.default_rng(5)
+    cube = (rng.normal(size=(6, 64, 64)) * rng.uniform(0.01, 100.0, size=(6, 1, 1))).astype(np.float32)
+    reference = cube.reshape(6, 32, 2, 32, 2).sum(axis=(2, 4), dtype=np.float32)
+    np.testing.assert_array_equal(_binned(cube), reference)  # NumPy's float32 rounding, bit for bit
+    means = cube.reshape(6, 16, NOISE_BLOCK_PIX, 16, NOISE_BLOCK_PIX).mean(axis=(2, 4), dtype=np.float64)
+    frame = np.ones((16, 16), dtype=bool)
+    frame[2:-2, 2:-2] = False
+    border = means[:, frame]
+    background = np.median(border, axis=1)
+    sigma = 1.4826 * np.median(np.abs(border - background[:, None]), axis=1)
+    aperture = (np.mgrid[:64, :64] - 32.0) ** 2
+    aperture = aperture.sum(axis=0) <= (1.0 / 0.06) ** 2
+    flux = (cube * aperture).sum(axis=(1, 2), dtype=np.float64) - background * aperture.sum()
+    np.testing.assert_allclose(source_snr(cube), flux / (sigma * NOISE_BLOCK_PIX * np.sqrt(aperture.sum())), rtol=1e-9)

@@ -369,3 +369,34 @@ def test_symmetries_average_the_flips_and_rotations_and_are_recorded(champion, c
     assert spark.exit_code == 1 and "--symmetries run with the local engine only" in spark.output
     assert run(path, "-o", tmp_path / "x.fits", *model_args(repo_root), "--symmetries", 9).exit_code != 0
     assert not list(tmp_path.glob("x.*")) and not list(tmp_path.glob("s.*"))
+
+
+def test_the_graphs_are_built_while_the_first_chunk_is_read_and_change_no_value(champion, cube):
+    from legato.inference.predict import prefetch
+    from legato.models.estimator import LoadedEstimator
+
+    _, folder = champion
+    _, stamps, _ = cube
+    good = stamps[6:30]
+    cold = LoadedEstimator(folder).predict(good, batch_size=16)
+    warm = LoadedEstimator(folder)
+    warm.warm_up(16)
+    assert warm._compiled is not None
+    again = warm.predict(good, batch_size=16)  # a batch of 16, then one of 8: both traced already
+    for name in cold:
+        np.testing.assert_array_equal(again[name], cold[name])
+
+    events = []
+
+    def chunks():
+        for k in range(3):
+            events.append(f"read {k}")
+            yield k
+
+    for depth in (2, 0):
+        events.clear()
+        items = prefetch(chunks(), depth, meanwhile=lambda: events.append("warm up"))
+        first = next(items)
+        assert "warm up" in events  # done before the first chunk reaches the network
+        assert [first, *items] == [0, 1, 2] and events.count("warm up") == 1
+    assert events[0] == "warm up"  # without a reader thread: before the first chunk is read

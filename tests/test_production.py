@@ -62,6 +62,19 @@ def test_the_network_measures_the_noise_of_each_stamp():
     np.testing.assert_allclose(sigma / NOISE.sky_sigma, scale, rtol=0.1)
 
 
+@pytest.mark.parametrize("count", [1, 2, 7, 960])
+def test_the_one_sort_mad_selects_what_sorting_the_deviations_selects(count):
+    from legato.models.noise_aware import sorted_mad
+
+    rng = np.random.default_rng(count)
+    values = rng.normal(size=(40, count)).astype(np.float32) * np.float32(3.7)
+    values[::2] = np.round(values[::2])  # ties
+    ordered = np.sort(values, axis=1)
+    median = ordered[:, count // 2 : count // 2 + 1]
+    expected = np.sort(np.abs(values - median), axis=1)[:, count // 2 : count // 2 + 1]
+    np.testing.assert_array_equal(np.asarray(sorted_mad(ordered)), expected)  # the same float32 values, bit for bit
+
+
 def test_resumed_training_reaches_the_uninterrupted_weights(tiny_noiseless, tmp_path):
     import keras
 

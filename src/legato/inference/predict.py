@@ -68,7 +68,7 @@ def check_chunk(estimator, stamps: np.ndarray, flags: np.ndarray) -> StampChecks
     checks = StampChecks(stamp_flags(stamps, flags), None)
     rows = checks.predictable
     if getattr(estimator, "measures_blends", False) and rows.any():
-        return StampChecks(checks.flags, estimator.measure_blends(stamps[rows]))
+        return StampChecks(checks.flags, estimator.measure_blends(stamps if rows.all() else stamps[rows]))
     return checks
 
 
@@ -111,7 +111,7 @@ def predict_stamps(
     columns = {name: np.full(len(flags), np.nan, dtype=np.float32) for name in names}
     if ok.any():
         options = {**({"psf": psf} if psf is not None else {}), **({"blend": checks.blend} if checks.blend is not None else {})}
-        predicted = estimator.predict(stamps[ok], batch_size=batch_size, checked=True, **options)
+        predicted = estimator.predict(stamps if ok.all() else stamps[ok], batch_size=batch_size, checked=True, **options)
         for name in names:
             columns[name][ok] = np.asarray(predicted[name], dtype=np.float32)
         if "flags" in predicted:  # the estimator's own input checks
@@ -139,9 +139,15 @@ def value_columns(estimator) -> tuple[str, ...]:
     return tuple(name for name in getattr(estimator, "output_columns", OUTPUT_COLUMNS) if name != "flags")
 
 
-def prefetch(iterator: Iterator, depth: int = 2) -> Iterator:
-    """Run ``iterator`` in a background thread, ``depth`` items ahead (exceptions are re-raised here)."""
+def prefetch(iterator: Iterator, depth: int = 2, meanwhile: Callable[[], None] | None = None) -> Iterator:
+    """Run ``iterator`` in a background thread, ``depth`` items ahead (exceptions are re-raised here).
+
+    ``meanwhile`` runs here once the thread has started, before the first item is awaited (``legato
+    predict`` builds the networks' graphs while the first chunk is read and checked).
+    """
     if depth < 1:
+        if meanwhile is not None:
+            meanwhile()
         yield from iterator
         return
     items: queue.Queue = queue.Queue(maxsize=depth)
@@ -166,6 +172,8 @@ def prefetch(iterator: Iterator, depth: int = 2) -> Iterator:
     thread = threading.Thread(target=produce, name="legato-prefetch", daemon=True)
     thread.start()
     try:
+        if meanwhile is not None:
+            meanwhile()
         while True:
             kind, item = items.get()
             if kind == "done":
@@ -257,7 +265,9 @@ def predict_catalogue(
         bar.update(min(source.total, len(done) * chunk_size))
     try:
         checked = ((chunk, check_chunk(estimator, chunk.stamps, chunk.flags)) for chunk in source.chunks(chunk_size, skip=done))
-        for chunk, checks in prefetch(checked, prefetch_depth):
+        warm_up = getattr(estimator, "warm_up", None)
+        meanwhile = None if warm_up is None or source.total == 0 else (lambda: warm_up(batch_size))
+        for chunk, checks in prefetch(checked, prefetch_depth, meanwhile):
             store.write(chunk.index, predict_chunk(estimator, chunk, training_range, batch_size, psf, checks))
             processed += len(chunk.ids)
             bar.update(len(chunk.ids))

@@ -37,6 +37,26 @@ BORDER_PIX = 4
 MAD_TO_SIGMA = 1.482602218505602
 
 
+def sorted_mad(ordered):
+    """Median absolute deviation about the median of each row of ascending-sorted values ``(N, c)``, as ``(N, 1)``.
+
+    Median and MAD are the elements of rank ``c // 2`` (0-based, the upper one for an even ``c``) of the values and of
+    their absolute deviations. The deviations are two sorted runs, ``m - x`` below the median (ascending as ``x`` falls)
+    and ``x - m`` from it on, so the rank-``h`` deviation is the least of ``max(m - x[t], x[t + h] - m)`` over ``t <
+    h`` (and ``x[2h] - m`` for an odd ``c``): a selection among the same floating-point values as sorting the
+    deviations, in one pass instead of a second sort (7% of a production network's forward pass on a CPU).
+    """
+    count = ordered.shape[-1]
+    half = count // 2
+    median = ordered[:, half : half + 1]
+    if half == 0:  # one value: no deviation
+        return ordered - median
+    mad = ops.min(ops.maximum(median - ordered[:, :half], ordered[:, half : 2 * half] - median), axis=1, keepdims=True)
+    if count % 2:
+        mad = ops.minimum(mad, ordered[:, 2 * half :] - median)
+    return mad
+
+
 @keras.saving.register_keras_serializable(package="legato")
 class BorderNoise(keras.layers.Layer):
     """Per-stamp noise: ``1.4826 * MAD`` of the pixels in the outer frame of ``border`` pixels.
@@ -66,11 +86,8 @@ class BorderNoise(keras.layers.Layer):
 
     def call(self, inputs):
         flat = ops.reshape(inputs, (-1, inputs.shape[-2] * inputs.shape[-1]))
-        frame = ops.take(flat, self._indices, axis=1)
-        count = len(self._indices)
-        median = ops.sort(frame, axis=1)[:, count // 2 : count // 2 + 1]
-        mad = ops.sort(ops.abs(frame - median), axis=1)[:, count // 2 : count // 2 + 1]
-        return ops.maximum(MAD_TO_SIGMA * mad, self.floor)
+        ordered = ops.sort(ops.take(flat, self._indices, axis=1), axis=1)
+        return ops.maximum(MAD_TO_SIGMA * sorted_mad(ordered), self.floor)
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], 1)
