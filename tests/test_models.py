@@ -90,3 +90,34 @@ def test_metrics():
     stats = binned_statistics(table, est, [20.0, 21.0, 22.0, 23.0])
     assert stats["mag"][0]["count"] == 2 and stats["mag"][0]["bias"] == pytest.approx(0.15)
     assert stats["re"][0]["outlier_fraction"] == 0.5 and stats["mag"][1]["count"] == 0
+
+
+def test_averaged_passes_shrink_their_intervals_by_what_the_average_removes():
+    from legato.symmetry import average_estimates
+
+    rng = np.random.default_rng(4)
+    k, n = 8, 2000
+    shared = rng.normal(0.0, 0.6, n)  # the stamp's own error, the same in every flip
+    passes = []
+    for _ in range(k):
+        own = rng.normal(0.0, 0.8, n)  # orientation-dependent error: sigma**2 = 0.36 + 0.64 = 1
+        passes.append(
+            {
+                "mag": 20.0 + shared + own,
+                "mag_err": np.ones(n),
+                "mag_err95": np.full(n, 1.96),
+                "re_arcsec": np.full(n, 0.5),
+                "re_arcsec_err": np.full(n, 0.05),
+                "flags": np.arange(n),
+            }
+        )
+    averaged = average_estimates(passes)
+    np.testing.assert_allclose(averaged["mag"], np.mean([p["mag"] for p in passes], axis=0))
+    # the error of the average has variance 0.36 + 0.64 / 8 = 0.44: the shrunk half-widths cover 68% of it
+    error = averaged["mag"] - 20.0
+    assert 0.64 < np.mean(np.abs(error) <= averaged["mag_err"]) < 0.72
+    np.testing.assert_allclose(averaged["mag_err95"], 1.96 * averaged["mag_err"])
+    assert np.all(averaged["mag_err"] >= 1.0 / np.sqrt(k) - 1e-12)  # never narrower than independent passes
+    # identical passes (no orientation-dependent error) keep their intervals; other columns are the first pass's
+    np.testing.assert_allclose(averaged["re_arcsec_err"], 0.05)
+    np.testing.assert_array_equal(averaged["flags"], passes[0]["flags"])

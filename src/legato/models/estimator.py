@@ -24,7 +24,7 @@ from legato.models.input_range import InputRange
 from legato.models.refinement import REFINED_KIND, RefinementStage
 from legato.models.routing import ROUTED_KIND, ROUTES, disagreement, merge_routes, routed_rows
 from legato.models.targets import TargetScaler, physical_columns
-from legato.symmetry import SYMMETRY_COUNT, dihedral
+from legato.symmetry import SYMMETRY_COUNT, average_estimates, dihedral
 
 MANIFEST = "estimator.json"
 ERROR_SUFFIXES = {"68": "_err", "95": "_err95"}
@@ -265,13 +265,10 @@ class LoadedEstimator:
         return self._predict_once(x, batch_size, psf, blend)
 
     def _averaged(self, x: np.ndarray, batch_size: int, psf, blend) -> dict[str, np.ndarray]:
-        """The estimates of :attr:`symmetries` flips/rotations of each stamp, averaged.
+        """The estimates of :attr:`symmetries` flips/rotations of each stamp, averaged
+        (:func:`legato.symmetry.average_estimates`: re and n in logarithm, the intervals shrunk by what averaging removes).
 
-        The blends are measured once, on the stamps as given (a neighbour map is flipped with its
-        stamp). mag and ellipticity are averaged, re and n in logarithm (as the networks regress them),
-        and the interval half-widths (the flips of one stamp share its noise: no narrowing); ``q`` follows
-        the ellipticity; every other column (flags, sky, aperture magnitude, blend fraction) is the pass
-        on the stamps as given.
+        The blends are measured once, on the stamps as given (a neighbour map is flipped with its stamp).
         """
         blend = self.measure_blends(x) if blend is None and self.measures_blends else blend
         passes = []
@@ -279,18 +276,7 @@ class LoadedEstimator:
             codes = np.full(len(x), code)
             flipped = blend if blend is None or len(blend) < 3 else (*blend[:2], dihedral(blend[2], codes))
             passes.append(self._predict_once(x if code == 0 else dihedral(x, codes), batch_size, psf, flipped))
-        columns = dict(passes[0])
-        for name in SERSIC_COLUMNS:
-            if name not in columns:
-                continue
-            values = np.stack([np.asarray(p[name], dtype=np.float64) for p in passes])
-            columns[name] = np.exp(np.mean(np.log(values), axis=0)) if name in LOG_COLUMNS else np.mean(values, axis=0)
-            for suffix in ERROR_SUFFIXES.values():
-                if f"{name}{suffix}" in columns:
-                    columns[f"{name}{suffix}"] = np.mean([np.asarray(p[f"{name}{suffix}"], dtype=np.float64) for p in passes], axis=0)
-        if "ellipticity" in columns and "q" in columns:
-            columns["q"] = 1.0 - columns["ellipticity"]
-        return columns
+        return average_estimates(passes)
 
     def _predict_once(self, x: np.ndarray, batch_size: int, psf, blend) -> dict[str, np.ndarray]:
         """:meth:`predict` of checked stamps, each measured as given."""
