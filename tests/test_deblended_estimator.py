@@ -98,6 +98,7 @@ def test_checks_run_ahead_and_the_served_model_give_the_rows_of_predict(deblende
 
     from legato.inference.predict import check_chunk, predict_stamps
     from legato.io.stamps import load_split
+    from legato.models.deblending import deblended_inputs
     from legato.models.estimator import LoadedEstimator
     from legato.serving.pyfunc import save_estimator_model
 
@@ -106,12 +107,17 @@ def test_checks_run_ahead_and_the_served_model_give_the_rows_of_predict(deblende
     estimator = LoadedEstimator(deblended[0])
     flags = np.zeros(len(crowded), dtype=np.int32)
     checks = check_chunk(estimator, crowded, flags)
-    assert len(checks.blend) == 3 and checks.blend[2].shape[0] == len(crowded)
+    # the neighbour map and the stamps without their neighbours, prepared with the measurement
+    assert len(checks.blend) == 4 and checks.blend[2].shape[0] == len(crowded)
+    grow = int(estimator.deblend["grow_pix"])
+    np.testing.assert_array_equal(checks.blend[3], deblended_inputs(crowded, checks.blend[2], grow))
     inline, inline_flags = predict_stamps(estimator, crowded, flags, None)
     ahead, ahead_flags = predict_stamps(estimator, crowded, flags, None, checks=checks)
+    deblended_here = estimator.predict(crowded, checked=True, blend=checks.blend[:3])  # without the prepared stamps
     np.testing.assert_array_equal(ahead_flags, inline_flags)
     for name in inline:
         np.testing.assert_array_equal(ahead[name], inline[name])
+        np.testing.assert_array_equal(np.asarray(deblended_here[name], dtype=np.float32), inline[name])
     model = mlflow.pyfunc.load_model(str(save_estimator_model(deblended[0], tmp_path / "model", stamps[:2])))
     served = model.predict(crowded)
     np.testing.assert_array_equal(served["flags"].to_numpy(), inline_flags)

@@ -365,10 +365,8 @@ def test_symmetries_average_the_flips_and_rotations_and_are_recorded(champion, c
     assert run(path, "-o", tmp_path / "plain.fits", *model_args(repo_root)).exit_code == 0
     assert not np.allclose(Table.read(tmp_path / "plain.fits", mask_invalid=False)["mag"][6:30], table["mag"][6:30], rtol=1e-7)
 
-    spark = run(path, "-o", tmp_path / "s.parquet", *model_args(repo_root), "--engine", "spark", "--symmetries", 2)
-    assert spark.exit_code == 1 and "--symmetries run with the local engine only" in spark.output
     assert run(path, "-o", tmp_path / "x.fits", *model_args(repo_root), "--symmetries", 9).exit_code != 0
-    assert not list(tmp_path.glob("x.*")) and not list(tmp_path.glob("s.*"))
+    assert not list(tmp_path.glob("x.*"))
 
 
 def test_the_graphs_are_built_while_the_first_chunk_is_read_and_change_no_value(champion, cube):

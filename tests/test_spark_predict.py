@@ -73,7 +73,7 @@ def _spark(spark, path, model, output, repo_root):
     from legato.inference.spark import predict_spark
 
     training_range = TrainingRange.from_params_file(repo_root / "params.yaml")
-    summary = predict_spark(spark, model.pyfunc_uri, path, output, training_range=training_range)
+    summary = predict_spark(spark, model.pyfunc_uri, path, output, training_range=training_range, symmetries=model.symmetries)
     frame = pd.read_parquet(output).sort_values("id").reset_index(drop=True)
     assert summary["rows"] == len(frame)
     return frame
@@ -100,6 +100,13 @@ def test_spark_matches_local_on_parquet_and_fits_shards(registered, spark, tiny_
     assert local.loc[local["id"] == ids[4], "flags"].item() == StampFlag.BAD_PIXELS | StampFlag.FAILED_VALIDATION
     assert local.loc[local["id"] == ids[9], "flags"].item() == StampFlag.FAILED_VALIDATION
     _assert_same(local, distributed)
+
+    # --symmetries: the executors average the same flips/rotations as the local engine
+    model.symmetries = 4
+    averaged = _local(shards, model, tmp_path / "local_4.parquet", repo_root)
+    _assert_same(averaged, _spark(spark, shards, model, tmp_path / "spark_4.parquet", repo_root))
+    assert not np.allclose(averaged["mag"], local["mag"], rtol=1e-7, equal_nan=True)
+    model.symmetries = 1
 
     # FITS shards (the real UDS stamps, resized on the executors); the corrupt file is skipped by both
     folder = tmp_path / "fits"

@@ -112,8 +112,8 @@ def predict(
     if training_range is None:
         typer.echo(f"note: {params} not found: no OUT_OF_RANGE check", err=True)
 
-    if (crb or residuals or gallery or symmetries > 1) and engine == "spark":
-        raise ConfigError("--crb, --residuals, --gallery and --symmetries run with the local engine only")
+    if (crb or residuals or gallery) and engine == "spark":
+        raise ConfigError("--crb, --residuals and --gallery run with the local engine only")
     if gallery is not None and catalog is not None:
         raise ConfigError("--gallery draws from stamp inputs (cube, folder or Parquet); for a mosaic, cut the stamps first")
     if residuals and chi2_threshold is None:
@@ -124,6 +124,7 @@ def predict(
         if catalog is not None:
             raise ConfigError("the Spark engine reads Parquet or FITS stamp shards; cut mosaics with the local engine")
         resolved = resolve_model(model, name=model_name, tracking_uri=tracking_uri)
+        resolved.symmetries = symmetries
         if resolved.pyfunc_uri is None:
             raise ConfigError(f"the Spark engine needs an MLflow model (registry alias/version or an MLmodel folder), not {model}")
         from legato.models.estimator import manifest_psf_bands, read_manifest
@@ -134,7 +135,13 @@ def predict(
         session = spark_session(master or ("local[2]" if not _under_spark_submit() else None))
         try:
             summary = predict_spark(
-                session, resolved.pyfunc_uri, input_path, output, training_range=training_range, params=request_params(condition)
+                session,
+                resolved.pyfunc_uri,
+                input_path,
+                output,
+                training_range=training_range,
+                params=request_params(condition),
+                symmetries=symmetries,
             )
         finally:
             session.stop()

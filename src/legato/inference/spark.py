@@ -287,18 +287,18 @@ def worker_model(archive_name: str):
     return model
 
 
-def predict_batch(model, ids, stamps, flags, stamp_size: int, params: dict | None, training_range, values: list[str]):
+def predict_batch(model, ids, stamps, flags, stamp_size: int, params: dict | None, training_range, values: list[str], symmetries: int = 1):
     """One batch of stamps to its output record batch: the served model's rows (checks, networks, flags).
 
     ``stamps`` is an Arrow list array of flattened stamps (reshaped from its buffer, no
     per-row copy; rows of a wrong length become zero stamps flagged ``FAILED_VALIDATION``)
-    or a cube ``(n, size, size)``.
+    or a cube ``(n, size, size)``. ``symmetries``: flips/rotations averaged per stamp (as ``legato predict --symmetries``).
     """
     import numpy as np
     import pyarrow as pa
 
     cube = stamps if isinstance(stamps, np.ndarray) else stamp_checks.flat_to_stamps(stamps, stamp_size, flags)
-    rows = model.rows(cube, params, flags=flags, training_range=training_range)
+    rows = model.rows(cube, params, flags=flags, training_range=training_range, symmetries=symmetries)
     arrays = [ids] + [pa.array(np.asarray(rows[name], dtype=np.float32)) for name in values]
     arrays.append(pa.array(np.asarray(rows["flags"], dtype=np.int32)))
     return pa.RecordBatch.from_arrays(arrays, names=["id", *values, "flags"])
@@ -312,6 +312,7 @@ def predict_spark(
     training_range=None,
     stamp_size: int = DEFAULT_STAMP_SIZE,
     params: dict | None = None,
+    symmetries: int = 1,
 ) -> dict:
     """Predict Parquet/FITS stamp shards with a registered model on Spark; write a Parquet dataset.
 
@@ -330,6 +331,8 @@ def predict_spark(
     params : dict, optional
         The model's request parameters (a PSF-conditioned model's ``band``, ``zeropoint``,
         ``psf_fwhm_arcsec``, ``psf_r50_arcsec``: :func:`legato.serving.pyfunc.request_psf`).
+    symmetries : int
+        Flips/rotations each stamp is measured in, the estimates averaged (1-8; ``legato predict --symmetries``).
 
     Returns
     -------
@@ -350,7 +353,7 @@ def predict_spark(
             model = worker_model(archive)
             for batch in batches:
                 for ids, stamps, flags in input_batches(kind, batch, size):
-                    yield predict_batch(model, ids, stamps, flags, size, params, training_range, values)
+                    yield predict_batch(model, ids, stamps, flags, size, params, training_range, values, symmetries)
 
         result = tasks.mapInArrow(predict_partition, schema)
         write_parquet(result, output_path)

@@ -10,6 +10,7 @@ model around it is :mod:`legato.serving.pyfunc`.
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
@@ -96,6 +97,19 @@ def manifest_psf_bands(manifest: dict) -> dict | None:
     return (manifest.get("psf_input") or {}).get("bands")
 
 
+def checked_symmetries(symmetries) -> int:
+    """``symmetries`` as an int when it is one of 1-8 (:data:`legato.symmetry.SYMMETRY_COUNT`).
+
+    Raises
+    ------
+    ConfigError
+        Otherwise.
+    """
+    if not (isinstance(symmetries, (int, np.integer)) and 1 <= symmetries <= SYMMETRY_COUNT):
+        raise ConfigError(f"symmetries must be an integer from 1 to {SYMMETRY_COUNT}, got {symmetries!r}")
+    return int(symmetries)
+
+
 class LoadedEstimator:
     """Networks and scalers loaded from an estimator folder, predicting in physical units."""
 
@@ -121,9 +135,7 @@ class LoadedEstimator:
 
         import legato.models.layers  # noqa: F401  (registers the custom layers)
 
-        if not (isinstance(symmetries, (int, np.integer)) and 1 <= symmetries <= SYMMETRY_COUNT):
-            raise ConfigError(f"symmetries must be an integer from 1 to {SYMMETRY_COUNT}, got {symmetries!r}")
-        self.symmetries = int(symmetries)
+        self.symmetries = checked_symmetries(symmetries)
         folder = Path(folder)
         self.manifest = read_manifest(folder)
         self.stamp_size = int(self.manifest["stamp_size"])
@@ -158,6 +170,20 @@ class LoadedEstimator:
         self.input_range = InputRange.from_dict(range_values) if range_values else None
         self.reference_sigma = float(self.manifest.get("reference_sigma", 0.0))
         self.psf_bands = manifest_psf_bands(self.manifest)
+
+    def averaging(self, symmetries: int) -> LoadedEstimator:
+        """This estimator measuring each stamp in ``symmetries`` of its flips/rotations: the same networks, not reloaded.
+
+        Raises
+        ------
+        ConfigError
+            When ``symmetries`` is not in 1-8.
+        """
+        if checked_symmetries(symmetries) == self.symmetries:
+            return self
+        other = copy.copy(self)
+        other.symmetries = int(symmetries)
+        return other
 
     def psf_condition(self, band: str | None = None, psf_file=None, zeropoint: float | None = None, summary: tuple | None = None):
         """The :class:`~legato.models.psf_condition.PsfCondition` of a call (band, PSF file or PSF ``(FWHM, r50)``):
@@ -200,16 +226,24 @@ class LoadedEstimator:
     @property
     def deblends(self) -> bool:
         """Whether :meth:`predict` removes the neighbours first: its ``blend=`` then also takes the neighbour map
-        (``blend_measurements(stamps, with_map=True)``)."""
+        (``blend_measurements(stamps, with_map=True)``) and, when prepared, the stamps without their neighbours."""
         return self.deblend is not None
 
     def measure_blends(self, stamps: np.ndarray):
-        """What :meth:`predict` takes as ``blend=`` for these stamps (None for an estimator that measures no blends)."""
+        """What :meth:`predict` takes as ``blend=`` for these stamps (None for an estimator that measures no blends).
+
+        ``(neighbour_fraction, blended)``; for an estimator that :attr:`deblends`, also the neighbour map and the
+        stamps with their neighbours removed (:func:`~legato.models.deblending.deblended_inputs`): prepared here,
+        ``legato predict``'s reader thread does that work while the networks measure the previous chunk.
+        """
         if not self.measures_blends:
             return None
         from legato.io.stamp_checks import blend_measurements
 
-        return blend_measurements(stamps, with_map=self.deblends)
+        found = blend_measurements(stamps, with_map=self.deblends)
+        if not self.deblends:
+            return found
+        return (*found, deblended_inputs(np.asarray(stamps, dtype=np.float32), found[2], int(self.deblend["grow_pix"])))
 
     def warm_up(self, batch_size: int = 256) -> None:
         """Build the networks' inference graphs now, for batches of ``batch_size`` stamps and of any other size.
@@ -249,7 +283,8 @@ class LoadedEstimator:
             The stamps' PSF and zeropoint (:meth:`psf_condition`; default: F160W).
         blend : tuple of numpy.ndarray, optional
             The stamps' ``(neighbour_fraction, blended)`` when already measured
-            (:meth:`measure_blends`, with the neighbour map for an estimator that :attr:`deblends`); else measured here.
+            (:meth:`measure_blends`, with the neighbour map and the deblended stamps for an estimator that :attr:`deblends`);
+            else measured here.
 
         An estimator loaded with ``symmetries`` > 1 measures each stamp in that many of its flips/rotations
         and returns the average (:meth:`_averaged`).
@@ -274,7 +309,7 @@ class LoadedEstimator:
         passes = []
         for code in range(self.symmetries):
             codes = np.full(len(x), code)
-            flipped = blend if blend is None or len(blend) < 3 else (*blend[:2], dihedral(blend[2], codes))
+            flipped = blend if code == 0 or blend is None or len(blend) < 3 else (*blend[:2], dihedral(blend[2], codes))
             passes.append(self._predict_once(x if code == 0 else dihedral(x, codes), batch_size, psf, flipped))
         return average_estimates(passes)
 
@@ -284,7 +319,7 @@ class LoadedEstimator:
             return self._predict_routed(x, batch_size, psf, blend[:2] if blend is not None else None)
         if self.deblend is not None:
             blend = self.measure_blends(x) if blend is None or len(blend) < 3 else blend
-            clean = deblended_inputs(x, blend[2], int(self.deblend["grow_pix"]))
+            clean = blend[3] if len(blend) > 3 else deblended_inputs(x, blend[2], int(self.deblend["grow_pix"]))
             columns = self.base.predict(clean, batch_size, checked=True, psf=psf, blend=blend[:2])
             return widened(columns, self.manifest.get("blended_calibration"))
         blend = None if blend is None else blend[:2]

@@ -197,15 +197,17 @@ try:  # MLflow is heavy: the pyfunc class is only defined where MLflow is import
                 scoring_hook.install(invocations_endpoint(self.rows, self.estimator.stamp_size, self.max_batch))
                 scoring_hook.tcp_nodelay_listeners()
 
-        def rows(self, stamps, params: dict | None = None, flags=None, training_range=None) -> dict[str, np.ndarray]:
+        def rows(self, stamps, params: dict | None = None, flags=None, training_range=None, symmetries: int = 1) -> dict[str, np.ndarray]:
             """:func:`model_rows` with this model's batch limit and the request's PSF parameters.
 
             ``flags`` are input flags to complete; ``training_range`` replaces the model's own (the Spark
-            path passes ``legato predict --params``' range, as the local path uses it).
+            path passes ``legato predict --params``' range, as the local path uses it); ``symmetries``
+            averages each stamp's flips/rotations (``legato predict --engine spark --symmetries``,
+            :meth:`~legato.models.estimator.LoadedEstimator.averaging`).
             """
             limits = training_range if training_range is not None else self.training_range
             psf = request_psf(self.estimator, params)
-            return model_rows(self.estimator, stamps, limits, self.max_batch, psf, flags)
+            return model_rows(self.estimator.averaging(symmetries), stamps, limits, self.max_batch, psf, flags)
 
         def predict(self, context, model_input, params=None):
             import pandas as pd
