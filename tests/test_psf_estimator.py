@@ -170,7 +170,16 @@ def test_served_requests_name_their_band_and_get_the_rows_of_legato_predict(scen
         default_status, default = _post(server.url + "/invocations", {"inputs": stamps[:3].tolist()})
         status, body = _post(server.url + "/invocations", {"inputs": stamps[:3].tolist(), "params": {"band": "F125W"}})
         bad_status, bad = _post(server.url + "/invocations", {"inputs": stamps[:1].tolist(), "params": {"band": "F814W"}})
+        averaged_status, averaged = _post(
+            server.url + "/invocations", {"inputs": stamps[:3].tolist(), "params": {"band": "F125W", "symmetries": 4}}
+        )
+        refused_status, refused = _post(server.url + "/invocations", {"inputs": stamps[:1].tolist(), "params": {"symmetries": 9}})
     assert server.process.poll() is not None
+    assert averaged_status == 200, averaged
+    columns, _ = predict_stamps(loaded.averaging(4), stamps[:3], np.zeros(3, dtype=np.int32), None, psf=loaded.psf_condition(band="F125W"))
+    for name in ("mag", "re_arcsec", "n", "ellipticity", "ellipticity_err"):
+        np.testing.assert_allclose([row[name] for row in averaged["predictions"]], columns[name], rtol=1e-5)
+    assert refused_status == 400 and "symmetries must be an integer from 1 to 8" in refused["message"]
     assert default_status == 200 and [row["zeropoint"] for row in default["predictions"]] == pytest.approx([25.9463] * 3)
     assert status == 200, body
     columns, flags = predict_stamps(loaded, stamps[:3], np.zeros(3, dtype=np.int32), None, psf=loaded.psf_condition(band="F125W"))

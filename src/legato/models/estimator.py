@@ -105,7 +105,7 @@ def checked_symmetries(symmetries) -> int:
     ConfigError
         Otherwise.
     """
-    if not (isinstance(symmetries, (int, np.integer)) and 1 <= symmetries <= SYMMETRY_COUNT):
+    if isinstance(symmetries, bool) or not (isinstance(symmetries, (int, np.integer)) and 1 <= symmetries <= SYMMETRY_COUNT):
         raise ConfigError(f"symmetries must be an integer from 1 to {SYMMETRY_COUNT}, got {symmetries!r}")
     return int(symmetries)
 

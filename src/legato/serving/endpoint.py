@@ -5,7 +5,9 @@ Requests are ``Content-Type: application/json`` bodies ``{"inputs": N x 64 x 64}
 also work) of raw pixel values in electrons/s, with optional ``"params"``: the
 stamps' ``band`` (default F160W), ``zeropoint``, or their PSF as
 ``psf_fwhm_arcsec`` and ``psf_r50_arcsec`` (a PSF-conditioned estimator;
-:func:`legato.serving.pyfunc.request_psf`). Answers:
+:func:`legato.serving.pyfunc.request_psf`), and ``symmetries`` (1-8: each stamp
+measured in that many of its flips/rotations, averaged, as ``legato predict
+--symmetries``; a model logged by legato 2026-12-07 or later). Answers:
 
 - 200 ``{"predictions": [{"mag": ..., ..., "flags": ...}, ...]}``, one row per
   stamp, as ``legato predict`` writes it; an unmeasurable row (NaN/inf or

@@ -25,6 +25,9 @@ from legato.models.estimator import MAX_BATCH, LoadedEstimator, stamp_cube, vali
 SERVING_PACKAGES = ("tensorflow-cpu", "keras", "mlflow", "numpy", "pandas", "astropy", "pyyaml", "orjson")
 #: the request parameters of a PSF-conditioned estimator, with their defaults (0: the band's own value)
 PSF_PARAMS = {"band": "F160W", "zeropoint": 0.0, "psf_fwhm_arcsec": 0.0, "psf_r50_arcsec": 0.0}
+#: the request parameter of every model, with its default: flips/rotations measured per stamp, averaged (1-8,
+#: ``legato predict --symmetries``)
+AVERAGING_PARAMS = {"symmetries": 1}
 
 
 def pinned_requirements() -> list[str]:
@@ -80,7 +83,7 @@ def _pyfunc_arguments(folder: str | Path, example: np.ndarray, training_range) -
     import legato
 
     estimator = LoadedEstimator(folder)
-    params = PSF_PARAMS if estimator.psf_bands is not None else None
+    params = {**(PSF_PARAMS if estimator.psf_bands is not None else {}), **AVERAGING_PARAMS}
     return {
         "python_model": SersicEstimator(),
         "artifacts": {"estimator": str(folder)},
@@ -102,10 +105,11 @@ def request_psf(estimator: LoadedEstimator, params: dict | None):
     """
     from legato.errors import ConfigError
 
-    params = dict(params or {})
-    unknown = sorted(set(params) - set(PSF_PARAMS))
+    known = {**PSF_PARAMS, **AVERAGING_PARAMS}
+    unknown = sorted(set(params or {}) - set(known))
     if unknown:
-        raise ConfigError(f"unknown request parameters {unknown}; known: {', '.join(PSF_PARAMS)}")
+        raise ConfigError(f"unknown request parameters {unknown}; known: {', '.join(known)}")
+    params = {key: value for key, value in (params or {}).items() if key in PSF_PARAMS}
     if not params:
         return None
     band = params.get("band") or None
@@ -203,11 +207,13 @@ try:  # MLflow is heavy: the pyfunc class is only defined where MLflow is import
             ``flags`` are input flags to complete; ``training_range`` replaces the model's own (the Spark
             path passes ``legato predict --params``' range, as the local path uses it); ``symmetries``
             averages each stamp's flips/rotations (``legato predict --engine spark --symmetries``,
-            :meth:`~legato.models.estimator.LoadedEstimator.averaging`).
+            :meth:`~legato.models.estimator.LoadedEstimator.averaging`), a request's ``symmetries``
+            parameter (:data:`AVERAGING_PARAMS`) in its place when given.
             """
             limits = training_range if training_range is not None else self.training_range
             psf = request_psf(self.estimator, params)
-            return model_rows(self.estimator.averaging(symmetries), stamps, limits, self.max_batch, psf, flags)
+            count = (params or {}).get("symmetries", symmetries)
+            return model_rows(self.estimator.averaging(count), stamps, limits, self.max_batch, psf, flags)
 
         def predict(self, context, model_input, params=None):
             import pandas as pd
