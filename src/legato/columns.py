@@ -23,6 +23,8 @@ RELATIVE = frozenset({"re", "n"})
 SERSIC_COLUMNS = ("mag", "re_arcsec", "n", "ellipticity")
 #: Columns regressed in log space by the networks.
 LOG_COLUMNS = frozenset({"re_arcsec", "n"})
+#: Interval level -> suffix of its half-width columns (``mag_err``, ``mag_err95``, ...).
+ERROR_SUFFIXES = {"68": "_err", "95": "_err95"}
 #: Sérsic columns of a predicted catalogue (the axis ratio beside the ellipticity).
 OUTPUT_COLUMNS = ("mag", "re_arcsec", "n", "q", "ellipticity")
 #: Columns of a classical label (the fit's position angle with the outputs).

@@ -11,12 +11,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from legato.columns import LOG_COLUMNS, SERSIC_COLUMNS
+from legato.columns import ERROR_SUFFIXES, LOG_COLUMNS, SERSIC_COLUMNS
 
 #: the size of the dihedral group of the square
 SYMMETRY_COUNT = 8
-#: suffixes of the interval half-width columns (68% and 95%)
-WIDTH_SUFFIXES = ("_err", "_err95")
 
 
 def dihedral(stamps: np.ndarray, codes: np.ndarray) -> np.ndarray:
@@ -68,7 +66,7 @@ def average_estimates(passes: list[dict]) -> dict[str, np.ndarray]:
         logged = name in LOG_COLUMNS
         spread = np.log(values) if logged else values
         columns[name] = np.exp(np.mean(spread, axis=0)) if logged else np.mean(values, axis=0)
-        present = [suffix for suffix in WIDTH_SUFFIXES if name + suffix in columns]
+        present = [suffix for suffix in ERROR_SUFFIXES.values() if name + suffix in columns]
         widths = {suffix: np.mean([np.asarray(p[name + suffix], dtype=np.float64) for p in passes], axis=0) for suffix in present}
         if not widths:
             continue

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from legato.columns import COLUMN, PARAMETERS
+from legato.columns import COLUMN, ERROR_SUFFIXES, PARAMETERS
 from legato.evaluation.real_check import real_check
 from legato.models.uncertainty import covered, reliability_curve
 from legato.stats import binned_statistics, r2_table
@@ -53,7 +53,7 @@ def interval_coverage(truth, estimates, suffix: str) -> dict[str, np.ndarray]:
 
 def coverage_by_bin(truth, estimates, edges=ONE_MAG_BINS, suffixes=None) -> dict:
     """Coverage of each interval level, per parameter: overall and per true-magnitude bin (bins with few galaxies marked)."""
-    suffixes = suffixes or {"68": "_err", "95": "_err95"}
+    suffixes = suffixes or ERROR_SUFFIXES
     mag = np.asarray(truth["mag"], dtype=float)
     result = {}
     for level, suffix in suffixes.items():

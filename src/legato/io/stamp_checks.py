@@ -324,12 +324,15 @@ def _binned(cube: np.ndarray) -> np.ndarray:
     """
     size = cube.shape[-1] // BLEND_BIN * BLEND_BIN
     cut = np.asarray(cube[:, :size, :size], dtype=np.float32)
-    binned = None
+    rows = []
     for dy in range(BLEND_BIN):
         row = cut[:, dy::BLEND_BIN, 0::BLEND_BIN].copy()
         for dx in range(1, BLEND_BIN):
             row += cut[:, dy::BLEND_BIN, dx::BLEND_BIN]
-        binned = row if binned is None else binned.__iadd__(row)
+        rows.append(row)
+    binned = rows[0]
+    for row in rows[1:]:
+        binned += row
     return binned
 
 

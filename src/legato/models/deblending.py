@@ -26,13 +26,12 @@ from pathlib import Path
 
 import numpy as np
 
-from legato.columns import SERSIC_COLUMNS
+from legato.columns import ERROR_SUFFIXES, SERSIC_COLUMNS
 from legato.errors import ConfigError
 from legato.flags import BLENDED
 
 #: the manifest ``kind`` of a deblended estimator folder
 DEBLENDED_KIND = "deblended"
-ERROR_SUFFIXES = {"68": "_err", "95": "_err95"}
 
 
 def deblended_inputs(stamps: np.ndarray, neighbour_map: np.ndarray, grow_pix: int) -> np.ndarray:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from legato.columns import LOG_COLUMNS, OUTPUT_COLUMNS, SERSIC_COLUMNS
+from legato.columns import ERROR_SUFFIXES, LOG_COLUMNS, OUTPUT_COLUMNS, SERSIC_COLUMNS
 from legato.conventions import BAND, ZEROPOINT_AB
 from legato.errors import ConfigError, DataError
 from legato.flags import BLENDED, FAILED_VALIDATION, INPUT_OUT_OF_RANGE, NO_SOURCE
@@ -28,7 +28,6 @@ from legato.models.targets import TargetScaler, physical_columns
 from legato.symmetry import SYMMETRY_COUNT, average_estimates, dihedral
 
 MANIFEST = "estimator.json"
-ERROR_SUFFIXES = {"68": "_err", "95": "_err95"}
 MAX_BATCH = 4096  # most stamps one request may hold
 NON_NUMERIC = {"b": "booleans", "U": "strings", "S": "strings", "O": "non-numbers (null, objects or mixed types)"}
 

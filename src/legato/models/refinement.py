@@ -39,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
-from legato.columns import SERSIC_COLUMNS
+from legato.columns import ERROR_SUFFIXES, SERSIC_COLUMNS
 from legato.errors import ConfigError
 from legato.flags import BLENDED, NOT_PREDICTED
 
@@ -55,7 +55,6 @@ LOG_TARGETS = {"mag": False, "re_arcsec": True, "n": True, "ellipticity": False}
 CALIBRATION_MAG_EDGES = (20.0, 21.0, 22.0, 23.0, 24.0)
 #: clip of the log-variances (standardised residuals)
 LOG_VARIANCE_RANGE = (-12.0, 6.0)
-ERROR_SUFFIXES = {"68": "_err", "95": "_err95"}
 PSF_FWHM_REFERENCE_ARCSEC = 0.18
 #: fewest usable rows the stage is trained on (the toy pipeline has 30)
 MIN_TRAINING_ROWS = 20
