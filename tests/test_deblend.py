@@ -103,3 +103,38 @@ def test_a_peak_split_off_near_the_targets_own_is_flagged_but_not_removed():
     assert blended.all()
     assert not neighbour_map[0].any()
     assert neighbour_map[1, CENTRE // BLEND_BIN, (CENTRE + 12) // BLEND_BIN]
+
+
+@pytest.mark.parametrize("size", [17, 20, 64, 65])
+def test_the_vectorised_sky_sigma_is_numpys_median_of_absolute_deviations_bit_for_bit(size):
+    """One sort per stamp and a bisection give the float32 values of two ``numpy.median`` calls: odd and even counts,
+    ties and signed zeros (rounded pixels), and the whole frame when fewer than 16 unmasked pixels are left."""
+    from legato.io.deblend import _sky_sigmas
+    from legato.io.stamp_checks import NOISE_FRAME_PIX
+
+    rng = np.random.default_rng(size)
+    stamps = rng.normal(0.0, 0.05, (30, size, size)).astype(np.float32)
+    stamps[::3] = np.round(stamps[::3], 1)  # ties, and -0.0 beside 0.0
+    mask = rng.uniform(size=stamps.shape) < rng.uniform(0.0, 1.0, (30, 1, 1)) ** 0.5
+    mask[-1] = True  # no unmasked frame pixel: the whole frame
+    frame = np.ones((size, size), dtype=bool)
+    frame[NOISE_FRAME_PIX:-NOISE_FRAME_PIX, NOISE_FRAME_PIX:-NOISE_FRAME_PIX] = False
+    expected = []
+    for stamp, masked in zip(stamps, mask):
+        values = stamp[frame & ~masked] if (frame & ~masked).sum() >= 16 else stamp[frame]
+        expected.append(float(1.4826 * np.median(np.abs(values - np.median(values)))))
+    got = _sky_sigmas(stamps, mask)
+    assert np.array_equal(got, np.array(expected)) and not np.signbit(got).any()
+
+
+@pytest.mark.parametrize("grow_pix", [1, 2, 3])
+def test_growth_by_shifts_is_scipys_square_dilation(grow_pix):
+    from scipy import ndimage
+
+    neighbour_map = np.random.default_rng(grow_pix).uniform(size=(5, 32, 32)) < 0.03
+    neighbour_map[0] = False
+    for size in (64, 65):
+        mask = neighbour_pixels(neighbour_map, size, grow_pix=0)
+        structure = np.zeros((1, 2 * grow_pix + 1, 2 * grow_pix + 1), dtype=bool)
+        structure[0] = True
+        assert np.array_equal(neighbour_pixels(neighbour_map, size, grow_pix), ndimage.binary_dilation(mask, structure=structure))

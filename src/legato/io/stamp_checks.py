@@ -286,21 +286,11 @@ def _blend_chunk(cube: np.ndarray, with_map: bool = False) -> tuple[np.ndarray, 
     aperture = _binned_aperture(cells, centre, SOURCE_APERTURE_PIX / BLEND_BIN)
     region = np.ones_like(aperture) if with_map else aperture
     ay, ax = np.nonzero(region)
-    inside = labels[:, region]
+    inside = labels.reshape(count, -1) if with_map else labels[:, region]
     mine = (inside == target[:, None]) & (target[:, None] > 0)
     neighbour = significant[inside] & ~mine
     if len(merged):
-        width2 = 2.0 * (BLEND_OWNER_WIDTH_PIX / BLEND_BIN) ** 2
-        best = ((ay - ty[:, None]) ** 2 + (ax - tx[:, None]) ** 2 - width2 * np.log(th)[:, None]).astype(np.float32)
-        theirs, far = np.zeros_like(mine), np.zeros_like(mine)
-        far2 = (MAP_MIN_PEAK_DISTANCE_PIX / BLEND_BIN) ** 2
-        for j in merged:  # few: one or two per blended stamp
-            k = ps[j]
-            score = (ay - py[j]) ** 2 + (ax - px[j]) ** 2 - width2 * np.log(peak_snr[j])
-            closer = score < best[k]
-            best[k] = np.where(closer, score, best[k])
-            theirs[k] |= closer
-            far[k] = np.where(closer, (py[j] - ty[k]) ** 2 + (px[j] - tx[k]) ** 2 >= far2, far[k])
+        theirs, far = _shares_of_merged(merged, ps, py, px, peak_snr, ty, tx, th, ay, ax, mine.shape)
         everywhere = neighbour | (theirs & far & mine)
         neighbour |= theirs & mine
     else:
@@ -314,6 +304,33 @@ def _blend_chunk(cube: np.ndarray, with_map: bool = False) -> tuple[np.ndarray, 
     blend_region = _binned_aperture(cells, centre, BLEND_RADIUS_PIX / BLEND_BIN)[aperture]
     found = np.clip(share, 0.0, 1.0).astype(np.float32), (neighbour & blend_region).any(axis=1)
     return (*found, everywhere.reshape(count, cells, cells)) if with_map else found
+
+
+def _shares_of_merged(merged, ps, py, px, peak_snr, ty, tx, th, ay, ax, shape) -> tuple[np.ndarray, np.ndarray]:
+    """The binned pixels ``(ay, ax)`` each stamp's merged neighbour peaks own, and whether the owning peak lies at least
+    ``MAP_MIN_PEAK_DISTANCE_PIX`` from the target's: bool ``shape`` = ``(stamps, pixels)`` each.
+
+    A pixel goes to the peak (the target's ``(ty, tx)`` of height ``th``, or a merged one) of least
+    ``d² - 2 w² ln(height)`` (``w = BLEND_OWNER_WIDTH_PIX``); the merged peaks of a stamp are taken in turn (ties go
+    to the earlier), all stamps' first merged peaks at once, then their second ones, and so on.
+    """
+    width2 = 2.0 * (BLEND_OWNER_WIDTH_PIX / BLEND_BIN) ** 2
+    far2 = (MAP_MIN_PEAK_DISTANCE_PIX / BLEND_BIN) ** 2
+    owners, first, slot = np.unique(ps[merged], return_index=True, return_inverse=True)
+    turn = np.arange(len(merged)) - first[slot]  # merged is sorted by stamp: the peak's turn within its stamp
+    best = ((ay - ty[owners, None]) ** 2 + (ax - tx[owners, None]) ** 2 - width2 * np.log(th[owners])[:, None]).astype(np.float32)
+    theirs, far = np.zeros((len(owners), shape[1]), dtype=bool), np.zeros((len(owners), shape[1]), dtype=bool)
+    for step in range(int(turn.max()) + 1):
+        now, rows = merged[turn == step], slot[turn == step]
+        score = (ay - py[now, None]) ** 2 + (ax - px[now, None]) ** 2 - (width2 * np.log(peak_snr[now]))[:, None]
+        closer = score < best[rows]
+        best[rows] = np.where(closer, score, best[rows])
+        theirs[rows] |= closer
+        distant = (py[now] - ty[ps[now]]) ** 2 + (px[now] - tx[ps[now]]) ** 2 >= far2
+        far[rows] = np.where(closer, distant[:, None], far[rows])
+    out_theirs, out_far = np.zeros(shape, dtype=bool), np.zeros(shape, dtype=bool)
+    out_theirs[owners], out_far[owners] = theirs, far
+    return out_theirs, out_far
 
 
 def _binned(cube: np.ndarray) -> np.ndarray:
