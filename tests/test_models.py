@@ -93,7 +93,7 @@ def test_metrics():
 
 
 def test_averaged_passes_shrink_their_intervals_by_what_the_average_removes():
-    from legato.symmetry import average_estimates
+    from legato.symmetry import SUFFIX_SIGMAS, average_estimates
 
     rng = np.random.default_rng(4)
     k, n = 8, 2000
@@ -104,8 +104,8 @@ def test_averaged_passes_shrink_their_intervals_by_what_the_average_removes():
         passes.append(
             {
                 "mag": 20.0 + shared + own,
-                "mag_err": np.ones(n),
-                "mag_err95": np.full(n, 1.96),
+                "mag_err": np.full(n, SUFFIX_SIGMAS["_err"]),
+                "mag_err95": np.full(n, SUFFIX_SIGMAS["_err95"]),  # Gaussian errors: 1.96 sigma
                 "re_arcsec": np.full(n, 0.5),
                 "re_arcsec_err": np.full(n, 0.05),
                 "flags": np.arange(n),
@@ -116,8 +116,27 @@ def test_averaged_passes_shrink_their_intervals_by_what_the_average_removes():
     # the error of the average has variance 0.36 + 0.64 / 8 = 0.44: the shrunk half-widths cover 68% of it
     error = averaged["mag"] - 20.0
     assert 0.64 < np.mean(np.abs(error) <= averaged["mag_err"]) < 0.72
-    np.testing.assert_allclose(averaged["mag_err95"], 1.96 * averaged["mag_err"])
-    assert np.all(averaged["mag_err"] >= 1.0 / np.sqrt(k) - 1e-12)  # never narrower than independent passes
+    np.testing.assert_allclose(averaged["mag_err95"], SUFFIX_SIGMAS["_err95"] / SUFFIX_SIGMAS["_err"] * averaged["mag_err"])
+    assert np.all(averaged["mag_err"] >= SUFFIX_SIGMAS["_err"] / np.sqrt(k) - 1e-12)  # never narrower than independent passes
     # identical passes (no orientation-dependent error) keep their intervals; other columns are the first pass's
     np.testing.assert_allclose(averaged["re_arcsec_err"], 0.05)
     np.testing.assert_array_equal(averaged["flags"], passes[0]["flags"])
+
+
+def test_heavy_tails_of_the_stamps_own_error_keep_the_averaged_95_percent_intervals_honest():
+    """The 95% half-width of heavy-tailed errors is more than 1.96 times the 68% one; the tails are the stamp's own
+    (shared by every flip), so averaging removes the same variance from both and the 95% interval shrinks less."""
+    from legato.symmetry import average_estimates
+
+    rng = np.random.default_rng(5)
+    k, n = 8, 20000
+    shared = 0.3 * rng.standard_t(2, n)
+    passes = [20.0 + shared + rng.normal(0.0, 0.5, n) for _ in range(k)]
+    one = np.abs(passes[0] - 20.0)
+    half68, half95 = np.quantile(one, 0.6827), np.quantile(one, 0.95)  # calibrated on one pass
+    assert half95 > 2.2 * half68
+    averaged = average_estimates([{"mag": p, "mag_err": np.full(n, half68), "mag_err95": np.full(n, half95)} for p in passes])
+    error = np.abs(averaged["mag"] - 20.0)
+    assert 0.66 < np.mean(error <= averaged["mag_err"]) < 0.71
+    assert 0.935 < np.mean(error <= averaged["mag_err95"]) < 0.965
+    assert np.all(averaged["mag_err95"] / half95 >= averaged["mag_err"] / half68 - 1e-9)

@@ -25,6 +25,8 @@ SERSIC_COLUMNS = ("mag", "re_arcsec", "n", "ellipticity")
 LOG_COLUMNS = frozenset({"re_arcsec", "n"})
 #: Interval level -> suffix of its half-width columns (``mag_err``, ``mag_err95``, ...).
 ERROR_SUFFIXES = {"68": "_err", "95": "_err95"}
+#: Interval level -> the share of the errors its half-width holds (calibrated as quantiles of |error|).
+INTERVAL_LEVELS = {"68": 0.6827, "95": 0.95}
 #: Sérsic columns of a predicted catalogue (the axis ratio beside the ellipticity).
 OUTPUT_COLUMNS = ("mag", "re_arcsec", "n", "q", "ellipticity")
 #: Columns of a classical label (the fit's position angle with the outputs).

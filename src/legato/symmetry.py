@@ -9,12 +9,16 @@ network's estimates over several of them (``LoadedEstimator(symmetries=...)``).
 
 from __future__ import annotations
 
+from statistics import NormalDist
+
 import numpy as np
 
-from legato.columns import ERROR_SUFFIXES, LOG_COLUMNS, SERSIC_COLUMNS
+from legato.columns import ERROR_SUFFIXES, INTERVAL_LEVELS, LOG_COLUMNS, SERSIC_COLUMNS
 
 #: the size of the dihedral group of the square
 SYMMETRY_COUNT = 8
+#: interval half-width column suffix -> that level's half-width in Gaussian sigmas (1.0 for 68%, 1.96 for 95%)
+SUFFIX_SIGMAS = {ERROR_SUFFIXES[level]: NormalDist().inv_cdf(0.5 + share / 2) for level, share in INTERVAL_LEVELS.items()}
 
 
 def dihedral(stamps: np.ndarray, codes: np.ndarray) -> np.ndarray:
@@ -41,11 +45,13 @@ def average_estimates(passes: list[dict]) -> dict[str, np.ndarray]:
     (the stamps as given).
 
     The intervals shrink by what averaging removes. A pass's error is the stamp's own (its noise, shared by
-    every flip) plus an orientation-dependent part ``d`` of variance ``delta**2``; averaging k passes leaves
-    ``sigma**2 - delta**2 (1 - 1/k)`` of a pass's variance ``sigma**2`` (the mean of the passes' calibrated
-    half-widths, relative for re and n). ``delta**2`` is estimated per stamp by the variance of its k estimates;
-    the result is kept at least ``sigma**2 / k`` (passes with independent errors) and both half-widths (68%,
-    95%) are scaled by the same factor.
+    every flip) plus an orientation-dependent part ``d`` of variance ``delta**2``; averaging k passes removes
+    ``delta**2 (1 - 1/k)`` of the error's variance. ``delta**2`` is estimated per stamp by the variance of its
+    k estimates (in logarithm for re and n). Each half-width is read as ``z sigma`` (``z`` = 1 at 68%, 1.96 at
+    95%, ``sigma`` the mean over the passes, relative for re and n) and becomes ``z sqrt(sigma**2 - delta**2 (1 -
+    1/k))``, at least ``z sigma / sqrt(k)`` (passes with independent errors). Where the calibrated errors have
+    heavier tails than a Gaussian (a 95% half-width over 1.96 times the 68% one), the tails are the stamp's own
+    and the 95% interval shrinks less than the 68% one.
 
     Parameters
     ----------
@@ -70,12 +76,13 @@ def average_estimates(passes: list[dict]) -> dict[str, np.ndarray]:
         widths = {suffix: np.mean([np.asarray(p[name + suffix], dtype=np.float64) for p in passes], axis=0) for suffix in present}
         if not widths:
             continue
-        if count > 1 and "_err" in widths:
-            with np.errstate(divide="ignore", invalid="ignore"):
-                sigma2 = (widths["_err"] / columns[name] if logged else widths["_err"]) ** 2
-                left = np.maximum(sigma2 - np.var(spread, axis=0, ddof=1) * (1.0 - 1.0 / count), sigma2 / count)
-                factor = np.where(sigma2 > 0, np.sqrt(left / sigma2), 1.0)
-            widths = {s: width * factor for s, width in widths.items()}
+        if count > 1:
+            removed = np.var(spread, axis=0, ddof=1) * (1.0 - 1.0 / count)
+            for suffix, width in widths.items():
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    sigma2 = ((width / columns[name] if logged else width) / SUFFIX_SIGMAS[suffix]) ** 2
+                    left = np.maximum(sigma2 - removed, sigma2 / count)
+                    widths[suffix] = width * np.where(sigma2 > 0, np.sqrt(left / sigma2), 1.0)
         columns.update({name + s: width for s, width in widths.items()})
     if "ellipticity" in columns and "q" in columns:
         columns["q"] = 1.0 - columns["ellipticity"]

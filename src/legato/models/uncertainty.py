@@ -12,7 +12,10 @@ from __future__ import annotations
 import numpy as np
 from scipy.stats import norm
 
-LEVELS = {"68": 0.6827, "95": 0.95}
+from legato.columns import INTERVAL_LEVELS
+
+#: interval level -> share of the errors its half-width holds
+LEVELS = INTERVAL_LEVELS
 
 
 def calibration_scales(truth: np.ndarray, mean: np.ndarray, sigma: np.ndarray) -> dict[str, list[float]]:
