@@ -2,7 +2,8 @@
 #   make run   - set up .venv, pull data/ and the published artifacts from the in-repo DVC remote, recreate their
 #                MLflow runs and registry, regenerate the stamp sets (dvc repro), check dvc status, say where things are
 #   make recompute - the whole pipeline from scratch (dvc repro --force; the production estimator stays published)
-#   make test  - set up .venv, fetch data/, lint (ruff, the import-layer contract), run the whole test suite (slow tests too)
+#   make test  - set up .venv, fetch data/, lint (ruff, the import-layer contract), run the whole test suite (slow tests too;
+#                the toy-pipeline test in a second pytest beside the rest)
 #   make lint  - ruff check, ruff format --check and lint-imports (the layer contract of docs/architecture.md)
 #   make test-fast - the suite without the slow end-to-end tests (what a bare `pytest` runs)
 #   make paper - the pipeline at the paper's training length (15 epochs), as a DVC experiment
@@ -70,8 +71,16 @@ lint: $(INSTALLED)
 	$(BIN)/ruff format --check src tests benchmarks docs
 	$(BIN)/lint-imports
 
+# the toy pipeline's `dvc repro` (a third of the suite's time, a chain of short processes that leaves a core idle
+# most of the time) runs beside the rest of the suite in a pytest of its own; its report follows the suite's
 test: data lint
-	$(BIN)/python -m pytest -m "slow or not slow"
+	@e2e=$$(mktemp -d); \
+	$(BIN)/python -m pytest -m "slow or not slow" -p no:cacheprovider --basetemp=$$e2e/tmp tests/test_pipeline_e2e.py > $$e2e/log 2>&1 & \
+	pid=$$!; \
+	$(BIN)/python -m pytest -m "slow or not slow" --ignore=tests/test_pipeline_e2e.py; rest=$$?; \
+	wait $$pid; pipeline=$$?; \
+	echo "--- tests/test_pipeline_e2e.py (run beside the suite above):"; cat $$e2e/log; rm -rf $$e2e; \
+	test $$rest -eq 0 && test $$pipeline -eq 0
 
 test-fast: data
 	$(BIN)/python -m pytest
