@@ -58,7 +58,14 @@ class CommandCluster:
             children = psutil.Process(self.pids[worker]).children(recursive=True)
         except psutil.Error:
             return set()
-        return {p.pid for p in children if "python" in p.name().lower()}
+        found = set()
+        for child in children:
+            try:
+                if "python" in child.name().lower():
+                    found.add(child.pid)
+            except psutil.NoSuchProcess:  # a finished task's worker exited between the listing and its name
+                continue
+        return found
 
     def kill(self, worker: str) -> None:
         """SIGKILL a worker's process group: the worker, its executor and the executor's Python workers (a lost machine)."""
