@@ -62,6 +62,7 @@ def gbm_columns(base, train_dir: str, test_stamps: np.ndarray, test_columns: dic
 
 def scores(truth, methods: dict, bounds: dict) -> dict:
     """RMSE / CRB and coverage per 1-mag bin and Table 1 R² (H <= 23) of each method."""
+    from legato.columns import ERROR_SUFFIXES
     from legato.evaluation.efficiency import efficiency_report
     from legato.models.uncertainty import covered
 
@@ -88,7 +89,7 @@ def scores(truth, methods: dict, bounds: dict) -> dict:
                         round(float(np.mean(covered(truth_p[inside], columns[c][inside], columns[f"{c}{suffix}"][inside]))), 3)
                         for inside in ((mag >= lo) & (mag < hi) for lo, hi in zip(MAG_BINS[:-1], MAG_BINS[1:]))
                     ]
-                    for level, suffix in (("68", "_err"), ("95", "_err95"))
+                    for level, suffix in ERROR_SUFFIXES.items()
                 }
         out[method] = block
     return out

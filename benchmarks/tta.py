@@ -43,7 +43,7 @@ def bins_over_target(binned: dict) -> list[dict]:
 
 def coverage(truth, estimates: dict) -> dict:
     """Share of the true values inside the estimates' 68% and 95% intervals, per column."""
-    from legato.columns import SERSIC_COLUMNS
+    from legato.columns import ERROR_SUFFIXES, SERSIC_COLUMNS
     from legato.models.uncertainty import covered
 
     return {
@@ -57,7 +57,7 @@ def coverage(truth, estimates: dict) -> dict:
             for c in SERSIC_COLUMNS
             if c + suffix in estimates
         }
-        for level, suffix in (("68", "_err"), ("95", "_err95"))
+        for level, suffix in ERROR_SUFFIXES.items()
     }
 
 

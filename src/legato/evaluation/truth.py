@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from legato.columns import COLUMN, PARAMETERS
+from legato.columns import COLUMN, ERROR_SUFFIXES, PARAMETERS
 from legato.flags import BLENDED
 from legato.models.uncertainty import covered
 from legato.stats import r2_score
@@ -38,7 +38,7 @@ def _scores(reference: dict, estimates, rows: np.ndarray, parameters=PARAMETERS)
     for p in parameters:
         truth, estimate = np.asarray(reference[p], float)[rows], np.asarray(estimates[COLUMN[p]], float)[rows]
         out["r2"][p] = round(float(r2_score(truth, estimate)), 4) if rows.sum() > 1 else None
-        for level, suffix in (("68", "_err"), ("95", "_err95")):
+        for level, suffix in ERROR_SUFFIXES.items():
             width = f"{COLUMN[p]}{suffix}"
             if width in estimates:
                 coverage[level][p] = (

@@ -14,9 +14,6 @@ from scipy.stats import norm
 
 from legato.columns import INTERVAL_LEVELS
 
-#: interval level -> share of the errors its half-width holds
-LEVELS = INTERVAL_LEVELS
-
 
 def calibration_scales(truth: np.ndarray, mean: np.ndarray, sigma: np.ndarray) -> dict[str, list[float]]:
     """Per-target factors ``s`` so that ``|truth - mean| <= s * sigma`` holds for 68.27% / 95% of galaxies.
@@ -32,7 +29,7 @@ def calibration_scales(truth: np.ndarray, mean: np.ndarray, sigma: np.ndarray) -
         ``{"68": [s per target], "95": [s per target]}``.
     """
     z = np.abs((truth - mean) / sigma)
-    return {key: [float(np.quantile(z[:, t], level)) for t in range(z.shape[1])] for key, level in LEVELS.items()}
+    return {key: [float(np.quantile(z[:, t], level)) for t in range(z.shape[1])] for key, level in INTERVAL_LEVELS.items()}
 
 
 def binned_calibration_scales(truth, mean, sigma, predicted_mag, edges, noise_ratio=None, noise_edges=(), min_count: int = 100) -> dict:
@@ -65,7 +62,7 @@ def binned_calibration_scales(truth, mean, sigma, predicted_mag, edges, noise_ra
         else np.searchsorted(np.asarray(noise_edges), np.asarray(noise_ratio), side="right")
     )
     result = {"mag_edges": [float(e) for e in edges], "noise_edges": [float(e) for e in noise_edges], "68": [], "95": []}
-    for level in LEVELS:
+    for level in INTERVAL_LEVELS:
         result[level] = [[None] * (len(edges) + 1) for _ in range(len(noise_edges) + 1)]
     for m in range(len(edges) + 1):
         in_mag = mag_index == m
@@ -73,7 +70,7 @@ def binned_calibration_scales(truth, mean, sigma, predicted_mag, edges, noise_ra
         for k in range(len(noise_edges) + 1):
             members = in_mag & (noise_index == k)
             scales = calibration_scales(truth[members], mean[members], sigma[members]) if members.sum() >= min_count else mag_scales
-            for level in LEVELS:
+            for level in INTERVAL_LEVELS:
                 result[level][k][m] = scales[level]
     return result
 

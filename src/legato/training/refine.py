@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from legato.columns import SERSIC_COLUMNS
+from legato.columns import ERROR_SUFFIXES, SERSIC_COLUMNS
 from legato.stats import r2_score
 
 #: Table 1's paper-comparable subset
@@ -205,8 +205,7 @@ def train_refinement(
     for p in SERSIC_COLUMNS:
         truth = np.asarray(val_labels[p], dtype=float)
         coverage[p] = {
-            level: round(float(np.mean(covered(truth, refined[p], refined[f"{p}{suffix}"]))), 3)
-            for level, suffix in (("68", "_err"), ("95", "_err95"))
+            level: round(float(np.mean(covered(truth, refined[p], refined[f"{p}{suffix}"]))), 3) for level, suffix in ERROR_SUFFIXES.items()
         }
     return {
         "base": str(base),
