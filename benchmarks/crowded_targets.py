@@ -1,7 +1,8 @@
 """Issue 27's targets (crowded stamps), met or missed, read from the committed reports that measured them.
 
 Reads reports/table1.json and reports/crb.json (dvc stage evaluate), reports/realistic_truth.json
-(score_realistic), reports/table2.json (adapt) and reports/adapt_scenes/table2.json (adapt_scenes),
+(score_realistic), reports/table2.json (adapt), reports/adapt_scenes/table2.json (adapt_scenes) and
+reports/adapt_deblended/table2.json (adapt_deblended),
 reports/real_check.json (real_check), reports/speed_<estimator>.json (benchmarks/speed.py) and
 reports/serve_load_<estimator>.json (benchmarks/serve_load.py); writes reports/crowded_targets.json.
 The candidate is the routed estimator (``legato route``: the one built for crowded stamps); ``--estimator`` scores
@@ -25,6 +26,8 @@ MOMENTS_CLASSICAL_H23 = {"mag": 0.9965, "re": 0.9947, "n": 0.972, "ellipticity":
 NEIGHBOURS_VS_LABELS = {"mag": 0.97, "re": 0.80, "n": 0.75, "ellipticity": 0.85}
 PAPER_AFTER_TL = {"mag": 0.984, "re": 0.813, "n": 0.793, "ellipticity": 0.931}
 COVERAGE_WINDOWS = {"68": (0.63, 0.73), "95": (0.92, 0.97)}
+#: each adapted base's Table 2 report
+ADAPTED_BASES = {"production": "table2.json", "scenes": "adapt_scenes/table2.json", "production_deblended": "adapt_deblended/table2.json"}
 
 
 def read(name: str) -> dict | None:
@@ -181,7 +184,7 @@ def main() -> None:
     targets = {
         **isolated_simulations(read("table1.json"), read("crb.json"), name),  # top level: H <= 23
         **realistic_before_adaptation(truth, name),
-        **after_adaptation({b: t for b, t in (("production", read("table2.json")), ("scenes", read("adapt_scenes/table2.json"))) if t}),
+        **after_adaptation({b: table for b, table in ((b, read(path)) for b, path in ADAPTED_BASES.items()) if table}),
         **coverage(truth, list(dict.fromkeys((name, args.adapted)))),
         **speed(read(f"speed_{name}.json"), read(f"serve_load_{name}.json"), name),
         **real_uds(read("real_check.json"), name),

@@ -10,6 +10,7 @@ import pytest
 from legato.errors import ConfigError
 from legato.evaluation.adaptation import adaptation_targets, write_adaptation_reports
 from legato.evaluation.real_check import real_check
+from legato.flags import BLENDED
 from legato.io.stamps import StampSetMeta, read_stamp_set, write_stamp_set
 from legato.training.adapt import (
     AdaptConfig,
@@ -148,3 +149,49 @@ def test_production_estimator_is_adapted_over_seeds_with_a_measured_setup(produc
     assert set(table2["after"]) == {"mag", "re", "n", "ellipticity"} and table2["seeds"] == [7, 8]
     assert (tmp_path / "reports/figures/figure5.png").stat().st_size > 10_000 and len(written) == 5
     assert (tmp_path / "reports/plots/figure5.csv").read_text().count("\n") == 4
+
+
+def with_neighbours(folder, out):
+    """A copy of the labelled set ``folder`` whose every second stamp holds a bright round neighbour 16 pixels off."""
+    stamps, labels, header = read_stamp_set(folder)
+    size = stamps.shape[-1]
+    y, x = np.mgrid[:size, :size]
+    blob = 40.0 * float(np.median(np.abs(stamps))) * np.exp(-((x - size // 2 - 16) ** 2 + (y - size // 2) ** 2) / (2 * 2.0**2))
+    stamps = np.array(stamps, dtype=np.float32)
+    stamps[::2] += blob.astype(np.float32)
+    meta = StampSetMeta(pixel_scale=header["PIXSCALE"], zeropoint=header["MAGZPT"], band="F160W", psf_id="test", domain="realistic")
+    write_stamp_set(out, stamps, labels, meta)
+    return out
+
+
+def test_deblended_adaptation_learns_and_serves_the_stamps_without_their_neighbours(production, labelled_sets, tmp_path):
+    import mlflow
+
+    from legato.models.deblending import deblended_stamps
+    from legato.models.estimator import LoadedEstimator
+
+    base, _ = production
+    sets = {split: with_neighbours(labelled_sets / split, tmp_path / split) for split in ("A", "B")}
+    setups = {"all_layers": FineTuning((), 3e-4)}
+    config = AdaptConfig(sizes=(500,), epochs=1, max_steps=2, batch_size=16, setups=setups, selection_size=24, deblend_grow_pix=0)
+    result = adaptation_curve(config, base, sets["A"], sets["B"], tmp_path / "adapted")
+    assert result["training_domain"] == "realistic-adapted+deblended" and result["figure5"]["sizes"] == [96]
+    manifest = json.loads((tmp_path / "adapted/estimator.json").read_text())
+    assert manifest["kind"] == "deblended" and manifest["deblend"]["grow_pix"] == 0
+    assert manifest["training"]["recipe"]["base_domain"] == "realistic-adapted" and "input_range" in manifest
+    network = json.loads((tmp_path / "adapted/base/estimator.json").read_text())
+    assert network["kind"] == "production" and network["adapted_on"] == 96 and network["uncertainty"]["calibrated_on"] == 19
+    assert "blended" in network["uncertainty"]  # its intervals calibrated apart for the stamps flagged as given
+    # every inference path removes the neighbours before the adapted network measures
+    stamps, _, _ = read_stamp_set(sets["A"])
+    cleaned = deblended_stamps(stamps, 0)
+    assert not np.array_equal(cleaned[::2], stamps[::2])
+    rows = LoadedEstimator(tmp_path / "adapted").predict(stamps)
+    direct = LoadedEstimator(tmp_path / "adapted/base").predict(cleaned)
+    np.testing.assert_allclose(rows["mag"], direct["mag"], rtol=1e-6)
+    assert ((rows["flags"][::2] & BLENDED) > 0).mean() > 0.5  # measured on the stamps as given
+    summary = json.loads((tmp_path / "adapted/run.json").read_text())
+    assert mlflow.MlflowClient().get_run(summary["run_id"]).data.tags["training_domain"] == "realistic-adapted+deblended"
+    assert {"mag", "mag_err", "flags"} <= set(mlflow.pyfunc.load_model(summary["model_uri"]).predict(stamps[:3]).columns)
+    with pytest.raises(ConfigError, match="deblend_grow_pix"):
+        AdaptConfig(deblend_grow_pix=-1)

@@ -15,7 +15,8 @@ pytestmark = pytest.mark.usefixtures("restore_mlflow_uris")  # these tests point
 
 
 def _make_source_store(root: Path) -> tuple[str, dict]:
-    """A real SQLite store with a parent run, a child run with a metric history, a logged model and two versions."""
+    """A real SQLite store with a parent run, a child run with a metric history, a logged model and two versions (1 and 3:
+    version 2 was deleted)."""
     import mlflow
 
     from legato.tracking import start_tracking
@@ -43,6 +44,8 @@ def _make_source_store(root: Path) -> tuple[str, dict]:
     first = client.create_model_version(
         "legato-sersic", info.model_uri, run_id=child.info.run_id, tags={"architecture": "toy"}, model_id=info.model_id
     )
+    deleted = client.create_model_version("legato-sersic", info.model_uri, run_id=child.info.run_id, model_id=info.model_id)
+    client.delete_model_version("legato-sersic", deleted.version)  # its number stays taken: the next version is 3
     second = client.create_model_version("legato-sersic", info.model_uri, run_id=child.info.run_id, model_id=info.model_id)
     client.set_registered_model_alias("legato-sersic", "champion", second.version)
     return uri, {
@@ -80,7 +83,7 @@ def test_history_round_trip_keeps_ids_runs_metrics_models_and_registry(tmp_path,
     assert [a.path for a in client.list_artifacts(ids["child"], "evaluation")] == ["evaluation/note.txt"]
     assert [o.model_id for o in child.outputs.model_outputs] == [ids["model"]]
     versions = sorted(client.search_model_versions("name='legato-sersic'"), key=lambda v: int(v.version))
-    assert [v.version for v in versions] == list(ids["versions"]) and versions[0].tags["architecture"] == "toy"
+    assert [v.version for v in versions] == list(ids["versions"]) == [1, 3] and versions[0].tags["architecture"] == "toy"
     assert client.get_model_version_by_alias("legato-sersic", "champion").version == ids["versions"][1]
     mlflow.set_tracking_uri(target)
     mlflow.set_registry_uri(target)

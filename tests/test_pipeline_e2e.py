@@ -107,6 +107,7 @@ def test_fresh_copy_pulls_data_and_reproduces_pipeline(repo_copy):
         "refined",
         "refined_scenes",
         "adapted_scenes",
+        "adapted_deblended",
         "deblended",
         "deblended_scenes",
     }
@@ -137,6 +138,10 @@ def test_fresh_copy_pulls_data_and_reproduces_pipeline(repo_copy):
     assert real_check["n"] == 15 and {"routed", "refined", "refined_scenes", "adapted_scenes", "deblended"} <= set(real_check["estimators"])
     # the adaptation curve redone on the scene-trained base (legato adapt --section adapt_scenes)
     assert set(json.loads((repo / "reports/adapt_scenes/table2.json").read_text())["after"]) == {"mag", "re", "n", "ellipticity"}
+    # and on the production base shown the stamps without their neighbours (--section adapt_deblended): a deblended estimator
+    assert set(json.loads((repo / "reports/adapt_deblended/table2.json").read_text())["after"]) == {"mag", "re", "n", "ellipticity"}
+    assert json.loads((repo / "models/adapted_deblended/estimator.json").read_text())["kind"] == "deblended"
+    assert "adapted_deblended" in real_check["estimators"] and "adapted_deblended" in realistic_truth["against_truth"]
     # the routed estimator (legato route) is built, tracked and scored in Table 1 beside the networks it routes between
     assert json.loads((repo / "models/routed_tracked/estimator.json").read_text())["kind"] == "routed"
     assert set(table1["routed"]) == {"mag", "re", "n", "ellipticity"}
@@ -162,6 +167,7 @@ def test_fresh_copy_pulls_data_and_reproduces_pipeline(repo_copy):
         registry["versions"]["production"],
         registry["versions"]["adapted"],
         registry["versions"]["adapted_scenes"],
+        registry["versions"]["adapted_deblended"],
     )
     status = run([*dvc, "status"], repo, env)
     assert "up to date" in status

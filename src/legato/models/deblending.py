@@ -41,6 +41,15 @@ def deblended_inputs(stamps: np.ndarray, neighbour_map: np.ndarray, grow_pix: in
     return deblend(stamps, neighbour_pixels(neighbour_map, stamps.shape[-1], grow_pix))
 
 
+def deblended_stamps(stamps: np.ndarray, grow_pix: int) -> np.ndarray:
+    """``stamps`` as a deblended estimator's base sees them: the blend detector's neighbour map measured on each stamp
+    (:func:`legato.io.stamp_checks.blend_measurements`), then :func:`deblended_inputs`; float32 ``(N, H, W)``."""
+    from legato.io.stamp_checks import blend_measurements
+
+    stamps = np.asarray(stamps, dtype=np.float32)
+    return deblended_inputs(stamps, blend_measurements(stamps, with_map=True)[2], int(grow_pix))
+
+
 def widened(columns: dict, calibration: dict | None) -> dict:
     """The rows flagged ``BLENDED`` with their intervals multiplied by ``calibration[level][parameter]``."""
     if not calibration or "flags" not in columns:

@@ -487,8 +487,12 @@ def _link_outputs(client, run_id: str, outputs: list) -> None:
 
 def _create_registered_model(client, record: dict) -> int:
     client.create_registered_model(record["name"], tags=record["tags"] or None, description=record["description"] or None)
-    created = 0
+    created, expected = 0, 1
     for version in sorted(record["versions"], key=lambda v: v["version"]):
+        while expected < version["version"]:  # a version deleted before the export: its number stays taken
+            gap = client.create_model_version(record["name"], version["source"], run_id=version["run_id"], model_id=version["model_id"])
+            client.delete_model_version(record["name"], gap.version)
+            expected = int(gap.version) + 1
         made = client.create_model_version(
             record["name"],
             version["source"],
@@ -501,5 +505,5 @@ def _create_registered_model(client, record: dict) -> int:
             raise LegatoError(f"registry import of {record['name']}: got version {made.version} for exported version {version['version']}")
         for alias in version["aliases"]:
             client.set_registered_model_alias(record["name"], alias, made.version)
-        created += 1
+        created, expected = created + 1, int(made.version) + 1
     return created

@@ -29,6 +29,14 @@ F160W, drawn with a PSF jittered around the nominal one and labelled with the
 nominal one, so the network is told the nominal PSF, as a user with that
 band's PSF model would tell it. Its adapted uncertainties are calibrated
 apart for the stamps the blend detector flags, like the base's.
+
+With ``deblend_grow_pix`` set, pool B and test A are seen the way a deblended
+estimator's base sees them (:mod:`legato.models.deblending`: the blend
+detector's neighbours replaced by the target's point-mirror or sky noise), and
+the adapted network is saved inside a deblended estimator folder, so that every
+inference path removes the neighbours before it measures. Its intervals are
+calibrated on the deblended validation stamps, apart for those flagged
+``BLENDED`` on the stamps as given (the flag every row carries).
 """
 
 from __future__ import annotations
@@ -101,6 +109,9 @@ class AdaptConfig:
         One repetition of the curve per seed (subsets, weights, shuffling).
     augment : bool
         Random flips and 90-degree rotations of the training stamps.
+    deblend_grow_pix : int, optional
+        Adapt on the stamps with their neighbours removed, the segments grown by this many pixels, and save a
+        deblended estimator (None: the stamps as given).
     """
 
     sizes: tuple = PAPER_SIZES
@@ -115,6 +126,7 @@ class AdaptConfig:
     input_noise: float = 0.01
     seeds: tuple = (7,)
     augment: bool = True
+    deblend_grow_pix: int | None = None
 
     def __post_init__(self):
         if not self.sizes or any(int(s) < 5 for s in self.sizes):
@@ -125,6 +137,8 @@ class AdaptConfig:
             raise ConfigError("adapt.epochs, max_steps, batch_size and patience must be positive")
         if not self.setups or not self.seeds:
             raise ConfigError("adapt.setups and adapt.seeds must each name at least one entry")
+        if self.deblend_grow_pix is not None and (isinstance(self.deblend_grow_pix, bool) or int(self.deblend_grow_pix) < 0):
+            raise ConfigError(f"adapt.deblend_grow_pix must be a number of pixels >= 0, got {self.deblend_grow_pix!r}")
 
     @classmethod
     def from_params(cls, section: dict) -> AdaptConfig:
@@ -279,12 +293,14 @@ def predict_network(model, scaler, stamps, psf=None) -> dict[str, np.ndarray]:
     return physical_columns(scaler.inverse(outputs[:, : len(scaler.targets)]))
 
 
-def save_estimator(model, scaler, folder: Path, base: AdaptationBase, calibration: tuple, **info) -> None:
+def save_estimator(model, scaler, folder: Path, base: AdaptationBase, calibration: tuple, blended=None, **info) -> None:
     """Write a one-network estimator folder (network, scaler, manifest) of an adapted network.
 
     A production network keeps the base's reference noise and input range (and a PSF-conditioned one its
     ``psf_input`` bands); its uncertainty factors are recalibrated on ``calibration`` (validation stamps and labels
-    of its own domain), apart for the stamps the blend detector flags when the base's were.
+    of its own domain), apart for the stamps the blend detector flags when the base's were or when ``blended`` is
+    given: bool ``(N,)``, the flags of the calibration stamps as given (a deblended network passes those of the
+    stamps before deblending, which its rows carry; default: measured on ``calibration``'s stamps).
     """
     from legato.models.estimator import write_manifest
 
@@ -305,12 +321,13 @@ def save_estimator(model, scaler, folder: Path, base: AdaptationBase, calibratio
         mean = outputs[:, :count] * np.array(scaler.std) + np.array(scaler.mean)
         sigma = gaussian_sigma(outputs[:, count : 2 * count], scaler.std)
         arguments = (to_network_space(labels, scaler.targets), mean, sigma, mean[:, 0], base.manifest["uncertainty"]["mag_edges"])
-        blended = blend_measurements(stamps)[1]
-        if "blended" in base.manifest["uncertainty"] and 0 < blended.sum() < len(blended):
+        apart = blended is not None or "blended" in base.manifest["uncertainty"]
+        blended = blend_measurements(stamps)[1] if blended is None else np.asarray(blended, dtype=bool)
+        if apart and 0 < blended.sum() < len(blended):
             scales = split_calibration(*arguments, np.ones(len(stamps)), (), blended)
         else:
             scales = binned_calibration_scales(*arguments)
-            if "blended" in base.manifest["uncertainty"]:  # no stamp of one kind to calibrate apart: both share the factors
+            if apart:  # no stamp of one kind to calibrate apart: both share the factors
                 scales["blended"] = dict(scales)
         member["head"] = "gaussian"
         extra.update(
@@ -456,7 +473,7 @@ def adaptation_runs(base: AdaptationBase, setup: FineTuning, config: AdaptConfig
     per_seed : dict
         Seed -> method -> parameter -> R² on A per size.
     kept : tuple
-        ``(size, model, scaler, run_id, val)`` of the fine-tuned network of the first seed at the largest size.
+        ``(size, model, scaler, run_id, val, val_rows)`` of the fine-tuned network of the first seed at the largest size.
     """
     import keras
 
@@ -496,39 +513,62 @@ def adaptation_runs(base: AdaptationBase, setup: FineTuning, config: AdaptConfig
                 for p in PARAMETERS:
                     per_seed[seed][method][p].append(round(float(r2.get(p, np.nan)), 4))
                 if method == "finetuned" and seed == int(config.seeds[0]) and size == sizes[-1]:
-                    kept = (int(size), model, scaler, run_id, val)
+                    kept = (int(size), model, scaler, run_id, val, val_rows)
     return per_seed, kept
 
 
+def adapted_domain(grow_pix) -> str:
+    """The ``training_domain`` of an adapted estimator: ``realistic-adapted``, ``+deblended`` when it removes neighbours."""
+    return "realistic-adapted" + ("" if grow_pix is None else "+deblended")
+
+
 def _publish_adapted(
-    kept: tuple, base: AdaptationBase, base_dir: Path, staging: Path, chosen: str, setup: FineTuning, test: tuple, pool_dir, base_run: dict
+    kept: tuple,
+    base: AdaptationBase,
+    base_dir: Path,
+    staging: Path,
+    chosen: str,
+    setup: FineTuning,
+    given: tuple,
+    pool_dir,
+    base_run: dict,
+    grow_pix,
 ):
-    """Save the kept fine-tuned network as an estimator folder and log it, with its lineage, to its run; the model info."""
+    """Save the kept fine-tuned network as an estimator folder (inside a deblended one when ``grow_pix`` is not None)
+    and log it, with its lineage, to its run; the model info. ``given``: ``(test A, its labels, pool B)`` as given."""
     import mlflow
 
+    from legato.io.stamp_checks import blend_measurements
+    from legato.models.deblending import write_deblended_estimator
     from legato.serving.pyfunc import log_estimator_model
     from legato.tracking import provenance_tags
     from legato.validation.scoring_set import evaluation_data_status
 
-    size, model, scaler, run_id, val = kept
-    test_x, test_labels = test
+    size, model, scaler, run_id, val, val_rows = kept
+    test_x, test_labels, pool_given = given
+    network = staging if grow_pix is None else staging.with_name(staging.name + ".network")
     save_estimator(
         model,
         scaler,
-        staging,
+        network,
         base,
         val,
+        blended=None if grow_pix is None else blend_measurements(pool_given[val_rows])[1],
         training_domain="realistic-adapted",
         adapted_from=str(base_dir),
         adapted_on=size,
         finetuning_setup={"name": chosen, **asdict(setup)},
     )
+    if grow_pix is not None:
+        write_deblended_estimator(network, staging, grow_pix, info={"base_domain": "realistic-adapted", "adapted_on": size})
+        shutil.rmtree(network)
     with mlflow.start_run(run_id=run_id, nested=True):
         info = log_estimator_model(staging, test_x[:2])
         status = evaluation_data_status(test_x, test_labels)  # the promotion gate's check of test A
         mlflow.set_tags(
             {
                 **provenance_tags(str(pool_dir)),
+                "training_domain": adapted_domain(grow_pix),
                 "finetuning_setup": f"{chosen}: {setup.describe()}",
                 "validation": status.split(":")[0],
                 "validation_detail": status,
@@ -575,6 +615,11 @@ def adaptation_curve(
     base = AdaptationBase(base_dir)
     test_x, test_labels, _ = load_split(test_dir)
     pool_x, pool_labels, _ = load_split(pool_dir)
+    given = (test_x, test_labels, pool_x)
+    if config.deblend_grow_pix is not None:
+        from legato.models.deblending import deblended_stamps
+
+        test_x, pool_x = (deblended_stamps(x, config.deblend_grow_pix) for x in (test_x, pool_x))
     sizes = effective_sizes(config.sizes, len(pool_x))
     start_tracking(tracking_uri, experiment)
     staging = out_dir.with_name(out_dir.name + ".partial")
@@ -594,7 +639,7 @@ def adaptation_curve(
         mlflow.set_tag("finetuning_setup", f"{chosen}: {setup.describe()}")
         test = (test_x, test_labels)
         per_seed, kept = adaptation_runs(base, setup, config, (pool_x, pool_labels), test, sizes, log_run)
-        info = _publish_adapted(kept, base, base_dir, staging, chosen, setup, test, pool_dir, base_run)
+        info = _publish_adapted(kept, base, base_dir, staging, chosen, setup, given, pool_dir, base_run, config.deblend_grow_pix)
         size, run_id = kept[0], kept[3]
         log_gate_metrics(run_id, {p: per_seed[int(config.seeds[0])]["finetuned"][p][-1] for p in PARAMETERS})
         summary_curve = _summaries(per_seed, sizes)
@@ -606,7 +651,7 @@ def adaptation_curve(
             "run_id": run_id,
             "model_uri": info.model_uri,
             "architecture": base.architecture,
-            "training_domain": "realistic-adapted",
+            "training_domain": adapted_domain(config.deblend_grow_pix),
             "adapted_on": size,
             "adapted_from": str(base_dir),
         }
