@@ -252,6 +252,38 @@ def test_crb_adds_the_cramer_rao_bound_at_each_estimate(champion, cube, tmp_path
     assert result.exit_code == 1 and "run with the local engine only" in result.output
 
 
+def test_refit_replaces_bright_estimates_by_the_exact_model_fit(champion, cube, tiny_sim, tmp_path, repo_root, raw_data):
+    from legato.evaluation.crb_catalogue import stamp_set_noise
+    from legato.io.stamps import read_stamp_set
+
+    _, folder = champion
+    path, _, _ = cube
+    truth = read_stamp_set(tiny_sim / "test")[1]
+    args = [*model_args(repo_root), "--model", folder, "--psf", raw_data["psf"]]
+    network_path, refit_path = tmp_path / "network.fits", tmp_path / "refit.fits"
+    assert run(path, "-o", network_path, *args).exit_code == 0
+    network = Table.read(network_path, mask_invalid=False)
+    limit = float(np.sort(np.asarray(network["mag"])[np.isfinite(network["mag"])])[12])  # the 12 brightest estimates
+    exposure = stamp_set_noise(tiny_sim / "test")["exposure_time"]
+    result = run(path, "-o", refit_path, *args, "--refit-brighter-than", limit, "--exposure-time", exposure)
+    assert result.exit_code == 0, result.output
+    refit = Table.read(refit_path, mask_invalid=False)
+    assert refit.colnames[:6] == network.colnames[:6] and {"refit", "mag_err", "n_err95"} <= set(refit.colnames)
+    done = np.asarray(refit["refit"]) == 1
+    bright = np.asarray(network["mag"]) < limit
+    assert done.sum() >= 0.7 * bright.sum() > 0 and not np.any(done & ~bright)
+    for column in ("mag", "re_arcsec", "n", "ellipticity"):
+        np.testing.assert_array_equal(np.asarray(refit[column])[~done], np.asarray(network[column])[~done])
+        assert np.all(np.isnan(np.asarray(refit[f"{column}_err"])[~done])) and np.all(np.asarray(refit[f"{column}_err"])[done] > 0)
+    # the tiny network is rough; the refit of the same stamps lands close to the truth
+    for column, tolerance in (("mag", 0.05), ("ellipticity", 0.05)):
+        refit_error = np.median(np.abs(np.asarray(refit[column])[done] - np.asarray(truth[column])[done]))
+        network_error = np.median(np.abs(np.asarray(network[column])[done] - np.asarray(truth[column])[done]))
+        assert refit_error < min(tolerance, network_error), column
+    result = run(path, "-o", tmp_path / "s.parquet", "--model", folder, "--engine", "spark", "--refit-brighter-than", 21)
+    assert result.exit_code == 1 and "run with the local engine only" in result.output
+
+
 def test_residuals_gallery_and_inspect(champion, cube, tmp_path, repo_root, raw_data):
     _, folder = champion
     path, _, ids = cube

@@ -10,6 +10,9 @@ is the one the estimator measured (``sky_sigma``, production estimator) or the b
 - :class:`ResidualAugmentation` (``--residuals``): goodness of fit of the estimate's
   model (``chi2_nu``, ``residual_flux_fraction``, ``residual_asymmetry``,
   docs/fit_quality.md); ``BAD_FIT`` above the calibrated chi² threshold.
+- :class:`RefitAugmentation` (``--refit-brighter-than``): the exact-model maximum-likelihood
+  fit started from the estimate (:mod:`legato.modelling.refit`) replaces the estimate and
+  its intervals on bright stamps not flagged ``BLENDED`` (``refit`` column, docs/predict.md).
 
 :class:`AugmentedEstimator` runs them in worker processes, so rendering uses every core.
 """
@@ -21,9 +24,10 @@ from concurrent.futures import ProcessPoolExecutor
 import numpy as np
 
 from legato.analysis.morphometry import border_sigma
-from legato.columns import SERSIC_COLUMNS
+from legato.columns import ERROR_SUFFIXES, OUTPUT_COLUMNS, SERSIC_COLUMNS
 from legato.flags import StampFlag
 from legato.modelling.bounds import BOUND_COLUMNS, StampModel, fisher_point, galaxy_bound
+from legato.modelling.refit import RefitSettings, refit_stamp
 from legato.modelling.renderer import Geometry, ModelRenderer, stamp_geometry
 from legato.modelling.statistics import STATISTICS, fit_statistics
 
@@ -40,7 +44,7 @@ class BoundAugmentation:
         self.exposure_time = exposure_time
         self.columns = tuple(BOUND_COLUMNS.values())
 
-    def measure(self, stamp, estimate, sigma: float, geometry: Geometry) -> tuple[dict, bool]:
+    def measure(self, stamp, estimate, sigma: float, geometry: Geometry, flags: int = 0) -> tuple[dict, bool]:
         """``(crb columns, flagged)``; NaN bounds when flagged."""
         theta = fisher_point(*estimate, geometry.pa_deg, geometry.x_offset_pix, geometry.y_offset_pix)
         bounds, flag = galaxy_bound(theta, StampModel(self.renderer, sigma, self.exposure_time))
@@ -58,22 +62,61 @@ class ResidualAugmentation:
         self.chi2_threshold = chi2_threshold
         self.exposure_time = exposure_time
 
-    def measure(self, stamp, estimate, sigma: float, geometry: Geometry) -> tuple[dict, bool]:
+    def measure(self, stamp, estimate, sigma: float, geometry: Geometry, flags: int = 0) -> tuple[dict, bool]:
         """``(statistics, flagged)``: the statistics are kept when flagged."""
         model = self.renderer.render(*estimate, geometry=geometry)
         statistics = fit_statistics(stamp, model, sigma, self.exposure_time)
         return statistics.as_dict(), not statistics.chi2_nu <= self.chi2_threshold
 
 
-def measure_block(augmentations, stamps, estimates, sigmas) -> list[list[tuple[dict, bool]]]:
-    """Every augmentation on every stamp of a block (one geometry per stamp)."""
+REFIT_SKIP = int(StampFlag.BLENDED)  # a single Sérsic does not describe a stamp with a neighbour on the target
+REFIT_ERROR_COLUMNS = tuple(f"{c}{suffix}" for c in SERSIC_COLUMNS for suffix in ERROR_SUFFIXES.values())
+Z95 = 1.959964  # the 95% half-width of a Gaussian in sigma
+
+
+class RefitAugmentation:
+    """The exact-model maximum-likelihood fit of stamps brighter than ``mag_limit``, started from the estimate.
+
+    Where the refit converges, it replaces the estimate (``mag``, ``re_arcsec``, ``n``, ``q``,
+    ``ellipticity``) and its intervals (the formal errors at the solution, which are the
+    Cramér-Rao bound there; 95%: 1.96 of them) and sets ``refit`` to 1; elsewhere (fainter,
+    ``BLENDED``, or no convergence) the estimate stands and ``refit`` is 0.
+    """
+
+    flag = 0
+    columns = (*OUTPUT_COLUMNS, *REFIT_ERROR_COLUMNS, "refit")
+
+    def __init__(self, renderer: ModelRenderer, mag_limit: float, exposure_time: float | None = None, settings=RefitSettings()):
+        self.renderer = renderer
+        self.mag_limit = float(mag_limit)
+        self.exposure_time = exposure_time
+        self.settings = settings
+
+    def measure(self, stamp, estimate, sigma: float, geometry: Geometry, flags: int = 0) -> tuple[dict, bool]:
+        """``(replaced columns, False)``: ``{"refit": 0}`` alone where the estimate stands."""
+        if not estimate[0] < self.mag_limit or flags & REFIT_SKIP:
+            return {"refit": 0}, False
+        refit = refit_stamp(stamp, estimate, StampModel(self.renderer, sigma, self.exposure_time), self.settings, geometry)
+        if refit.flags or not np.all(np.isfinite(list(refit.errors.values()))):
+            return {"refit": 0}, False
+        values = {c: refit.estimate[c] for c in SERSIC_COLUMNS}
+        errors = {f"{c}{ERROR_SUFFIXES['68']}": refit.errors[f"{c}_err"] for c in SERSIC_COLUMNS}
+        errors95 = {f"{c}{ERROR_SUFFIXES['95']}": Z95 * refit.errors[f"{c}_err"] for c in SERSIC_COLUMNS}
+        return {**values, "q": 1.0 - values["ellipticity"], **errors, **errors95, "refit": 1}, False
+
+
+def measure_block(augmentations, stamps, estimates, sigmas, flags=None) -> list[list[tuple[dict, bool]]]:
+    """Every augmentation on every stamp of a block (one geometry per stamp; ``flags``: the rows' flags so far)."""
+    flags = np.zeros(len(stamps), dtype=np.int64) if flags is None else flags
     results = []
-    for stamp, estimate, sigma in zip(stamps, estimates, sigmas):
+    for stamp, estimate, sigma, row_flags in zip(stamps, estimates, sigmas, flags):
         stamp = np.asarray(stamp, dtype=np.float64)
         geometry = stamp_geometry(stamp)
         if not (np.isfinite(sigma) and sigma > 0):
             sigma = border_sigma(stamp)
-        results.append([augmentation.measure(stamp, tuple(estimate), float(sigma), geometry) for augmentation in augmentations])
+        results.append(
+            [augmentation.measure(stamp, tuple(estimate), float(sigma), geometry, int(row_flags)) for augmentation in augmentations]
+        )
     return results
 
 
@@ -110,9 +153,10 @@ class AugmentedEstimator:
 
     @property
     def output_columns(self) -> tuple[str, ...]:
-        """The wrapped estimator's columns, then the augmentations', then ``flags``."""
+        """The wrapped estimator's columns, then the augmentations' new ones, then ``flags``."""
         inner = tuple(c for c in self.estimator.output_columns if c != "flags")
-        return (*inner, *(c for a in self.augmentations for c in a.columns), "flags")
+        added = (c for a in self.augmentations for c in a.columns if c not in inner)
+        return (*inner, *dict.fromkeys(added), "flags")
 
     def __enter__(self):
         return self
@@ -126,21 +170,25 @@ class AugmentedEstimator:
             self._pool.shutdown()
             self._pool = None
 
-    def measure(self, stamps, estimates, sigmas) -> list[list[tuple[dict, bool]]]:
+    def measure(self, stamps, estimates, sigmas, flags=None) -> list[list[tuple[dict, bool]]]:
         """Every augmentation on every stamp: per stamp, one ``(values, flagged)`` per augmentation.
 
         ``estimates`` is ``(N, 4)`` (mag, re_arcsec, n, ellipticity), all finite; ``sigmas``
-        the per-pixel sky noise (NaN: measured on the stamp border).
+        the per-pixel sky noise (NaN: measured on the stamp border); ``flags`` the rows' flags so far.
         """
+        flags = np.zeros(len(stamps), dtype=np.int64) if flags is None else np.asarray(flags)
         order = np.argsort(np.asarray(estimates)[:, 2], kind="stable")  # GalSim reuses its Sérsic table (8x faster)
-        measured = [r for block in self._blocks(stamps[order], estimates[order], sigmas[order]) for r in block]
+        measured = [r for block in self._blocks(stamps[order], estimates[order], sigmas[order], flags[order]) for r in block]
         results: list = [None] * len(order)
         for position, result in zip(order, measured):
             results[position] = result
         return results
 
-    def _blocks(self, stamps, estimates, sigmas):
-        tasks = [(stamps[k : k + BLOCK], estimates[k : k + BLOCK], sigmas[k : k + BLOCK]) for k in range(0, len(stamps), BLOCK)]
+    def _blocks(self, stamps, estimates, sigmas, flags):
+        tasks = [
+            (stamps[k : k + BLOCK], estimates[k : k + BLOCK], sigmas[k : k + BLOCK], flags[k : k + BLOCK])
+            for k in range(0, len(stamps), BLOCK)
+        ]
         if self.workers == 1 or len(tasks) == 1:
             return [measure_block(self.augmentations, *task) for task in tasks]
         if self._pool is None:
@@ -165,11 +213,15 @@ class AugmentedEstimator:
         values = {name: np.asarray(values[name]) for name in (getattr(values, "colnames", None) or values)}
         stamps = np.asarray(stamps)
         flags = np.asarray(values.get("flags", np.zeros(len(stamps), dtype=np.int32))).copy()
-        columns = {c: np.full(len(stamps), np.nan) for a in self.augmentations for c in a.columns}
+        columns = {  # a column the estimator has keeps its value where an augmentation leaves it (the refit's)
+            c: np.array(values[c], dtype=float) if c in values else np.full(len(stamps), np.nan)
+            for a in self.augmentations
+            for c in a.columns
+        }
         estimates = np.stack([np.asarray(values[c], dtype=float) for c in SERSIC_COLUMNS], axis=1)
         rows = np.flatnonzero(np.all(np.isfinite(estimates), axis=1))  # rows without an estimate stay NaN, unflagged
         sigmas = np.asarray(values["sky_sigma"], dtype=float)[rows] if "sky_sigma" in values else np.full(len(rows), np.nan)
-        for row, per_augmentation in zip(rows, self.measure(stamps[rows], estimates[rows], sigmas)):
+        for row, per_augmentation in zip(rows, self.measure(stamps[rows], estimates[rows], sigmas, flags[rows])):
             for augmentation, (result, flagged) in zip(self.augmentations, per_augmentation):
                 for name, value in result.items():
                     columns[name][row] = value

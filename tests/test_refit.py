@@ -1,0 +1,52 @@
+"""The exact-model refit: it converges from a network-like start, reaches the truth within its bound, and fails gently."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from legato.modelling.bounds import FiniteSteps, StampModel, fisher_point, galaxy_bound
+from legato.modelling.refit import NO_FIT, RefitSettings, refit_stamp
+
+ZEROPOINT = 25.9463
+SKY_SIGMA = 0.008725
+EXPOSURE_TIME = 20000.0
+TRUTH = {"mag": 19.6, "re_arcsec": 0.35, "n": 2.5, "ellipticity": 0.4}
+
+
+def stamp_model(psf) -> StampModel:
+    from legato.modelling.renderer import ModelRenderer
+
+    return StampModel(ModelRenderer(psf, 64, 0.06, ZEROPOINT), SKY_SIGMA, EXPOSURE_TIME, FiniteSteps())
+
+
+def test_refit_from_a_rough_start_lands_within_its_bound_of_the_truth(galsim_psf):
+    from legato.simulation.noise import NoiseModel
+
+    model_of = stamp_model(galsim_psf)
+    theta = fisher_point(*TRUTH.values(), pa_deg=40.0, x_offset_pix=0.3, y_offset_pix=-0.1)
+    image = NoiseModel(sky_sigma=SKY_SIGMA, exposure_time=EXPOSURE_TIME).add_noise(model_of.render(theta), np.random.default_rng(3))
+    start = (TRUTH["mag"] + 0.08, TRUTH["re_arcsec"] * 1.15, TRUTH["n"] * 0.8, TRUTH["ellipticity"] - 0.06)
+    refit = refit_stamp(image, start, model_of, RefitSettings(max_iterations=8))
+    assert refit.flags == 0 and 1 <= refit.iterations <= 8
+    assert refit.reduced_chi2 == pytest.approx(1.0, abs=0.1)
+    bounds, flag = galaxy_bound(theta, model_of)
+    assert flag == 0
+    for name, truth in TRUTH.items():
+        column = "re_arcsec" if name == "re_arcsec" else name
+        # the formal error at the solution is the bound there, close to the bound at the truth
+        assert refit.errors[f"{column}_err"] == pytest.approx(bounds[f"crb_{column}"], rel=0.1), name
+        # one noise realisation: the solution lies within 4 bounds of the truth, the start did not
+        assert abs(refit.estimate[column] - truth) < 4 * bounds[f"crb_{column}"], name
+    assert abs(start[0] - TRUTH["mag"]) > 4 * bounds["crb_mag"]
+    assert refit.estimate["pa_deg"] == pytest.approx(40.0, abs=3.0)
+
+
+def test_refit_returns_the_start_flagged_when_there_is_nothing_to_fit(galsim_psf):
+    model_of = stamp_model(galsim_psf)
+    image = np.zeros((64, 64))
+    refit = refit_stamp(image, (np.nan, 0.3, 1.0, 0.2), model_of)
+    assert refit.flags == NO_FIT and refit.iterations == 0
+    assert np.isnan(refit.errors["mag_err"])
+    nan_pixels = np.full((64, 64), np.nan)
+    assert refit_stamp(nan_pixels, (20.0, 0.3, 1.0, 0.2), model_of).flags == NO_FIT
