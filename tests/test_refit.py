@@ -50,3 +50,14 @@ def test_refit_returns_the_start_flagged_when_there_is_nothing_to_fit(galsim_psf
     assert np.isnan(refit.errors["mag_err"])
     nan_pixels = np.full((64, 64), np.nan)
     assert refit_stamp(nan_pixels, (20.0, 0.3, 1.0, 0.2), model_of).flags == NO_FIT
+
+
+def test_errors_widen_on_correlated_noise_only():
+    from legato.inference.measurements import correlated_noise_inflation
+    from legato.simulation.noise import correlated_noise, correlation_norm
+
+    rng = np.random.default_rng(5)
+    no_sources = np.zeros((64, 64), dtype=bool)
+    assert correlated_noise_inflation(rng.normal(0.0, 0.01, (64, 64)), no_sources) == 1.0
+    smoothed = correlated_noise((64, 64), 0.01, 1.0, rng)
+    assert correlated_noise_inflation(smoothed, no_sources) == pytest.approx(1.0 / correlation_norm(1.0), rel=0.2)

@@ -24,6 +24,7 @@ from concurrent.futures import ProcessPoolExecutor
 import numpy as np
 
 from legato.analysis.morphometry import border_sigma
+from legato.analysis.segmentation import segment_stamp
 from legato.columns import ERROR_SUFFIXES, OUTPUT_COLUMNS, SERSIC_COLUMNS
 from legato.flags import StampFlag
 from legato.modelling.bounds import BOUND_COLUMNS, StampModel, fisher_point, galaxy_bound
@@ -74,9 +75,32 @@ REFIT_ERROR_COLUMNS = tuple(f"{c}{suffix}" for c in SERSIC_COLUMNS for suffix in
 Z95 = 1.959964  # the 95% half-width of a Gaussian in sigma
 
 
+def correlated_noise_inflation(stamp: np.ndarray, sources: np.ndarray, significance: float = 3.0) -> float:
+    """How much wider errors computed for independent pixels must be on this stamp's correlated noise.
+
+    On scales larger than its correlation length, noise of per-pixel sigma smoothed by a kernel of
+    norm ``k`` (:func:`legato.simulation.noise.correlation_norm`) carries the information of white
+    noise of sigma ``sigma / k``: errors scale by ``1 / k``. The lag-1 correlation is measured on the
+    pixels outside ``sources``; below ``significance`` standard errors of a white-noise estimate
+    (``1 / sqrt(pixels)``) the noise counts as white and the factor is 1.
+    """
+    from legato.analysis.noise_texture import kernel_sigma_for_measured_correlation, noise_statistics
+    from legato.simulation.noise import correlation_norm
+
+    stats = noise_statistics(stamp, sources)
+    correlation = float(stats.correlation.get(1, np.nan))
+    if not correlation > significance / np.sqrt(max(stats.n_pixels, 1)):
+        return 1.0
+    return 1.0 / correlation_norm(kernel_sigma_for_measured_correlation(correlation))
+
+
 class RefitAugmentation:
     """The exact-model maximum-likelihood fit of stamps brighter than ``mag_limit``, started from the estimate.
 
+    Other sources' segments (:func:`legato.analysis.segmentation.segment_stamp`, as the classical
+    fitter masks them) are left out of the likelihood unless ``mask_neighbours`` is False. The
+    formal errors assume independent pixels; where the stamp's noise is measurably correlated
+    (drizzled mosaics, the realistic domain) they are widened by :func:`correlated_noise_inflation`.
     Where the refit converges, it replaces the estimate (``mag``, ``re_arcsec``, ``n``, ``q``,
     ``ellipticity``) and its intervals (the formal errors at the solution, which are the
     Cramér-Rao bound there; 95%: 1.96 of them) and sets ``refit`` to 1; elsewhere (fainter,
@@ -86,22 +110,33 @@ class RefitAugmentation:
     flag = 0
     columns = (*OUTPUT_COLUMNS, *REFIT_ERROR_COLUMNS, "refit")
 
-    def __init__(self, renderer: ModelRenderer, mag_limit: float, exposure_time: float | None = None, settings=RefitSettings()):
+    def __init__(
+        self,
+        renderer: ModelRenderer,
+        mag_limit: float,
+        exposure_time: float | None = None,
+        settings=RefitSettings(),
+        mask_neighbours: bool = True,
+    ):
         self.renderer = renderer
         self.mag_limit = float(mag_limit)
         self.exposure_time = exposure_time
         self.settings = settings
+        self.mask_neighbours = mask_neighbours
 
     def measure(self, stamp, estimate, sigma: float, geometry: Geometry, flags: int = 0) -> tuple[dict, bool]:
         """``(replaced columns, False)``: ``{"refit": 0}`` alone where the estimate stands."""
         if not estimate[0] < self.mag_limit or flags & REFIT_SKIP:
             return {"refit": 0}, False
-        refit = refit_stamp(stamp, estimate, StampModel(self.renderer, sigma, self.exposure_time), self.settings, geometry)
+        segmentation = segment_stamp(stamp, sigma)
+        mask = segmentation.neighbour_mask if self.mask_neighbours else None
+        refit = refit_stamp(stamp, estimate, StampModel(self.renderer, sigma, self.exposure_time), self.settings, geometry, mask)
         if refit.flags or not np.all(np.isfinite(list(refit.errors.values()))):
             return {"refit": 0}, False
         values = {c: refit.estimate[c] for c in SERSIC_COLUMNS}
-        errors = {f"{c}{ERROR_SUFFIXES['68']}": refit.errors[f"{c}_err"] for c in SERSIC_COLUMNS}
-        errors95 = {f"{c}{ERROR_SUFFIXES['95']}": Z95 * refit.errors[f"{c}_err"] for c in SERSIC_COLUMNS}
+        inflation = correlated_noise_inflation(stamp, segmentation.source_mask)
+        errors = {f"{c}{ERROR_SUFFIXES['68']}": inflation * refit.errors[f"{c}_err"] for c in SERSIC_COLUMNS}
+        errors95 = {f"{c}{ERROR_SUFFIXES['95']}": Z95 * inflation * refit.errors[f"{c}_err"] for c in SERSIC_COLUMNS}
         return {**values, "q": 1.0 - values["ellipticity"], **errors, **errors95, "refit": 1}, False
 
 

@@ -155,8 +155,14 @@ def _errors(theta: np.ndarray, covariance: np.ndarray | None) -> dict:
     }
 
 
-def _chi2(stamp: np.ndarray, model: np.ndarray, stamp_model: StampModel) -> float:
-    return float(np.sum((stamp - model) ** 2 / stamp_model.variance(model)))
+def _variance(model: np.ndarray, stamp_model: StampModel, mask: np.ndarray | None) -> np.ndarray:
+    """Per-pixel variance of the model; infinite (zero weight) on masked pixels."""
+    variance = stamp_model.variance(model)
+    return variance if mask is None else np.where(mask, np.inf, variance)
+
+
+def _chi2(stamp: np.ndarray, model: np.ndarray, stamp_model: StampModel, mask: np.ndarray | None) -> float:
+    return float(np.sum((stamp - model) ** 2 / _variance(model, stamp_model, mask)))
 
 
 def start_point(stamp: np.ndarray, estimate, stamp_model: StampModel, geometry: Geometry | None = None) -> np.ndarray:
@@ -170,7 +176,12 @@ def start_point(stamp: np.ndarray, estimate, stamp_model: StampModel, geometry: 
 
 
 def refit_stamp(
-    stamp: np.ndarray, estimate, stamp_model: StampModel, settings: RefitSettings = RefitSettings(), geometry: Geometry | None = None
+    stamp: np.ndarray,
+    estimate,
+    stamp_model: StampModel,
+    settings: RefitSettings = RefitSettings(),
+    geometry: Geometry | None = None,
+    mask: np.ndarray | None = None,
 ) -> Refit:
     """Maximum-likelihood single Sérsic of ``stamp``, started from ``estimate``.
 
@@ -186,6 +197,9 @@ def refit_stamp(
         Iteration controls.
     geometry : Geometry, optional
         Position angle and centre to start from (default: the stamp's adaptive moments).
+    mask : numpy.ndarray, optional
+        Boolean ``(size, size)``: pixels left out of the likelihood (other sources' segments,
+        as the classical fitter masks them).
 
     Returns
     -------
@@ -199,6 +213,7 @@ def refit_stamp(
     if not np.all(np.isfinite(theta)) or not np.all(np.isfinite(stamp)):
         return Refit(theta, _estimate(theta), _errors(theta, None), float("nan"), 0, NO_FIT)
     damping, covariance, chi2 = settings.damping, None, float("nan")
+    pixels = stamp.size if mask is None else max(int(np.count_nonzero(~mask)), 1)
     for iteration in range(1, settings.max_iterations + 1):
         try:
             model, jacobian = model_jacobian(theta, stamp_model)
@@ -206,12 +221,12 @@ def refit_stamp(
             return Refit(
                 theta, _estimate(theta), _errors(theta, covariance), chi2, iteration - 1, NO_FIT if covariance is None else NOT_CONVERGED
             )
-        variance = stamp_model.variance(model)
+        variance = _variance(model, stamp_model, mask)
         chi2 = float(np.sum((stamp - model) ** 2 / variance))
         fisher = fisher_matrix(jacobian, variance)
         covariance = inverse_fisher(fisher)
         if covariance is None:
-            return Refit(theta, _estimate(theta), _errors(theta, None), chi2 / stamp.size, iteration, NO_FIT)
+            return Refit(theta, _estimate(theta), _errors(theta, None), chi2 / pixels, iteration, NO_FIT)
         gradient = jacobian.reshape(len(theta), -1) @ ((stamp - model) / variance).ravel()
         tolerance = settings.tolerance * np.sqrt(np.diag(covariance))
         for _ in range(6):
@@ -219,7 +234,7 @@ def refit_stamp(
             small = bool(np.all(np.abs(step) <= tolerance))
             trial = _in_range(theta + step, stamp_model)
             try:
-                trial_chi2 = _chi2(stamp, stamp_model.render(trial), stamp_model)
+                trial_chi2 = _chi2(stamp, stamp_model.render(trial), stamp_model, mask)
             except Exception:  # noqa: BLE001 - a step into an unrenderable profile is a rejected step
                 damping *= 10.0
                 continue
@@ -230,8 +245,8 @@ def refit_stamp(
                 break
             damping *= 10.0
         else:
-            return Refit(theta, _estimate(theta), _errors(theta, covariance), chi2 / stamp.size, iteration, NOT_CONVERGED)
+            return Refit(theta, _estimate(theta), _errors(theta, covariance), chi2 / pixels, iteration, NOT_CONVERGED)
         if small:  # the covariance of the last Jacobian: the solution moved by less than a tolerance of its bound
             flags = AT_LIMIT if _at_limit(theta, stamp_model) else 0
-            return Refit(theta, _estimate(theta), _errors(theta, covariance), chi2 / stamp.size, iteration, flags)
-    return Refit(theta, _estimate(theta), _errors(theta, covariance), chi2 / stamp.size, settings.max_iterations, NOT_CONVERGED)
+            return Refit(theta, _estimate(theta), _errors(theta, covariance), chi2 / pixels, iteration, flags)
+    return Refit(theta, _estimate(theta), _errors(theta, covariance), chi2 / pixels, settings.max_iterations, NOT_CONVERGED)
