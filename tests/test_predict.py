@@ -263,7 +263,8 @@ def test_refit_replaces_bright_estimates_by_the_exact_model_fit(champion, cube, 
     network_path, refit_path = tmp_path / "network.fits", tmp_path / "refit.fits"
     assert run(path, "-o", network_path, *args).exit_code == 0
     network = Table.read(network_path, mask_invalid=False)
-    limit = float(np.sort(np.asarray(network["mag"])[np.isfinite(network["mag"])])[12])  # the 12 brightest estimates
+    ordered = np.sort(np.asarray(network["mag"], dtype=float)[np.isfinite(network["mag"])])
+    limit = float(0.5 * (ordered[11] + ordered[12]))  # the 12 brightest estimates, halfway to the 13th: no row on the limit
     exposure = stamp_set_noise(tiny_sim / "test")["exposure_time"]
     result = run(path, "-o", refit_path, *args, "--refit-brighter-than", limit, "--exposure-time", exposure)
     assert result.exit_code == 0, result.output
