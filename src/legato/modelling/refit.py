@@ -211,23 +211,26 @@ def refit_stamp(
     stamp = np.asarray(stamp, dtype=np.float64)
     stamp_model = replace(stamp_model, folding_threshold=settings.folding_threshold)
     theta = start_point(stamp, estimate, stamp_model, geometry)
-    if not np.all(np.isfinite(theta)) or not np.all(np.isfinite(stamp)):
-        return Refit(theta, _estimate(theta), _errors(theta, None), float("nan"), 0, NO_FIT)
-    damping, covariance, chi2 = settings.damping, None, float("nan")
     pixels = stamp.size if mask is None else max(int(np.count_nonzero(~mask)), 1)
+    damping, covariance, chi2 = settings.damping, None, float("nan")
+
+    def result(iterations: int, flags: int) -> Refit:
+        """The refit at the current ``theta`` with the covariance of the last Jacobian."""
+        return Refit(theta, _estimate(theta), _errors(theta, covariance), chi2 / pixels, iterations, flags)
+
+    if not np.all(np.isfinite(theta)) or not np.all(np.isfinite(stamp)):
+        return result(0, NO_FIT)
     for iteration in range(1, settings.max_iterations + 1):
         try:
             model, jacobian = model_jacobian(theta, stamp_model)
         except Exception:  # noqa: BLE001 - GalSim raises several types for unrenderable profiles
-            return Refit(
-                theta, _estimate(theta), _errors(theta, covariance), chi2, iteration - 1, NO_FIT if covariance is None else NOT_CONVERGED
-            )
+            return result(iteration - 1, NO_FIT if covariance is None else NOT_CONVERGED)
         variance = _variance(model, stamp_model, mask)
         chi2 = float(np.sum((stamp - model) ** 2 / variance))
         fisher = fisher_matrix(jacobian, variance)
         covariance = inverse_fisher(fisher)
         if covariance is None:
-            return Refit(theta, _estimate(theta), _errors(theta, None), chi2 / pixels, iteration, NO_FIT)
+            return result(iteration, NO_FIT)
         gradient = jacobian.reshape(len(theta), -1) @ ((stamp - model) / variance).ravel()
         tolerance = settings.tolerance * np.sqrt(np.diag(covariance))
         for _ in range(6):
@@ -246,8 +249,7 @@ def refit_stamp(
                 break
             damping *= 10.0
         else:
-            return Refit(theta, _estimate(theta), _errors(theta, covariance), chi2 / pixels, iteration, NOT_CONVERGED)
+            return result(iteration, NOT_CONVERGED)
         if small:  # the covariance of the last Jacobian: the solution moved by less than a tolerance of its bound
-            flags = AT_LIMIT if _at_limit(theta, stamp_model) else 0
-            return Refit(theta, _estimate(theta), _errors(theta, covariance), chi2 / pixels, iteration, flags)
-    return Refit(theta, _estimate(theta), _errors(theta, covariance), chi2 / pixels, settings.max_iterations, NOT_CONVERGED)
+            return result(iteration, AT_LIMIT if _at_limit(theta, stamp_model) else 0)
+    return result(settings.max_iterations, NOT_CONVERGED)
