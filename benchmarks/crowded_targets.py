@@ -6,7 +6,8 @@ reports/adapt_deblended/table2.json (adapt_deblended),
 reports/real_check.json (real_check), reports/speed_<estimator>.json (benchmarks/speed.py) and
 reports/serve_load_<estimator>.json (benchmarks/serve_load.py) and reports/refit.json (benchmarks/refit.py: the
 Table 1 targets again for the precision mode ``legato predict --refit-brighter-than 23``, one pass, on the estimator
-that report names); writes reports/crowded_targets.json.
+that report names) and reports/refit_crowded.json (benchmarks/refit_crowded.py: test A's targets again with the refit,
+with and without ``--refit-blended``, and Table 2 of the adapted estimators with it); writes reports/crowded_targets.json.
 The candidate is the routed estimator (``legato route``: the one built for crowded stamps); ``--estimator`` scores
 another one, e.g. the champion (the refined estimator, registry v21) into ``--out``. Coverage is scored for it and
 for the adapted estimator (``--adapted``, default adapted_scenes: the realistic alias's holder).
@@ -115,30 +116,92 @@ def with_refit(refit: dict | None, table1: dict) -> dict:
 
 def realistic_before_adaptation(truth: dict, estimator: str) -> dict:
     """Test A with neighbours against the labels; Sérsic galaxies with neighbours against the truth (H < 23)."""
-    labels = truth["against_labels"][estimator]["with_neighbours"]["r2"]
     measured = truth["against_truth"][estimator]
-    crowded, isolated = measured["sersic_with_neighbours_h23"]["r2"], measured["sersic_isolated_h23"]["r2"]
-    classical = truth["against_truth"]["classical_labels"]["sersic_with_neighbours_h23"]["r2"]
+    return before_adaptation_targets(
+        truth["against_labels"][estimator]["with_neighbours"]["r2"],
+        measured["sersic_with_neighbours_h23"],
+        measured["sersic_isolated_h23"]["r2"],
+        truth["against_truth"]["classical_labels"]["sersic_with_neighbours_h23"]["r2"],
+    )
+
+
+def before_adaptation_targets(labels: dict, crowded: dict, isolated: dict, classical: dict, suffix: str = "") -> dict:
+    """The three targets before adaptation from one catalogue's R²: with neighbours against the labels, and its
+    Sérsic galaxies with neighbours (``crowded``: R² and count) against the truth, beside its isolated ones and the
+    classical labels' (H < 23); ``suffix`` names the catalogue in the keys."""
+    r2 = crowded["r2"]
     return {
-        "with_neighbours_vs_labels": {
+        f"with_neighbours_vs_labels{suffix}": {
             "value": labels,
             "target": NEIGHBOURS_VS_LABELS,
             "met_per_parameter": {p: labels[p] >= NEIGHBOURS_VS_LABELS[p] for p in PARAMETERS},
             "met": all(labels[p] >= NEIGHBOURS_VS_LABELS[p] for p in PARAMETERS),
         },
-        "sersic_with_neighbours_h23_vs_truth_within_0.03_of_isolated": {
-            "value": crowded,
+        f"sersic_with_neighbours_h23_vs_truth_within_0.03_of_isolated{suffix}": {
+            "value": r2,
             "isolated": isolated,
-            "count": measured["sersic_with_neighbours_h23"]["count"],
-            "met_per_parameter": {p: crowded[p] >= isolated[p] - 0.03 for p in PARAMETERS},
-            "met": all(crowded[p] >= isolated[p] - 0.03 for p in PARAMETERS),
+            "count": crowded["count"],
+            "met_per_parameter": {p: r2[p] >= isolated[p] - 0.03 for p in PARAMETERS},
+            "met": all(r2[p] >= isolated[p] - 0.03 for p in PARAMETERS),
         },
-        "sersic_with_neighbours_h23_vs_truth_at_least_classical_labels": {
-            "value": crowded,
+        f"sersic_with_neighbours_h23_vs_truth_at_least_classical_labels{suffix}": {
+            "value": r2,
             "classical_labels": classical,
-            "met": all(crowded[p] >= classical[p] for p in PARAMETERS),
+            "met": all(r2[p] >= classical[p] for p in PARAMETERS),
         },
     }
+
+
+def with_crowded_refit(crowded: dict | None, truth: dict, estimator: str) -> dict:
+    """Test A's targets for the refit catalogues of reports/refit_crowded.json (benchmarks/refit_crowded.py).
+
+    Before adaptation, the candidate ``estimator`` with one pass and ``--refit-brighter-than`` (``refit``) or
+    also ``--refit-blended`` (``refit_blended``); after adaptation, Table 2 of every adapted estimator's
+    catalogue and pass count, met where one catalogue meets the paper's after-TL on all four parameters,
+    and the coverage windows of those catalogues, blended and isolated.
+    """
+    if crowded is None:
+        return {}
+    limit = f"{crowded['limit']:g}"
+    rows: dict = {}
+    entry = crowded["estimators"].get(estimator)
+    classical = truth["against_truth"]["classical_labels"]["sersic_with_neighbours_h23"]["r2"]
+    for mode in ("refit", "refit_blended") if entry else ():
+        block = entry["symmetries"]["1"][mode]
+        measured = block["truth"]
+        rows |= before_adaptation_targets(
+            block["labels"]["with_neighbours"]["r2"],
+            measured["sersic_with_neighbours_h23"],
+            measured["sersic_isolated_h23"]["r2"],
+            classical,
+            suffix=f"_{mode}_{limit}_of_{estimator}",
+        )
+    adapted = {
+        f"{name}_symmetries_{count}_{mode}": block
+        for name, per in crowded["estimators"].items()
+        if name.startswith("adapted")
+        for count, catalogues in per["symmetries"].items()
+        for mode, block in catalogues.items()
+        if isinstance(block, dict)
+    }
+    table2 = {name: block["labels"]["all"]["r2"] for name, block in adapted.items()}
+    met_by = [name for name, r2 in table2.items() if all(r2[p] >= PAPER_AFTER_TL[p] for p in PARAMETERS)]
+    rows[f"table2_after_at_least_paper_after_tl_refit_{limit}"] = {
+        "values": table2,
+        "target": PAPER_AFTER_TL,
+        "best_per_parameter": {p: max(r2[p] for r2 in table2.values()) for p in PARAMETERS},
+        "met_by": met_by,
+        "met": bool(met_by),
+    }
+    windows = {name: within_windows({s: block["labels"][s]["coverage"] for s in COVERAGE_SUBSETS}) for name, block in adapted.items()}
+    covered = [name for name, subsets in windows.items() if all_within(subsets)]
+    rows[f"coverage_blended_and_isolated_refit_{limit}"] = {
+        "catalogues": windows,
+        "windows": COVERAGE_WINDOWS,
+        "met_by": covered,
+        "met": bool(covered),
+    }
+    return rows
 
 
 def after_adaptation(tables: dict[str, dict]) -> dict:
@@ -164,20 +227,33 @@ def after_adaptation(tables: dict[str, dict]) -> dict:
     }
 
 
+COVERAGE_SUBSETS = ("flagged_blended", "flagged_isolated", "with_neighbours", "isolated")
+
+
+def within_windows(measured: dict) -> dict:
+    """Per subset: its 68% / 95% coverage and whether each parameter's lies in its window."""
+    return {
+        subset: {
+            "coverage": levels,
+            "within_window": {level: {p: lo <= levels[level][p] <= hi for p in PARAMETERS} for level, (lo, hi) in COVERAGE_WINDOWS.items()},
+        }
+        for subset, levels in measured.items()
+    }
+
+
+def all_within(subsets: dict) -> bool:
+    """Every subset, level and parameter of :func:`within_windows`'s result inside its window."""
+    return all(all(all(v.values()) for v in s["within_window"].values()) for s in subsets.values())
+
+
 def coverage(truth: dict, estimators: list[str]) -> dict:
     """68% / 95% coverage on test A (against the labels), split by the blend flag and by the simulated neighbours.
 
     Scored for each of ``estimators`` (the candidate before adaptation, and the adapted estimator a user
     of real-like data is served); the target is met by those whose every subset, level and parameter is inside its window.
     """
-    rows = {}
-    for estimator in estimators:
-        rows[estimator] = {}
-        for subset in ("flagged_blended", "flagged_isolated", "with_neighbours", "isolated"):
-            measured = truth["against_labels"][estimator][subset]["coverage"]
-            inside = {level: {p: lo <= measured[level][p] <= hi for p in PARAMETERS} for level, (lo, hi) in COVERAGE_WINDOWS.items()}
-            rows[estimator][subset] = {"coverage": measured, "within_window": inside}
-    met_by = [e for e in estimators if all(all(all(v.values()) for v in s["within_window"].values()) for s in rows[e].values())]
+    rows = {e: within_windows({s: truth["against_labels"][e][s]["coverage"] for s in COVERAGE_SUBSETS}) for e in estimators}
+    met_by = [e for e in estimators if all_within(rows[e])]
     return {"coverage_blended_and_isolated": {"estimators": rows, "windows": COVERAGE_WINDOWS, "met_by": met_by, "met": bool(met_by)}}
 
 
@@ -236,6 +312,7 @@ def main() -> None:
         **speed(read(f"speed_{name}.json"), read(f"serve_load_{name}.json"), name),
         **real_uds(read("real_check.json"), name),
         **with_refit(read("refit.json"), read("table1.json")),
+        **with_crowded_refit(read("refit_crowded.json"), truth, name),
     }
     report = {
         "estimator": name,

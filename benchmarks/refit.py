@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -41,9 +42,12 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 from tta import MOMENTS_CLASSICAL_H23, bins_over_target, coverage  # noqa: E402
 
 
-def refit_rows(estimates: dict, refitted: dict, limit: float) -> dict:
-    """The catalogue a refit limit gives: the refit where the estimate was brighter than ``limit`` and the refit held."""
+def refit_rows(estimates: dict, refitted: dict, limit: float, skip_flags: int = 0) -> dict:
+    """The catalogue a refit limit gives: the refit where the estimate was brighter than ``limit``, its flags
+    share no bit with ``skip_flags`` (``BLENDED``: the refit without ``--refit-blended``) and the refit held."""
     use = (np.asarray(estimates["mag"], float) < limit) & (np.asarray(refitted["refit"], float) == 1)
+    if skip_flags:
+        use &= (np.asarray(estimates["flags"]).astype(np.int64) & skip_flags) == 0
     rows = {c: np.where(use, np.asarray(refitted[c]), np.asarray(estimates[c])) if c in estimates else refitted[c] for c in refitted}
     return {**rows, "refit": use.astype(float)}
 
@@ -81,8 +85,9 @@ def score(truth, estimates: dict, bounds, mag_bins) -> dict:
     }
 
 
-def refit_catalogue(estimates: dict, stamps, folder: Path, limit: float, workers: int) -> tuple[dict, float]:
-    """``estimates`` with the stamps brighter than ``limit`` refit with the set's noise, and the seconds it took."""
+def refit_catalogue(estimates: dict, stamps, folder: Path, limit: float, workers: int, blended: bool = False) -> tuple[dict, float]:
+    """``estimates`` with the stamps brighter than ``limit`` (``BLENDED`` ones too with ``blended``) refit with
+    the set's noise, and the seconds it took."""
     from legato.evaluation.crb_catalogue import stamp_set_noise
     from legato.inference.measurements import AugmentedEstimator, RefitAugmentation
     from legato.modelling.renderer import ModelRenderer
@@ -90,7 +95,8 @@ def refit_catalogue(estimates: dict, stamps, folder: Path, limit: float, workers
 
     noise = stamp_set_noise(folder)
     psf = read_psf_image(REPO / "data/psf/wfc3ir_f160w_psf.fits", expected_pixel_scale=noise["pixel_scale"]).galsim_profile()
-    refit = RefitAugmentation(ModelRenderer(psf, noise["size"], noise["pixel_scale"], noise["zeropoint"]), limit, noise["exposure_time"])
+    renderer = ModelRenderer(psf, noise["size"], noise["pixel_scale"], noise["zeropoint"])
+    refit = RefitAugmentation(renderer, limit, noise["exposure_time"], blended=blended)
     with AugmentedEstimator(None, [refit], workers=workers) as augmented:
         start = time.perf_counter()
         refitted = augmented.augment(estimates, stamps)
@@ -193,11 +199,7 @@ def main() -> None:
     if args.test_a is not None:
         report["test_a"] = evaluate_test_a(args.test_a, args)
     report["targets"] = {"table1_h23": MOMENTS_CLASSICAL_H23, "rmse_over_crb": "<= 2 from H = 19 to 24.5"}
-    report["command"] = (
-        "python benchmarks/refit.py"
-        + ("" if args.bright is None else f" --bright {args.bright} --bright-bounds {args.bright_bounds}")
-        + ("" if args.test_a is None else f" --test-a {args.test_a}")
-    )
+    report["command"] = "python " + shlex.join(sys.argv)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {args.out}")
 

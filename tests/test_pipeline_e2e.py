@@ -142,6 +142,10 @@ def test_fresh_copy_pulls_data_and_reproduces_pipeline(repo_copy):
     assert set(json.loads((repo / "reports/adapt_deblended/table2.json").read_text())["after"]) == {"mag", "re", "n", "ellipticity"}
     assert json.loads((repo / "models/adapted_deblended/estimator.json").read_text())["kind"] == "deblended"
     assert "adapted_deblended" in real_check["estimators"] and "adapted_deblended" in realistic_truth["against_truth"]
+    # the two adapted estimators routed by the blend flag (legato route --section route_adapted), scored on test A
+    routed_adapted = json.loads((repo / "models/adapted_routed/estimator.json").read_text())
+    assert routed_adapted["kind"] == "routed" and routed_adapted["disagreement_sigma"] is None
+    assert "adapted_routed" in realistic_truth["against_labels"] and "adapted_routed" in real_check["estimators"]
     # the routed estimator (legato route) is built, tracked and scored in Table 1 beside the networks it routes between
     assert json.loads((repo / "models/routed_tracked/estimator.json").read_text())["kind"] == "routed"
     assert set(table1["routed"]) == {"mag", "re", "n", "ellipticity"}

@@ -283,6 +283,8 @@ def test_refit_replaces_bright_estimates_by_the_exact_model_fit(champion, cube, 
         assert refit_error < min(tolerance, network_error), column
     result = run(path, "-o", tmp_path / "s.parquet", "--model", folder, "--engine", "spark", "--refit-brighter-than", 21)
     assert result.exit_code == 1 and "run with the local engine only" in result.output
+    result = run(path, "-o", tmp_path / "alone.fits", *args, "--refit-blended")
+    assert result.exit_code == 1 and "give both" in result.output and not (tmp_path / "alone.fits").exists()
 
 
 def test_residuals_gallery_and_inspect(champion, cube, tmp_path, repo_root, raw_data):

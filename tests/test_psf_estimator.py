@@ -202,15 +202,29 @@ def test_cli_predict_takes_the_band_and_records_it(scene_estimator, test_stamps,
     folder = str(scene_estimator[0] / "estimator")
     runner = CliRunner()
     common = ["predict", str(cube), "--model", folder, "--params", str(repo_root / "params.yaml"), "--no-progress"]
-    result = runner.invoke(app, [*common, "-o", str(tmp_path / "f125w.fits"), "--band", "F125W"])
+    result = runner.invoke(app, [*common, "-o", str(tmp_path / "f125w.fits"), "--band", "F125W", "--crb", "--workers", "1"])
     assert result.exit_code == 0, result.output
     table = Table.read(tmp_path / "f125w.fits", mask_invalid=False)
     meta = {k.lower(): v for k, v in table.meta.items()}
     assert np.allclose(table["zeropoint"], 26.2303) and meta["band"] == "F125W" and meta["zeropoint"] == pytest.approx(26.2303)
+    _assert_bounds_use_the_band(table, stamps, zeropoint=26.2303, psf=repo_root / "data" / "psf" / "wfc3ir_f125w_psf.fits")
     assert {"psf_fwhm_arcsec", "neighbour_fraction"} <= set(table.colnames)
     refused = runner.invoke(app, [*common, "-o", str(tmp_path / "bad.fits"), "--band", "F814W"])
     assert refused.exit_code == 1 and "not 'F814W'" in refused.output and "Traceback" not in refused.output
     assert not (tmp_path / "bad.fits").exists()
+
+
+def _assert_bounds_use_the_band(table, stamps, zeropoint: float, psf):
+    """The catalogue's ``--crb`` columns are the bound of the band's model at its zeropoint (not F160W's)."""
+    from legato.inference.measurements import BoundAugmentation
+    from legato.modelling.renderer import renderer_from_psf_file, stamp_geometry
+
+    row = int(np.flatnonzero(np.isfinite(table["crb_mag"]))[0])
+    estimate = tuple(float(table[c][row]) for c in ("mag", "re_arcsec", "n", "ellipticity"))
+    stamp, sigma = np.asarray(stamps[row], dtype=np.float64), float(table["sky_sigma"][row])
+    for point, expected in ((zeropoint, True), (25.9463, False)):
+        bounds, _ = BoundAugmentation(renderer_from_psf_file(psf, zeropoint=point)).measure(stamp, estimate, sigma, stamp_geometry(stamp))
+        assert bool(np.isclose(table["crb_mag"][row], bounds["crb_mag"], rtol=1e-3)) is expected, (point, bounds)
 
 
 def test_a_psf_conditioned_estimator_is_adapted_with_the_f160w_psf_and_keeps_its_bands(scene_estimator, test_stamps, tmp_path):
@@ -340,6 +354,10 @@ def test_a_routed_estimator_is_served_and_predicted_like_any_other(production, s
         np.testing.assert_allclose(served[name].to_numpy(), columns[name], rtol=1e-5, equal_nan=True)
     refused = CliRunner().invoke(app, [*command[:-1], str(tmp_path / "again"), "--disagreement-sigma", "0"])
     assert refused.exit_code == 1 and "positive sigma" in refused.output and not (tmp_path / "again").exists()
+    # --section route_adapted: that section's keys over route's (the flag alone routes: no disagreement sigma)
+    flagged = CliRunner().invoke(app, [*command[:-1], str(tmp_path / "flag_only"), "--section", "route_adapted"])
+    assert flagged.exit_code == 0, flagged.output
+    assert LoadedEstimator(tmp_path / "flag_only").manifest["disagreement_sigma"] is None
 
 
 def test_a_psf_conditioned_estimator_is_refined_per_band_and_keeps_its_bands(

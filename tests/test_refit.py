@@ -61,3 +61,25 @@ def test_errors_widen_on_correlated_noise_only():
     assert correlated_noise_inflation(rng.normal(0.0, 0.01, (64, 64)), no_sources) == 1.0
     smoothed = correlated_noise((64, 64), 0.01, 1.0, rng)
     assert correlated_noise_inflation(smoothed, no_sources) == pytest.approx(1.0 / correlation_norm(1.0), rel=0.2)
+
+
+def test_blended_stamps_are_refit_only_when_asked(galsim_psf):
+    from legato.flags import BLENDED
+    from legato.inference.measurements import RefitAugmentation
+    from legato.modelling.renderer import ModelRenderer, stamp_geometry
+    from legato.simulation.noise import NoiseModel
+
+    model_of = stamp_model(galsim_psf)
+    truth = fisher_point(*TRUTH.values(), pa_deg=40.0, x_offset_pix=0.0, y_offset_pix=0.0)
+    neighbour = fisher_point(21.0, 0.2, 1.0, 0.1, pa_deg=0.0, x_offset_pix=17.0, y_offset_pix=-15.0)
+    scene = model_of.render(truth) + model_of.render(neighbour)
+    image = NoiseModel(sky_sigma=SKY_SIGMA, exposure_time=EXPOSURE_TIME).add_noise(scene, np.random.default_rng(4))
+    start = (TRUTH["mag"] + 0.1, TRUTH["re_arcsec"] * 1.1, TRUTH["n"] * 0.9, TRUTH["ellipticity"] - 0.05)
+    renderer = ModelRenderer(galsim_psf, 64, 0.06, ZEROPOINT)
+    args = (image, start, SKY_SIGMA, stamp_geometry(image), BLENDED)
+    assert RefitAugmentation(renderer, 21.0, EXPOSURE_TIME).measure(*args) == ({"refit": 0}, False)
+    values, flagged = RefitAugmentation(renderer, 21.0, EXPOSURE_TIME, blended=True).measure(*args)
+    assert values["refit"] == 1 and not flagged
+    # the neighbour's segment is masked: the target's magnitude is its own, not the pair's
+    assert values["mag"] == pytest.approx(TRUTH["mag"], abs=0.03) and values["mag_err"] > 0
+    assert RefitAugmentation(renderer, 19.0, EXPOSURE_TIME, blended=True).measure(*args) == ({"refit": 0}, False)

@@ -105,6 +105,16 @@ def predict(
             )
         ),
     ] = None,
+    refit_blended: Annotated[
+        bool,
+        typer.Option(
+            help=(
+                "With --refit-brighter-than, refit BLENDED stamps too, other sources masked as the classical fitter masks "
+                "them: what a masked single-Sérsic fit (GALFIT's labels) measures there; against the simulated truth "
+                "closer in magnitude and radius, not in n (docs/predict.md)."
+            )
+        ),
+    ] = False,
 ) -> None:
     """Predict mag, re_arcsec, n, q and ellipticity for every stamp of INPUT into a catalogue.
 
@@ -125,6 +135,8 @@ def predict(
 
     if (crb or residuals or gallery or refit_brighter_than is not None) and engine == "spark":
         raise ConfigError("--crb, --residuals, --refit-brighter-than and --gallery run with the local engine only")
+    if refit_blended and refit_brighter_than is None:
+        raise ConfigError("--refit-blended refits with --refit-brighter-than MAG: give both")
     if gallery is not None and catalog is not None:
         raise ConfigError("--gallery draws from stamp inputs (cube, folder or Parquet); for a mosaic, cut the stamps first")
     if residuals and chi2_threshold is None:
@@ -170,12 +182,13 @@ def predict(
     resolved = resolve_model(model, name=model_name, tracking_uri=tracking_uri)
     resolved.symmetries = symmetries
     from legato.modelling.renderer import renderer_from_psf_file
+    from legato.simulation.psf import band_psf_path
 
     loaded = resolved.load()
     condition = stamp_psf(loaded.psf_bands, band, psf, zeropoint)
     measured = crb or residuals or gallery or refit_brighter_than is not None
-    renderer = renderer_from_psf_file(psf or band_psf_file(band)) if measured else None
-    augmentations = augmentations_for(renderer, crb, residuals, exposure_time, chi2_threshold, refit_brighter_than)
+    renderer = renderer_from_psf_file(psf or band_psf_path(band), zeropoint=stamp_zeropoint(condition)) if measured else None
+    augmentations = augmentations_for(renderer, crb, residuals, exposure_time, chi2_threshold, refit_brighter_than, refit_blended)
     from legato.inference.measurements import AugmentedEstimator
 
     estimator = AugmentedEstimator(loaded, augmentations, workers) if augmentations else loaded
@@ -220,6 +233,13 @@ def stamp_psf(bands: dict | None, band: str, psf: Path | None, zeropoint: float 
     return resolve_psf(bands, band, psf, zeropoint)
 
 
+def stamp_zeropoint(condition) -> float:
+    """The stamps' AB zeropoint for the ``--crb`` / ``--residuals`` / refit models: the PSF condition's, else F160W's."""
+    from legato.conventions import ZEROPOINT_AB
+
+    return float(ZEROPOINT_AB["F160W"] if condition is None else condition.zeropoint)
+
+
 def request_params(condition) -> dict | None:
     """The served model's request parameters of a PSF condition (:data:`legato.serving.pyfunc.PSF_PARAMS`)."""
     if condition is None:
@@ -232,13 +252,6 @@ def request_params(condition) -> dict | None:
     }
 
 
-def band_psf_file(band: str) -> Path:
-    """The versioned model PSF of a band (``data/psf/``)."""
-    from legato.simulation.psf import band_optics
-
-    return Path("data/psf") / band_optics(band).file_name
-
-
 def augmentations_for(
     renderer,
     crb: bool,
@@ -246,12 +259,13 @@ def augmentations_for(
     exposure_time: float | None,
     chi2_threshold: float | None,
     refit_brighter_than: float | None = None,
+    refit_blended: bool = False,
 ) -> list:
     """The per-stamp measurements ``--refit-brighter-than``, ``--crb`` and ``--residuals`` ask for (the refit first)."""
     from legato.inference.measurements import BoundAugmentation, RefitAugmentation, ResidualAugmentation
 
     exposure_time = exposure_time or None
-    chosen = [] if refit_brighter_than is None else [RefitAugmentation(renderer, refit_brighter_than, exposure_time)]
+    chosen = [] if refit_brighter_than is None else [RefitAugmentation(renderer, refit_brighter_than, exposure_time, blended=refit_blended)]
     if crb:
         chosen.append(BoundAugmentation(renderer, exposure_time))
     if residuals:

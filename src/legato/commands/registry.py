@@ -146,6 +146,9 @@ def track_estimator_command(
 
 def route_command(
     params: ParamsOption = Path("params.yaml"),
+    settings_section: Annotated[
+        str, typer.Option("--section", help="params.yaml section of the settings: route, or a section whose keys override route's.")
+    ] = "route",
     isolated: Annotated[
         Optional[Path], typer.Option(help="Estimator for unflagged stamps on its own PSF (default: params route.isolated).")
     ] = None,
@@ -161,7 +164,7 @@ def route_command(
     from legato.config import load_params, section
     from legato.models.routing import write_routed_estimator
 
-    settings = section(load_params(params), "route")
+    settings = section(load_params(params), "route", settings_section)
     isolated = isolated or Path(settings["isolated"])
     blended = blended or Path(settings["blended"])
     out = out or Path(settings["out"])

@@ -99,8 +99,8 @@ class ModelRenderer:
         )
 
 
-def renderer_from_psf_file(psf_path, size: int = 64) -> ModelRenderer:
-    """The renderer with the PSF image at ``psf_path`` (0.06"/px, F160W zeropoint)."""
+def renderer_from_psf_file(psf_path, size: int = 64, zeropoint: float = ZEROPOINT_AB["F160W"]) -> ModelRenderer:
+    """The renderer with the PSF image at ``psf_path`` (0.06"/px) and the stamps' AB ``zeropoint`` (default F160W's)."""
     from legato.simulation.psf import read_psf_image
 
-    return ModelRenderer(read_psf_image(psf_path).galsim_profile(), size=size)
+    return ModelRenderer(read_psf_image(psf_path).galsim_profile(), size=size, zeropoint=float(zeropoint))

@@ -90,6 +90,23 @@ def band_optics(band: str) -> BandOptics:
         raise ConfigError(f"no PSF model for band {band!r}; bands: {', '.join(BANDS)}") from None
 
 
+#: the project's versioned PSF images (an editable install's ``data/psf``)
+PROJECT_PSF_DIR = Path(__file__).resolve().parents[3] / "data" / "psf"
+
+
+def band_psf_path(band: str) -> Path:
+    """The versioned model PSF image of a band: ``data/psf/`` of the working directory, else of the project.
+
+    Raises
+    ------
+    ConfigError
+        On an unknown band.
+    """
+    name = band_optics(band).file_name
+    local = Path("data/psf") / name
+    return local if local.exists() or not (PROJECT_PSF_DIR / name).exists() else PROJECT_PSF_DIR / name
+
+
 def model_psf_profile(band: str = BAND):
     """Analytic model of a band's HST PSF as a GalSim profile (F160W: FWHM about 0.18").
 
