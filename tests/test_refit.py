@@ -83,3 +83,16 @@ def test_blended_stamps_are_refit_only_when_asked(galsim_psf):
     # the neighbour's segment is masked: the target's magnitude is its own, not the pair's
     assert values["mag"] == pytest.approx(TRUTH["mag"], abs=0.03) and values["mag_err"] > 0
     assert RefitAugmentation(renderer, 19.0, EXPOSURE_TIME, blended=True).measure(*args) == ({"refit": 0}, False)
+
+
+def test_a_galaxy_at_the_priors_lowest_n_converges_on_that_limit(galsim_psf):
+    from legato.simulation.noise import NoiseModel
+
+    model_of = stamp_model(galsim_psf)
+    truth = {"mag": 21.7, "re_arcsec": 0.6, "n": 0.3, "ellipticity": 0.55}
+    theta = fisher_point(*truth.values(), pa_deg=-20.0, x_offset_pix=0.2, y_offset_pix=0.1)
+    image = NoiseModel(sky_sigma=SKY_SIGMA, exposure_time=EXPOSURE_TIME).add_noise(model_of.render(theta), np.random.default_rng(6))
+    refit = refit_stamp(image, (21.72, 0.58, 0.33, 0.56), model_of)
+    # the maximum lies on the range's n limit (the simulator's prior, less a stencil margin): kept, not flagged
+    assert refit.flags == 0 and refit.estimate["n"] == pytest.approx(0.31, abs=0.005)
+    assert 0 < refit.errors["mag_err"] < 0.05 and abs(refit.estimate["mag"] - truth["mag"]) < 4 * refit.errors["mag_err"]

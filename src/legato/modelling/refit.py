@@ -37,12 +37,15 @@ from legato.modelling.renderer import SERSIC_N_RANGE, Geometry, stamp_geometry
 # flag bits of a refit (0 = converged)
 NOT_CONVERGED = 1  # the iteration limit was reached before the steps fell below the tolerance
 NO_FIT = 2  # the start could not be rendered or its Fisher matrix was singular: the start is returned
-AT_LIMIT = 4  # the solution sits on a limit of the refit's range (below): not a maximum of the likelihood
+AT_LIMIT = 4  # the solution sits on a limit of the refit's range in re, ellipticity or centre: not a maximum of the likelihood
 REFIT_FLAG_NAMES = {NOT_CONVERGED: "not_converged", NO_FIT: "no_fit", AT_LIMIT: "at_limit"}
 
 # The refit's range: inside the model's limits with a margin for the finite-difference stencil, and
 # bounded where GalSim's FFT grows without bound (a high-n profile larger than the stamp needs
 # gigabytes): n <= 6, q >= 0.1, re from 0.3 pixel to half the stamp side, centre within 6 pixels.
+# The n limits are the simulator's prior (0.3-6.2, less the margins): a maximum there is the
+# constrained maximum likelihood and is kept (a true n of 0.3 is found at 0.31); a solution on any
+# other limit is flagged AT_LIMIT.
 _LN_N_RANGE = (np.log(SERSIC_N_RANGE[0]) + 0.03, np.log(6.0))
 _MAX_ELLIPTICITY = 0.9
 _RE_MIN_PIX = 0.3  # the largest radius is half the stamp side
@@ -122,13 +125,12 @@ def _in_range(theta: np.ndarray, stamp_model: StampModel) -> np.ndarray:
 
 
 def _at_limit(theta: np.ndarray, stamp_model: StampModel) -> bool:
-    """Whether ``theta`` sits on a limit of the refit's range."""
+    """Whether ``theta`` sits on a limit of the refit's range other than n's (the prior's: kept)."""
     near = 1e-6
     ln_re = _ln_re_range(stamp_model)
     on_re = min(abs(theta[1] - ln_re[0]), abs(theta[1] - ln_re[1])) < near
-    on_n = min(abs(theta[2] - _LN_N_RANGE[0]), abs(theta[2] - _LN_N_RANGE[1])) < near
     on_e = np.hypot(theta[3], theta[4]) > _MAX_ELLIPTICITY - near
-    return bool(on_re or on_n or on_e or np.any(np.abs(theta[5:7]) > _MAX_CENTRE_PIX - near))
+    return bool(on_re or on_e or np.any(np.abs(theta[5:7]) > _MAX_CENTRE_PIX - near))
 
 
 def _estimate(theta: np.ndarray) -> dict:
@@ -235,8 +237,8 @@ def refit_stamp(
         tolerance = settings.tolerance * np.sqrt(np.diag(covariance))
         for _ in range(6):
             step = np.linalg.solve(fisher + damping * np.diag(np.diag(fisher)), gradient)
-            small = bool(np.all(np.abs(step) <= tolerance))
             trial = _in_range(theta + step, stamp_model)
+            small = bool(np.all(np.abs(trial - theta) <= tolerance))  # the step taken: one into a limit stops there
             try:
                 trial_chi2 = _chi2(stamp, stamp_model.render(trial), stamp_model, mask)
             except Exception:  # noqa: BLE001 - a step into an unrenderable profile is a rejected step
