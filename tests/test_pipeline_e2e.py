@@ -28,7 +28,7 @@ def bright_training_galaxies(repo: Path) -> int:
 
 
 def run(cmd, cwd, env):
-    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=780)  # the toy pipeline: ~8 min
     assert result.returncode == 0, f"{' '.join(cmd)} failed:\n{result.stdout}\n{result.stderr}"
     return result.stdout
 
