@@ -109,9 +109,9 @@ def predict(
         bool,
         typer.Option(
             help=(
-                "With --refit-brighter-than, refit BLENDED stamps too, other sources masked as the classical fitter masks "
-                "them: what a masked single-Sérsic fit (GALFIT's labels) measures there; against the simulated truth "
-                "closer in magnitude and radius, not in n (docs/predict.md)."
+                "With --refit-brighter-than, refit BLENDED stamps too, the blend detector's neighbours masked: what a "
+                "masked single-Sérsic fit (GALFIT's labels) measures there, closer to such labels but further from the "
+                "simulated galaxies than the network (docs/predict.md)."
             )
         ),
     ] = False,
