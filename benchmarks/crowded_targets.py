@@ -9,11 +9,13 @@ Table 1 targets again for the precision mode ``legato predict --refit-brighter-t
 that report names) and reports/refit_crowded.json (benchmarks/refit_crowded.py: test A's targets again with the refit,
 with and without ``--refit-blended``, and Table 2 of the adapted estimators with it); writes reports/crowded_targets.json.
 The candidate is the routed estimator (``legato route``: the one built for crowded stamps); ``--estimator`` scores
-another one, e.g. the champion (the refined estimator, registry v21) into ``--out``. Coverage is scored for it and
-for the adapted estimator (``--adapted``, default adapted_scenes: the realistic alias's holder).
+another one, e.g. the champion (the refined estimator, registry v21) into ``--out``. Coverage and speed (when
+reports/speed_<adapted>.json and reports/serve_load_<adapted>.json were measured) are scored for it and for the
+adapted estimator (``--adapted``, default adapted_scenes: the realistic alias's holder).
 
     python benchmarks/crowded_targets.py
     python benchmarks/crowded_targets.py --estimator refined --out reports/crowded_targets_refined.json
+    python benchmarks/crowded_targets.py --adapted adapted_routed --out reports/crowded_targets_adapted_routed.json
 """
 
 from __future__ import annotations
@@ -249,12 +251,13 @@ def coverage(truth: dict, estimators: list[str]) -> dict:
     return {"coverage_blended_and_isolated": {"estimators": rows, "windows": COVERAGE_WINDOWS, "met_by": met_by, "met": bool(met_by)}}
 
 
-def speed(throughput: dict | None, serving: dict | None, estimator: str) -> dict:
-    """End-to-end stamps/s of ``legato predict`` on 30,000 stamps and the served single-stamp p99 at 8 clients."""
+def speed(throughput: dict | None, serving: dict | None, estimator: str, suffix: str = "") -> dict:
+    """End-to-end stamps/s of ``legato predict`` on 30,000 stamps and the served single-stamp p99 at 8 clients
+    (each target's name ends with ``suffix``: the adapted estimator's are scored beside the candidate's)."""
     rows = {}
     if throughput is not None:
         run = throughput["end_to_end"][estimator]
-        rows["predict_end_to_end_1500_stamps_per_s"] = {
+        rows[f"predict_end_to_end_1500_stamps_per_s{suffix}"] = {
             "value": run["predict_end_to_end_stamps_per_s"],
             "stamps": run["stamps"],
             "machine": throughput["machine"],
@@ -262,7 +265,7 @@ def speed(throughput: dict | None, serving: dict | None, estimator: str) -> dict
         }
     if serving is not None:
         p99 = serving["single_stamp_only"]["p99_ms"]
-        rows["served_single_stamp_p99_under_50_ms_at_8_clients"] = {
+        rows[f"served_single_stamp_p99_under_50_ms_at_8_clients{suffix}"] = {
             "value_ms": p99,
             "concurrency": serving["concurrency"],
             "model_uri": serving["model_uri"],
@@ -302,6 +305,11 @@ def main() -> None:
         **after_adaptation({b: table for b, table in ((b, read(path)) for b, path in ADAPTED_BASES.items()) if table}),
         **coverage(truth, list(dict.fromkeys((name, args.adapted)))),
         **speed(read(f"speed_{name}.json"), read(f"serve_load_{name}.json"), name),
+        **(
+            speed(read(f"speed_{args.adapted}.json"), read(f"serve_load_{args.adapted}.json"), args.adapted, f"_{args.adapted}")
+            if args.adapted != name
+            else {}
+        ),
         **real_uds(read("real_check.json"), name),
         **with_refit(read("refit.json"), read("table1.json")),
         **with_crowded_refit(read("refit_crowded.json"), truth, name),

@@ -306,6 +306,42 @@ def test_routing_by_disagreement_sends_more_stamps_to_the_scene_network(producti
     np.testing.assert_allclose(gap, [1.0, 0.0])
 
 
+def test_a_routed_estimator_with_a_deblending_route_measures_the_blends_once_and_gives_each_route_its_rows(
+    scene_estimator, loaded, crowded, tmp_path
+):
+    """The blends and the neighbour map are measured once (`legato predict`'s reader thread) for both routes; the
+    rows are those of each route on its own stamps, and flipped passes keep the flags of the stamps as given."""
+    from legato.inference.predict import check_chunk, predict_stamps
+    from legato.models.deblending import write_deblended_estimator
+    from legato.models.estimator import LoadedEstimator
+    from legato.models.routing import write_routed_estimator
+
+    write_deblended_estimator(scene_estimator[0] / "estimator", tmp_path / "deblended", 1)
+    write_routed_estimator(tmp_path / "deblended", scene_estimator[0] / "estimator", tmp_path / "routed")
+    routed, deblended = LoadedEstimator(tmp_path / "routed"), LoadedEstimator(tmp_path / "deblended")
+    assert routed.deblends
+    blend = routed.measure_blends(crowded)
+    assert len(blend) == 3  # the deblending route removes the neighbours of its own rows
+    for mine, route in zip(blend, deblended.measure_blends(crowded)):
+        np.testing.assert_array_equal(mine, route)
+    flags = np.zeros(len(crowded), dtype=np.int32)
+    checks = check_chunk(routed, crowded, flags)
+    assert len(checks.blend) == 3
+    inline, inline_flags = predict_stamps(routed, crowded, flags, None)
+    ahead, ahead_flags = predict_stamps(routed, crowded, flags, None, checks=checks)
+    np.testing.assert_array_equal(ahead_flags, inline_flags)
+    flagged = blend[1]
+    assert 0 < flagged.sum() < len(flagged)
+    unflagged = deblended.predict(crowded[~flagged])
+    scenes = loaded.predict(crowded[flagged])
+    for name in ("mag", "re_arcsec", "n", "ellipticity_err95", "neighbour_fraction"):
+        np.testing.assert_array_equal(ahead[name], inline[name])
+        np.testing.assert_allclose(inline[name][~flagged], unflagged[name], rtol=1e-6, equal_nan=True)
+        np.testing.assert_allclose(inline[name][flagged], scenes[name], rtol=1e-6, equal_nan=True)
+    averaged = LoadedEstimator(tmp_path / "routed", symmetries=2).predict(crowded)
+    np.testing.assert_array_equal(averaged["flags"], routed.predict(crowded)["flags"])
+
+
 def test_routes_must_fit_together(production, scene_estimator, tmp_path):
     from legato.models.routing import write_routed_estimator
 
