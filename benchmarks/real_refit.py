@@ -37,31 +37,18 @@ DEFAULT_ESTIMATORS = {
 MODES = ("network", "refit", "refit_blended")
 
 
-class RefitOnBand:
-    """An estimator with the refit of :class:`legato.inference.measurements.RefitAugmentation`, for ``real_check``:
-    its ``predict`` and ``psf_condition`` are the estimator's, the refit renders with the set's band PSF and zeropoint."""
+def refit_on_band(estimator, band: str, zeropoint: float, limit: float, blended: bool, workers: int):
+    """``estimator`` with the refit of ``legato predict --refit-brighter-than limit`` (``--refit-blended`` with
+    ``blended``), rendered with ``band``'s PSF and the set's ``zeropoint``: an
+    :class:`~legato.inference.measurements.AugmentedEstimator`, which ``real_check`` scores like the estimator."""
+    from legato.commands.predict import augmentations_for
+    from legato.inference.measurements import AugmentedEstimator
+    from legato.modelling.renderer import renderer_from_psf_file
+    from legato.simulation.psf import band_psf_path
 
-    def __init__(self, estimator, band: str, zeropoint: float, limit: float, blended: bool, workers: int):
-        from legato.inference.measurements import AugmentedEstimator, RefitAugmentation
-        from legato.modelling.renderer import renderer_from_psf_file
-        from legato.simulation.psf import band_psf_path
-
-        renderer = renderer_from_psf_file(band_psf_path(band), zeropoint=zeropoint)
-        self.estimator = estimator
-        self.psf_bands = estimator.psf_bands
-        self.augmented = AugmentedEstimator(estimator, [RefitAugmentation(renderer, limit, None, blended=blended)], workers)
-
-    def psf_condition(self, **options):
-        """The wrapped estimator's PSF condition (:meth:`legato.models.estimator.LoadedEstimator.psf_condition`)."""
-        return self.estimator.psf_condition(**options)
-
-    def predict(self, stamps, **options):
-        """The estimator's rows with the refit's values where it converged (a ``refit`` column says which)."""
-        return self.augmented.predict(stamps, **options)
-
-    def close(self) -> None:
-        """Stop the refit's worker processes."""
-        self.augmented.close()
+    renderer = renderer_from_psf_file(band_psf_path(band), zeropoint=zeropoint)
+    refit = augmentations_for(renderer, False, False, None, None, limit, blended)
+    return AugmentedEstimator(estimator, refit, workers)
 
 
 def _changed(value: float, network: float) -> bool:
@@ -91,17 +78,15 @@ def main(argv: list[str] | None = None) -> dict:
     for real in (args.reference, args.other_band):
         _, _, header = load_split(real)
         band, zeropoint = str(header.get("FILTER", "F160W")), float(header["MAGZPT"])
-        scored = {f"{name}|network": estimator for name, estimator in loaded.items()}
-        wrapped = [
-            RefitOnBand(estimator, band, zeropoint, args.limit, mode == "refit_blended", args.workers)
+        wrapped = {
+            f"{name}|{mode}": refit_on_band(estimator, band, zeropoint, args.limit, mode == "refit_blended", args.workers)
             for mode in MODES[1:]
-            for estimator in loaded.values()
-        ]
-        scored.update({f"{name}|{mode}": w for (mode, name), w in zip(((m, n) for m in MODES[1:] for n in loaded), wrapped)})
+            for name, estimator in loaded.items()
+        }
         try:
-            reports[band] = real_check(scored, real)
+            reports[band] = real_check({**{f"{name}|network": e for name, e in loaded.items()}, **wrapped}, real)
         finally:
-            for estimator in wrapped:
+            for estimator in wrapped.values():
                 estimator.close()
     reference, other = reports["F160W"], next(r for b, r in reports.items() if b != "F160W")
     pairs = band_pairs(reference, other)

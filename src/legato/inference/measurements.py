@@ -250,6 +250,15 @@ class AugmentedEstimator:
         return list(self._pool.map(_worker_block, tasks))
 
     @property
+    def psf_bands(self) -> dict | None:
+        """The wrapped estimator's training bands (:attr:`legato.models.estimator.LoadedEstimator.psf_bands`)."""
+        return getattr(self.estimator, "psf_bands", None)
+
+    def psf_condition(self, **options):
+        """The wrapped estimator's (:meth:`legato.models.estimator.LoadedEstimator.psf_condition`)."""
+        return self.estimator.psf_condition(**options)
+
+    @property
     def measures_blends(self) -> bool:
         """The wrapped estimator's (:attr:`legato.models.estimator.LoadedEstimator.measures_blends`)."""
         return getattr(self.estimator, "measures_blends", False)

@@ -245,10 +245,8 @@ class LoadedEstimator:
             return None
         from legato.io.stamp_checks import blend_measurements
 
-        if self.routes is not None:  # the map, measured once; each deblending route removes the neighbours of its rows
-            return blend_measurements(stamps, with_map=self.deblends)
         found = blend_measurements(stamps, with_map=self.deblends)
-        if not self.deblends:
+        if not self.deblends or self.routes is not None:  # a routed one: each deblending route removes its rows' neighbours
             return found
         return (*found, deblended_inputs(np.asarray(stamps, dtype=np.float32), found[2], int(self.deblend["grow_pix"])))
 
